@@ -1,0 +1,172 @@
+"""Dagster wiring of the formatted zone: one asset (plus its rejects) per source, from one factory.
+
+Each run formats only the landed files it has not formatted yet with the current transform version
+(new files, late files, or everything after a transform change), replacing their rows by file hash:
+re-running never duplicates, and late files slot in wherever their timestamps fall.
+"""
+
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
+
+from dp_assets.formatted.process import format_file
+from dp_assets.formatted.schema import FileOutcome, Reject
+from dp_assets.landing.assets import MANIFEST
+from dp_assets.landing.schema import Delivery
+from dp_assets.landing.store import quarantine
+from dp_assets.metadata import OWNER, WAREHOUSE_POOL, markdown, schema_check, spec_metadata, table_metadata
+from dp_assets.resources import DataDir, Warehouse
+from dp_assets.resources.tables import ensure_table, insert, replace_where, row_count
+from dp_assets.sources import SOURCES
+from dp_assets.sources.base import FileContext, Source
+
+OUTCOMES = "formatted.file_outcomes"
+
+
+class FormatConfig(Config):
+    reformat_all: bool = False
+    """Format every landed file again, not only pending ones (e.g. after fixing a parser)."""
+
+
+PENDING = f"""
+SELECT d.sha256, d.original_name, d.landed_path
+FROM {MANIFEST} d
+LEFT JOIN {OUTCOMES} o ON o.source = d.source AND o.file_sha256 = d.sha256
+WHERE d.source = $source AND NOT d.redelivery
+  AND (o.file_sha256 IS NULL OR o.transform_version <> $version OR $all)
+ORDER BY d.arrival_time, d.original_name
+"""
+
+
+def build_formatted_asset(source: Source):
+    table, rejects_table = f"formatted.{source.name}", f"formatted.{source.name}_rejects"
+    key, rejects_key = AssetKey(["formatted", source.name]), AssetKey(["formatted", f"{source.name}_rejects"])
+    common = dict(group_name="formatted", owners=[OWNER], code_version=source.version, deps=[["landing", source.name]])
+
+    @multi_asset(
+        name=f"formatted_{source.name}",
+        specs=[
+            AssetSpec(
+                key,
+                description=f"{source.description}, homogenized to the canonical model "
+                f"({table}). One row per valid record; rows keep their file hash and record number.",
+                kinds={"duckdb", "polars", "pandera"},
+                metadata=spec_metadata(source.schema, table),
+                **common,
+            ),
+            AssetSpec(
+                rejects_key,
+                description=f"Records of {source.name} that failed parsing or the schema, each with "
+                f"its reason, file and record number ({rejects_table}).",
+                kinds={"duckdb", "polars"},
+                metadata=spec_metadata(Reject, rejects_table),
+                **common,
+            ),
+        ],
+        check_specs=[
+            AssetCheckSpec("schema", asset=key, blocking=True, description="Stored rows pass the Pandera schema"),
+            AssetCheckSpec("schema", asset=rejects_key, blocking=True, description="Rejects are well-formed"),
+            AssetCheckSpec(
+                "no_quarantined_files",
+                asset=key,
+                description="Every file formatted in this run could be parsed; fails (warn) listing "
+                "the quarantined ones, while other files keep flowing",
+            ),
+        ],
+        pool=WAREHOUSE_POOL,
+    )
+    def _formatted(context: AssetExecutionContext, config: FormatConfig, data_dir: DataDir, warehouse: Warehouse):
+        settings = data_dir.settings
+        pii_key = settings.pii_key() if source.pii_columns else b""
+        with warehouse.transaction() as conn:
+            for name, schema in ((MANIFEST, Delivery), (table, source.schema), (rejects_table, Reject), (OUTCOMES, FileOutcome)):
+                ensure_table(conn, name, schema)
+            pending = conn.execute(
+                PENDING, {"source": source.name, "version": source.version, "all": config.reformat_all}
+            ).fetchall()
+            outcomes = []
+            for sha, name, landed_path in pending:
+                data = (settings.data_dir / landed_path).read_bytes()
+                result = format_file(source, data, FileContext(sha, name, pii_key))
+                if result.quarantine_reason:
+                    quarantine(settings, source.name, Path(landed_path), sha, name, result.quarantine_reason)
+                    context.log.warning(f"quarantined {name}: {result.quarantine_reason}")
+                replace_where(conn, table, "file_sha256", [sha], result.rows)
+                replace_where(conn, rejects_table, "file_sha256", [sha], result.rejects)
+                outcomes.append(
+                    {
+                        "source": source.name,
+                        "file_sha256": sha,
+                        "original_name": name,
+                        "status": "quarantined" if result.quarantine_reason else "formatted",
+                        "records_in": result.records_in,
+                        "rows_formatted": result.rows.height,
+                        "rows_rejected": result.rejects.height,
+                        "reason": result.quarantine_reason,
+                        "notes": "; ".join(result.notes) or None,
+                        "transform_version": source.version,
+                        "processed_at": dt.datetime.now(dt.UTC),
+                    }
+                )
+            outcomes = pl.DataFrame(outcomes, schema={n: c.dtype.type for n, c in FileOutcome.to_schema().columns.items()})
+            shas = outcomes["file_sha256"].to_list()
+            conn.execute(f"DELETE FROM {OUTCOMES} WHERE source = ? AND file_sha256 IN (SELECT unnest(?))", [source.name, shas])
+            insert(conn, OUTCOMES, outcomes)
+            # The checks validate what was stored this run, read back through DuckDB's types.
+            written = f"WHERE file_sha256 IN (SELECT unnest(?))"
+            stored = conn.execute(f"SELECT * FROM {table} {written}", [shas]).pl()
+            stored_rejects = conn.execute(f"SELECT * FROM {rejects_table} {written}", [shas]).pl()
+            counts = {t: row_count(conn, t) for t in (table, rejects_table)}
+            previews = {t: conn.execute(f"SELECT * FROM {t} LIMIT 5").pl() for t in (table, rejects_table)}
+            reasons = conn.execute(
+                f"SELECT regexp_replace(reason, '''[^'']*''|-?\\d+(\\.\\d+)?', '…', 'g') AS reason, count(*) AS rows "
+                f"FROM {rejects_table} GROUP BY 1 ORDER BY 2 DESC LIMIT 10"
+            ).pl()
+
+        quarantined = outcomes.filter(pl.col("status") == "quarantined")
+        run_stats = {
+            "files formatted": MetadataValue.int(outcomes.height - quarantined.height),
+            "files quarantined": MetadataValue.int(quarantined.height),
+            "records in": MetadataValue.int(int(outcomes["records_in"].sum() or 0)),
+            "rows formatted": MetadataValue.int(stored.height),
+            "rows rejected": MetadataValue.int(stored_rejects.height),
+        }
+        yield MaterializeResult(
+            asset_key=key, metadata={**table_metadata(counts[table], previews[table]), **run_stats}
+        )
+        yield MaterializeResult(
+            asset_key=rejects_key,
+            metadata={**table_metadata(counts[rejects_table], previews[rejects_table]), "rejects by reason": markdown(reasons, 10)},
+        )
+        yield schema_check(source.schema, stored, asset_key=key)
+        yield schema_check(Reject, stored_rejects, asset_key=rejects_key)
+        yield AssetCheckResult(
+            check_name="no_quarantined_files",
+            asset_key=key,
+            passed=quarantined.is_empty(),
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "quarantined": MetadataValue.int(quarantined.height),
+                "files": markdown(quarantined.select("original_name", "reason"), rows=max(quarantined.height, 1)),
+                "quarantine dir": MetadataValue.path(str(settings.quarantine / source.name)),
+            },
+        )
+
+    return _formatted
+
+
+FORMATTED_ASSETS = [build_formatted_asset(source) for source in SOURCES.values()]

@@ -1,0 +1,76 @@
+"""Dagster wiring of the landing zone: one asset per source, landed together in one step."""
+
+
+import polars as pl
+from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
+
+from dp_assets.landing.schema import Delivery, UNKNOWN_SOURCE
+from dp_assets.landing.store import clear_inbox, land_files, scan_inbox
+from dp_assets.metadata import OWNER, WAREHOUSE_POOL, markdown, spec_metadata, table_metadata
+from dp_assets.resources import DataDir, Warehouse
+from dp_assets.resources.tables import ensure_table, insert
+from dp_assets.sources import SOURCES
+
+MANIFEST = "landing.deliveries"
+CODE_VERSION = "1"
+LISTED_COLUMNS = ["original_name", "size_bytes", "sha256", "arrival_time", "redelivery"]
+
+SPECS = [
+    AssetSpec(
+        ["landing", name],
+        group_name="landing",
+        description=f"Persistent landing of {source.description.lower()}: every delivered file kept "
+        f"immutable under landing/{name}/ (by arrival time, content-hashed), listed in {MANIFEST}.",
+        owners=[OWNER],
+        kinds={"file", "duckdb"},
+        code_version=CODE_VERSION,
+        metadata={
+            **spec_metadata(Delivery, MANIFEST),
+            **{f"physical/{k}": v for k, v in source.physical.as_metadata().items()},
+        },
+    )
+    for name, source in SOURCES.items()
+]
+
+
+@multi_asset(name="landing", specs=SPECS, pool=WAREHOUSE_POOL)
+def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Warehouse):
+    """Take every pending inbox file into the persistent landing and record each delivery."""
+    settings = data_dir.settings
+    files = scan_inbox(settings.inbox, SOURCES)
+    with warehouse.transaction() as conn:
+        ensure_table(conn, MANIFEST, Delivery)
+        landed = dict(
+            ((source, sha), path)
+            for source, sha, path in conn.execute(
+                f"SELECT source, sha256, landed_path FROM {MANIFEST} WHERE NOT redelivery"
+            ).fetchall()
+        )
+        rows = pl.DataFrame(land_files(settings, files, landed), schema=_empty_schema())
+        insert(conn, MANIFEST, rows)
+        totals = dict(conn.execute(f"SELECT source, count(*) FROM {MANIFEST} GROUP BY source").fetchall())
+        previews = conn.execute(
+            f"SELECT * FROM {MANIFEST} QUALIFY row_number() OVER (PARTITION BY source ORDER BY landed_at DESC) <= 5"
+        ).pl()
+    clear_inbox(files)  # only after the manifest is committed: a crash before this re-lands, never loses
+
+    stray = rows.filter(pl.col("source") == UNKNOWN_SOURCE)
+    for row in stray.iter_rows(named=True):
+        context.log.warning(f"quarantined stray file {row['original_name']!r}: {row['quarantine_reason']}")
+    for name in SOURCES:
+        taken = rows.filter(pl.col("source") == name)
+        yield MaterializeResult(
+            asset_key=["landing", name],
+            metadata={
+                **table_metadata(totals.get(name, 0), previews.filter(pl.col("source") == name)),
+                "files taken": MetadataValue.int(taken.height),
+                "new files": MetadataValue.int(taken.filter(~pl.col("redelivery")).height),
+                "re-deliveries": MetadataValue.int(taken.filter(pl.col("redelivery")).height),
+                "bytes taken": MetadataValue.int(int(taken["size_bytes"].sum() or 0)),
+                "files": markdown(taken.select(LISTED_COLUMNS), rows=max(taken.height, 1)),
+            },
+        )
+
+
+def _empty_schema() -> dict:
+    return {n: c.dtype.type for n, c in Delivery.to_schema().columns.items()}

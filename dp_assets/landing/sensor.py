@@ -1,0 +1,38 @@
+"""The inbox sensor: asks for an ingest run when files arrive, without rescanning what it saw.
+
+The cursor is the newest inode change time (``st_ctime_ns``) already handed to a run. A new file
+gets a fresh ctime when it is created or moved into the inbox, even if the collector preserved its
+modification time, so comparing against the cursor finds exactly the new arrivals.
+"""
+
+
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
+
+from dp_assets.landing.store import scan_inbox
+from dp_assets.settings import Settings
+from dp_assets.sources import SOURCES
+
+INGEST_JOB = "ingest"
+
+
+def build_inbox_sensor(settings: Settings):
+    @sensor(
+        name="inbox_sensor",
+        job_name=INGEST_JOB,
+        minimum_interval_seconds=15,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=f"Requests an ingest run when new files appear under {settings.inbox}",
+    )
+    def inbox_sensor(context: SensorEvaluationContext):
+        cursor = int(context.cursor or 0)
+        new = scan_inbox(settings.inbox, SOURCES, newer_than_ns=cursor)
+        if not new:
+            return SkipReason("no new files in the inbox")
+        newest = max(f.changed_ns for f in new)
+        context.update_cursor(str(newest))
+        return RunRequest(
+            run_key=f"inbox-{newest}",
+            tags={"dp/new_files": str(len(new))},
+        )
+
+    return inbox_sensor

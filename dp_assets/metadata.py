@@ -1,0 +1,72 @@
+"""Catalog metadata derived from the Pandera schemas, so column docs are written once.
+
+Also the asset-spec conventions every zone shares (owner, kinds, pool), applied here rather than
+repeated per asset.
+"""
+
+from __future__ import annotations
+
+import pandera.polars as pa
+import polars as pl
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, TableColumn, TableSchema
+
+OWNER = "team:data-platform"
+WAREHOUSE_POOL = "warehouse"  # DuckDB admits one writer process: every warehouse step joins it
+PREVIEW_ROWS = 5
+
+
+def column_schema(schema: type[pa.DataFrameModel]) -> TableSchema:
+    columns = schema.to_schema().columns
+    missing = [name for name, column in columns.items() if not column.description]
+    if missing:
+        raise ValueError(f"{schema.__name__}: columns without a description: {missing}")
+    return TableSchema(
+        columns=[
+            TableColumn(name, str(column.dtype), description=column.description)
+            for name, column in columns.items()
+        ]
+    )
+
+
+def spec_metadata(schema: type[pa.DataFrameModel], table: str | None = None) -> dict:
+    metadata = {"dagster/column_schema": column_schema(schema)}
+    if table:
+        metadata["dagster/table_name"] = table
+    return metadata
+
+
+def markdown(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:
+    with pl.Config(
+        tbl_formatting="ASCII_MARKDOWN",
+        tbl_hide_column_data_types=True,
+        tbl_hide_dataframe_shape=True,
+        tbl_rows=rows,
+        tbl_cols=-1,
+        tbl_width_chars=10_000,
+        fmt_str_lengths=80,
+    ):
+        return MetadataValue.md(str(frame.head(rows)))
+
+
+def table_metadata(row_count: int, preview: pl.DataFrame) -> dict:
+    return {"dagster/row_count": MetadataValue.int(row_count), "preview": markdown(preview)}
+
+
+def schema_check(
+    schema: type[pa.DataFrameModel], frame: pl.DataFrame, check_name: str = "schema", **kwargs
+) -> AssetCheckResult:
+    """Validate stored rows with the Pandera schema; the result lists the first failures."""
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+        return AssetCheckResult(
+            check_name=check_name,
+            passed=False,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"failures": MetadataValue.int(cases.height), "first failures": markdown(cases, 20)},
+            **kwargs,
+        )
+    return AssetCheckResult(
+        check_name=check_name, passed=True, metadata={"rows validated": MetadataValue.int(frame.height)}, **kwargs
+    )

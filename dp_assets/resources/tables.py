@@ -1,0 +1,46 @@
+"""Table writes on an open DuckDB connection: created from the Pandera schema, replaced by key."""
+
+from __future__ import annotations
+
+import duckdb
+import pandera.polars as pa
+import polars as pl
+
+
+def _empty(schema: type[pa.DataFrameModel]) -> pl.DataFrame:
+    return pl.DataFrame(schema={n: c.dtype.type for n, c in schema.to_schema().columns.items()})
+
+
+def ensure_table(conn: duckdb.DuckDBPyConnection, table: str, schema: type[pa.DataFrameModel]) -> None:
+    """Create ``schema.table`` with the model's columns and types if it does not exist."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
+    empty = _empty(schema)  # noqa: F841 - read by DuckDB's replacement scan
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM empty")
+
+
+def insert(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    if frame.height:
+        conn.register("_frame", frame)
+        try:
+            conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _frame")
+        finally:
+            conn.unregister("_frame")
+
+
+def replace_where(
+    conn: duckdb.DuckDBPyConnection, table: str, column: str, values: list, frame: pl.DataFrame
+) -> None:
+    """Idempotent write: delete the rows whose ``column`` is in ``values``, insert ``frame``."""
+    if values:
+        conn.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT unnest(?))", [values])
+    insert(conn, table, frame)
+
+
+def replace_table(conn: duckdb.DuckDBPyConnection, table: str, query: str) -> None:
+    """Rebuild a derived table from a query (inside the caller's transaction, so atomic)."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
+    conn.execute(f"CREATE OR REPLACE TABLE {table} AS {query}")
+
+
+def row_count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]

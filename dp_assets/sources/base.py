@@ -1,0 +1,295 @@
+"""What every raw source shares: its description, decoding, record readers and reject reasons.
+
+A source module defines a ``Source``: physical format, a parser (text -> one string column per field,
+plus ``record_no`` and ``raw_record``) and a homogenizer (raw strings -> the canonical typed model).
+Nothing here imports Dagster; ``dp_assets.formatted.process`` drives these functions per file.
+
+Two kinds of failure, kept apart on purpose:
+- ``Unparseable``: the file as a whole cannot be read (empty, binary, wrong encoding, wrong header).
+  The file goes to quarantine with the reason.
+- a row-level problem: the row goes to ``<source>_rejects`` with its reason, the rest flows on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandera.polars as pa
+import polars as pl
+
+MAX_LINE_BYTES = 1 << 20  # a longer line is corruption (or an attack), not a record
+RAW_RECORD_CHARS = 2000  # rejects keep this much of the raw record; the landing keeps all of it
+
+
+class Unparseable(Exception):
+    """The whole file cannot be read; the message is the quarantine reason."""
+
+
+@dataclass(frozen=True)
+class PhysicalFormat:
+    """How the raw files of a source look: the physical metadata recorded on the landing assets."""
+
+    format: str
+    encoding: str = "utf-8"
+    delimiter: str | None = None
+    decimal: str | None = None
+    units: str = ""
+    time_zone: str = "UTC"
+    notes: str = ""
+
+    def as_metadata(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A file's records as strings: one column per field, ``record_no`` and ``raw_record``.
+
+    ``reject_reason`` is set on records that are already broken at the syntax level (wrong number of
+    fields, invalid JSON on one line); ``notes`` are file-level remarks that did not stop parsing.
+    """
+
+    records: pl.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FileContext:
+    """What a homogenizer may know about the file beyond its content."""
+
+    sha256: str
+    original_name: str
+    pii_key: bytes
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    description: str
+    physical: PhysicalFormat
+    schema: type[pa.DataFrameModel]
+    key: tuple[str, ...]  # a second record with the same key in one file is a duplicate
+    parse: Callable[[str], Parsed]
+    homogenize: Callable[[pl.DataFrame, FileContext], pl.DataFrame]
+    version: str
+    pii_columns: tuple[str, ...] = ()
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def decode(data: bytes, encoding: str = "utf-8") -> tuple[str, list[str]]:
+    """Bytes to text, or ``Unparseable`` with a located reason. Returns the text and notes."""
+    notes: list[str] = []
+    if not data:
+        raise Unparseable("empty file (0 bytes)")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+        notes.append("UTF-8 byte-order mark removed")
+    if (nul := data.find(b"\x00")) >= 0:
+        raise Unparseable(f"binary content: NUL byte at offset {nul} (line {_line_of(data, nul)})")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        bad = data[error.start : error.start + 1].hex()
+        hint = " (looks like Latin-1 or Windows-125x text)" if _decodes_as_cp1250(data) else ""
+        raise Unparseable(
+            f"not valid {encoding}: byte 0x{bad} at offset {error.start} "
+            f"(line {_line_of(data, error.start)}){hint}; re-export the file as {encoding}"
+        ) from None
+    for number, line in enumerate(text.split("\n"), start=1):
+        if len(line) > MAX_LINE_BYTES:
+            raise Unparseable(
+                f"line {number} is {len(line):,} characters long, over the "
+                f"{MAX_LINE_BYTES:,} limit for one record"
+            )
+    if not text.strip():
+        raise Unparseable("no content: the file holds only whitespace")
+    return text, notes
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _decodes_as_cp1250(data: bytes) -> bool:
+    try:
+        data.decode("cp1250")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _truncation_note(text: str) -> str | None:
+    if text.endswith("\n"):
+        return None
+    return "last line has no line terminator: the file may be truncated"
+
+
+# --- record readers -------------------------------------------------------------------------------
+
+
+def read_delimited(
+    text: str, delimiter: str, required: list[str], renames: dict[str, str] | None = None
+) -> Parsed:
+    """Delimited text with a header line into string columns.
+
+    ``renames`` maps header names to canonical raw names (applied before checking ``required``).
+    Missing required columns make the file unparseable; extra columns are ignored with a note.
+    A record with the wrong number of fields, or an unterminated last line, is rejected by reason.
+    """
+    lines = text.splitlines()
+    header = [h.strip() for h in next(csv.reader([lines[0]], delimiter=delimiter))]
+    renames = renames or {}
+    names = [renames.get(h, h) for h in header]
+    missing = [c for c in required if c not in names]
+    if missing:
+        hint = next(
+            (
+                f"; the header looks {d!r}-delimited, expected {delimiter!r}"
+                for d in (",", ";", "\t", "|")
+                if d != delimiter and d in lines[0]
+            ),
+            "",
+        )
+        raise Unparseable(
+            f"missing required columns {missing} (header: {lines[0][:200]!r}){hint}"
+        )
+    if len(set(names)) != len(names):
+        raise Unparseable(f"duplicate column names in header {header}")
+    notes = []
+    if extra := [h for h, n in zip(header, names) if n not in required]:
+        notes.append(f"ignored extra columns {extra}")
+
+    rows: list[list[str | None]] = []
+    record_nos: list[int] = []
+    raws: list[str] = []
+    reasons: list[str | None] = []
+    width = len(names)
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = next(csv.reader([line], delimiter=delimiter), [])
+        reason = None
+        if len(fields) != width:
+            reason = f"expected {width} fields, found {len(fields)}"
+            fields = (fields + [None] * width)[:width]
+        rows.append([f if f != "" else None for f in fields])
+        record_nos.append(number)
+        raws.append(line)
+        reasons.append(reason)
+    if reasons and (note := _truncation_note(text)):
+        reasons[-1] = f"{reasons[-1]}; {note}" if reasons[-1] else note
+    if not rows:
+        raise Unparseable("no data rows: the file holds only a header")
+    frame = pl.DataFrame(rows, schema=names, orient="row", schema_overrides=dict.fromkeys(names, pl.String))
+    return Parsed(_with_record_columns(frame.select(required), record_nos, raws, reasons), notes)
+
+
+def read_json_lines(text: str, fields: list[str], renames: dict[str, str] | None = None) -> Parsed:
+    """JSON Lines into string columns; a line that is not a JSON object is rejected by reason."""
+    renames = renames or {}
+    rows: list[list[str | None]] = []
+    record_nos: list[int] = []
+    raws: list[str] = []
+    reasons: list[str | None] = []
+    seen_names: set[str] = set()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        reason = None
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except ValueError as error:
+            record, reason = {}, f"invalid JSON: {error}"
+        record = {renames.get(k, k): v for k, v in record.items()}
+        seen_names.update(record)
+        rows.append([_as_text(record.get(f)) for f in fields])
+        record_nos.append(number)
+        raws.append(line)
+        reasons.append(reason)
+    if reasons and (note := _truncation_note(text)):
+        reasons[-1] = f"{reasons[-1]}; {note}" if reasons[-1] else note
+    if not rows:
+        raise Unparseable("no records")
+    notes = [f"ignored extra fields {sorted(extra)}"] if (extra := seen_names - set(fields)) else []
+    frame = pl.DataFrame(rows, schema=fields, orient="row", schema_overrides=dict.fromkeys(fields, pl.String))
+    return Parsed(_with_record_columns(frame, record_nos, raws, reasons), notes)
+
+
+def load_json_document(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise Unparseable(
+            f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from None
+
+
+def records_from_objects(objects: list, fields: list[str]) -> Parsed:
+    """A JSON document's array of records (``record_no`` is the 0-based array index)."""
+    rows, raws, reasons = [], [], []
+    for obj in objects:
+        ok = isinstance(obj, dict)
+        rows.append([_as_text(obj.get(f)) if ok else None for f in fields])
+        raws.append(json.dumps(obj, ensure_ascii=False))
+        reasons.append(None if ok else f"record is a JSON {type(obj).__name__}, not an object")
+    if not rows:
+        raise Unparseable("no records")
+    frame = pl.DataFrame(rows, schema=fields, orient="row", schema_overrides=dict.fromkeys(fields, pl.String))
+    return Parsed(_with_record_columns(frame, list(range(len(rows))), raws, reasons))
+
+
+def _as_text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _with_record_columns(
+    frame: pl.DataFrame, record_nos: list[int], raws: list[str], reasons: list[str | None]
+) -> pl.DataFrame:
+    return frame.with_columns(
+        record_no=pl.Series(record_nos, dtype=pl.Int64),
+        raw_record=pl.Series(raws, dtype=pl.String).str.slice(0, RAW_RECORD_CHARS),
+        reject_reason=pl.Series(reasons, dtype=pl.String),
+    )
+
+
+# --- homogenization helpers ---------------------------------------------------------------------
+
+
+def parse_failures(typed_from_raw: dict[str, str]) -> pl.Expr:
+    """A reason for every typed column that came out null although its raw value was present.
+
+    The reason names the raw field, which is what a person looking at the file sees.
+    """
+    parts = [
+        pl.when(pl.col(typed).is_null() & pl.col(raw).str.strip_chars().ne(""))
+        .then(pl.format("{}: cannot parse '{}'", pl.lit(raw), pl.col(raw).str.slice(0, 80)))
+        for typed, raw in typed_from_raw.items()
+    ]
+    return _joined(parts)
+
+
+def add_reasons(*reasons: pl.Expr) -> pl.Expr:
+    """Join reason expressions (nulls skipped) onto ``reject_reason``."""
+    return _joined([pl.col("reject_reason"), *reasons]).alias("reject_reason")
+
+
+def _joined(parts: list[pl.Expr]) -> pl.Expr:
+    joined = pl.concat_str(parts, separator="; ", ignore_nulls=True)
+    return pl.when(joined.ne("")).then(joined)
+
+
+def decimal_comma(col: str) -> pl.Expr:
+    """'1 234,5' -> 1234.5: decimal comma, optional spaces as thousands separators."""
+    return (
+        pl.col(col).str.replace_all(r"[\s\u00a0]", "").str.replace(",", ".", literal=True)
+        .cast(pl.Float64, strict=False)
+    )

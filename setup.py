@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="dp_assets",
+    version="0.1.0",
+    description="A data-product platform on Dagster software-defined assets",
+    packages=find_packages(exclude=["dp_assets_tests"]),
+    python_requires=">=3.11,<3.12",
+    install_requires=[
+        "dagster==1.13.*",
+        "dagster-webserver==1.13.*",
+        "dagster-duckdb",
+        "dagster-duckdb-polars",
+        "dagster-mlflow",
+        "mlflow>=3,<4",
+        # duckdb 2.0 breaks dagster-duckdb-polars (no DuckDBPyConnection.arrow); see FIELD_NOTES.
+        "duckdb>=1.1,<2",
+        "polars>=1.30",
+        "pandera[polars]>=0.24",
+        "lightgbm>=4",
+        # dagster-mlflow pins pandas<3; said here so the resolver never has to guess.
+        "pandas<3",
+    ],
+    extras_require={"dev": ["pytest>=8", "pytest-xdist"]},
+    entry_points={"console_scripts": ["dp=dp_assets.cli:main"]},
+)
