@@ -24,7 +24,7 @@ from dagster import (
 )
 
 from dp_assets.formatted.process import format_file
-from dp_assets.formatted.schema import FileOutcome, Reject
+from dp_assets.formatted.schema import FileOutcome, Reject, reason_group
 from dp_assets.landing.assets import MANIFEST
 from dp_assets.landing.schema import Delivery
 from dp_assets.landing.store import quarantine
@@ -133,7 +133,7 @@ def build_formatted_asset(source: Source):
             counts = {t: row_count(conn, t) for t in (table, rejects_table)}
             previews = {t: conn.execute(f"SELECT * FROM {t} LIMIT 5").pl() for t in (table, rejects_table)}
             reasons = conn.execute(
-                f"SELECT regexp_replace(reason, '''[^'']*''|-?\\d+(\\.\\d+)?', '…', 'g') AS reason, count(*) AS rows "
+                f"SELECT {reason_group()} AS reason, count(*) AS rows "
                 f"FROM {rejects_table} GROUP BY 1 ORDER BY 2 DESC LIMIT 10"
             ).pl()
 

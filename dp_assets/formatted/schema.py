@@ -37,3 +37,8 @@ class FileOutcome(pa.DataFrameModel):
 
     class Config:
         strict = True
+
+
+def reason_group(column: str = "reason") -> str:
+    """SQL grouping rejects by kind: quoted values and numbers vary per row, the rest does not."""
+    return rf"regexp_replace({column}, '''[^'']*''|-?\d+(\.\d+)?', '…', 'g')"

@@ -1,0 +1,393 @@
+"""``dp sample-data``: realistic raw files of a fictional energy utility, with known problems.
+
+Deterministic per seed. Writes into ``<data_dir>/inbox/<source>/`` and, beside the inbox, a
+manifest of the ground truth: every file with its record count, every injected row problem with its
+file and record number, the file-level problems, duplicate deliveries, late files, readings dropped
+to make gaps, meters no customer owns, and the people behind the CRM records.
+
+File modification times are set to when each file would have arrived (the morning after the day it
+covers; a late file several days later), so arrival order in the landing is realistic.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from dp_assets.sample_data.people import CHURN_DECLINE_DAYS, People, make_people
+from dp_assets.sources.meters_vendor_a import TIME_ZONE
+from dp_assets.sources.schema import REGIONS
+from dp_assets.sources.tariffs import VAT_EXCLUDED_FROM, VAT_RATE
+
+PROVIDERS = {"meteo": ("C", ("north", "south", "east")), "skycast": ("F", ("west", "central"))}
+ROW_PROBLEM_RATES = {  # share of readings per vendor
+    "null_value": 0.002,
+    "negative_value": 0.0005,
+    "absurd_value": 0.0005,
+    "bad_timestamp": 0.0005,
+    "duplicate_row": 0.002,
+}
+DROP_RATE = 0.001  # readings never delivered: they show up as gaps
+MIGRATING_SHARE = 0.05  # vendor A meters moved to vendor B, both reporting for OVERLAP_DAYS
+OVERLAP_DAYS = 2
+SCHEMA_DRIFT_AT = 0.6  # vendor B renames 'wh' to 'energy_wh' after this share of the days
+UNKNOWN_METER = "999999"
+EXPECTED_REASON = {  # what the rejects must say for each injected row problem
+    "null_value": "missing value",
+    "negative_value": "greater_than_or_equal_to",
+    "absurd_value": "less_than_or_equal_to",
+    "bad_timestamp": "cannot parse",
+    "duplicate_row": "duplicate of record",
+    "bad_contract_dates": "contract_end before contract_start",
+}
+EXPECTED_QUARANTINE = {
+    "wrong_delimiter": "missing required columns",
+    "truncated_json": "invalid JSON",
+    "binary_garbage": "binary content",
+    "empty_file": "empty file",
+}
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    days: int = 120
+    meters: int = 200
+    seed: int = 7
+    start: dt.date = dt.date(2024, 1, 15)
+
+
+@dataclass
+class Manifest:
+    params: dict
+    files: list[dict] = field(default_factory=list)
+    row_problems: list[dict] = field(default_factory=list)
+    file_problems: list[dict] = field(default_factory=list)
+    duplicate_deliveries: list[dict] = field(default_factory=list)
+    dropped_readings: list[dict] = field(default_factory=list)
+    unknown_meters: list[str] = field(default_factory=list)
+    migrating_meters: list[str] = field(default_factory=list)
+    people: list[dict] = field(default_factory=list)
+
+
+class Writer:
+    """Writes files into the inbox with their arrival time and records them in the manifest."""
+
+    def __init__(self, inbox: Path, manifest: Manifest):
+        self.inbox, self.manifest = inbox, manifest
+
+    def write(self, source: str, name: str, data: bytes, arrival: dt.datetime, records: int | None,
+              kind: str = "data", late: bool = False) -> Path:  # fmt: skip
+        path = self.inbox / source / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        stamp = arrival.timestamp()
+        os.utime(path, (stamp, stamp))
+        self.manifest.files.append(
+            {"source": source, "name": name, "records": records, "kind": kind, "late": late,
+             "arrival": arrival.isoformat()}  # fmt: skip
+        )
+        return path
+
+
+def generate(data_dir: Path, params: SampleParams = SampleParams()) -> Manifest:
+    rng = np.random.default_rng(params.seed)
+    manifest = Manifest(params={**asdict(params), "start": params.start.isoformat()})
+    writer = Writer(Path(data_dir) / "inbox", manifest)
+    people = make_people(rng, params.meters, params.start, params.days)
+    weather = make_weather(rng, params.start, params.days)
+    readings = make_readings(rng, people, weather, params.start, params.days, manifest)
+    late_days = set(rng.choice(params.days - 2, size=min(3, params.days - 2), replace=False) + 1)
+
+    write_vendor_a(rng, readings.filter(pl.col("vendor") == "a"), writer, params, late_days)
+    write_vendor_b(rng, readings.filter(pl.col("vendor") == "b"), writer, params, late_days)
+    write_weather(rng, weather, writer, params)
+    write_customers(rng, people, writer, params)
+    write_tariffs(writer, params)
+    manifest.people = people.frame.select("first_name", "last_name", "email", "street", "meter_id").to_dicts()
+    path = Path(data_dir) / "sample_data_manifest.json"
+    path.write_text(json.dumps(asdict(manifest), indent=1, default=str, ensure_ascii=False))
+    return manifest
+
+
+# --- the world ------------------------------------------------------------------------------------
+
+
+def _utc(day: dt.date, hours: float = 0) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(hours=hours)
+
+
+def make_weather(rng: np.random.Generator, start: dt.date, days: int) -> pl.DataFrame:
+    """Hourly temperature (C) and humidity per region: season, region offset, weather noise, day cycle."""
+    hours = pl.datetime_range(_utc(start), _utc(start, 24 * days - 1), "1h", time_zone="UTC", eager=True)
+    frames = []
+    for offset, region in zip((-2.0, 2.0, -1.0, 1.0, 0.0), REGIONS):
+        doy = hours.dt.ordinal_day().to_numpy()
+        hour = hours.dt.hour().to_numpy()
+        noise = np.repeat(np.cumsum(rng.normal(0, 1.2, days)) * 0.6, 24)  # multi-day weather systems
+        temp = 8 - 11 * np.cos(2 * np.pi * (doy - 20) / 365) + offset + noise - 4 * np.cos(2 * np.pi * (hour - 3) / 24)
+        frames.append(
+            pl.DataFrame({"region": region, "utc": hours, "temp_c": temp.round(1),
+                          "humidity": rng.uniform(45, 98, len(hours)).round(0)})  # fmt: skip
+        )
+    return pl.concat(frames)
+
+
+def make_readings(rng, people: People, weather: pl.DataFrame, start: dt.date, days: int, manifest: Manifest) -> pl.DataFrame:
+    """Half-hourly kWh per meter: daily profile, weekends, heating when cold, churners fading out."""
+    slots = pl.datetime_range(_utc(start), _utc(start, 24 * days - 0.5), "30m", time_zone="UTC", eager=True)
+    daily_temp = weather.group_by("region", pl.col("utc").dt.date().alias("day")).agg(pl.col("temp_c").mean().alias("day_temp"))
+    frame = (
+        people.frame.select("meter_id", "region", "vendor", "base_kwh", "contract_start", "contract_end")
+        .join(pl.DataFrame({"utc": slots}), how="cross")
+        .with_columns(day=pl.col("utc").dt.date(), local_hour=pl.col("utc").dt.convert_time_zone(TIME_ZONE).dt.hour())
+        .filter((pl.col("day") >= pl.col("contract_start")) & (pl.col("contract_end").is_null() | (pl.col("day") <= pl.col("contract_end"))))
+        .join(daily_temp, on=["region", "day"], how="left")
+    )
+    hour = frame["local_hour"].cast(pl.Float64).to_numpy()  # int8 from polars would overflow below
+    profile = 0.6 + 0.5 * np.exp(-((hour - 8) ** 2) / 4) + 0.9 * np.exp(-((hour - 19) ** 2) / 6) - 0.3 * ((hour >= 1) & (hour <= 5))
+    weekend = np.where(frame["day"].dt.weekday().to_numpy() >= 6, 1.12, 1.0)
+    heating = 1 + 0.035 * np.clip(15 - frame["day_temp"].to_numpy(), 0, None)
+    days_left = (frame["contract_end"] - frame["day"]).dt.total_days().fill_null(10_000).to_numpy()
+    fading = np.clip(0.55 + 0.45 * days_left / CHURN_DECLINE_DAYS, 0.55, 1.0)
+    noise = rng.lognormal(0, 0.25, frame.height)
+    kwh = frame["base_kwh"].to_numpy() * profile * weekend * heating * fading * noise
+    frame = frame.select("meter_id", "vendor", "utc", "day").with_columns(kwh=pl.Series(np.round(kwh, 3)))
+
+    # A few vendor A meters migrate to vendor B; both vendors report them for a couple of days.
+    a_meters = frame.filter(pl.col("vendor") == "a")["meter_id"].unique().sort()
+    migrating = rng.choice(a_meters.to_numpy(), size=max(1, int(len(a_meters) * MIGRATING_SHARE)), replace=False)
+    switch = {m: start + dt.timedelta(days=int(rng.integers(days // 3, max(days // 3 + 1, 2 * days // 3)))) for m in migrating}
+    manifest.migrating_meters = sorted(switch)
+    switch_day = pl.col("meter_id").replace_strict(switch, default=None, return_dtype=pl.Date)
+    moved = frame.filter(switch_day.is_not_null() & (pl.col("day") >= switch_day)).with_columns(vendor=pl.lit("b"))
+    frame = pl.concat([
+        frame.filter(switch_day.is_null() | (pl.col("day") < switch_day + dt.timedelta(days=OVERLAP_DAYS))),
+        moved,
+    ])  # fmt: skip
+    # Readings of a meter no customer owns (a meter swapped in the field, not yet in the CRM).
+    unknown = frame.filter(pl.col("meter_id") == frame["meter_id"][0]).head(96).with_columns(
+        meter_id=pl.lit(f"MTR-{UNKNOWN_METER}"), vendor=pl.lit("b")
+    )
+    manifest.unknown_meters = [f"MTR-{UNKNOWN_METER}"]
+    return pl.concat([frame, unknown]).sort("meter_id", "utc", "vendor")
+
+
+# --- row problems ---------------------------------------------------------------------------------
+
+
+def assign_problems(rng, frame: pl.DataFrame, rates: dict[str, float], drop_rate: float = 0.0) -> pl.DataFrame:
+    """Mark disjoint random rows with a problem kind (or ``drop``); null where the row is clean."""
+    n = frame.height
+    order = rng.permutation(n)
+    kinds = np.full(n, None, dtype=object)
+    taken = 0
+    for kind, rate in [*rates.items(), ("drop", drop_rate)]:
+        count = int(round(n * rate))
+        kinds[order[taken : taken + count]] = kind
+        taken += count
+    return frame.with_columns(problem=pl.Series(kinds.tolist(), dtype=pl.String))
+
+
+def finish_rows(frame: pl.DataFrame, manifest: Manifest, source: str, first_record: int) -> pl.DataFrame:
+    """Drop the 'drop' rows (recorded as gaps), duplicate the 'duplicate_row' ones right after."""
+    dropped = frame.filter(pl.col("problem") == "drop")
+    manifest.dropped_readings += dropped.select(
+        "meter_id", pl.col("utc").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("reading_start")
+    ).to_dicts()
+    kept = frame.filter((pl.col("problem") != "drop") | pl.col("problem").is_null())
+    copies = kept.filter(pl.col("problem") == "duplicate_row").with_columns(copy=pl.lit(1))
+    kept = kept.with_columns(
+        copy=pl.lit(0), problem=pl.when(pl.col("problem") != "duplicate_row").then("problem")
+    )
+    return pl.concat([kept, copies]).sort("file", "meter_id", "utc", "copy").with_columns(
+        record_no=pl.int_range(pl.len()).over("file") + first_record
+    )
+
+
+def record_problems(frame: pl.DataFrame, manifest: Manifest, source: str) -> None:
+    manifest.row_problems += (
+        frame.filter(pl.col("problem").is_not_null())
+        .select(pl.lit(source).alias("source"), "file", "record_no", pl.col("problem").alias("kind"))
+        .to_dicts()
+    )
+
+
+def arrival_for(day: dt.date, late: bool) -> dt.datetime:
+    return _utc(day + dt.timedelta(days=6 if late else 1), 6)
+
+
+# --- writers per source ---------------------------------------------------------------------------
+
+
+def write_vendor_a(rng, readings: pl.DataFrame, writer: Writer, params: SampleParams, late_days: set) -> None:
+    local = pl.col("utc").dt.convert_time_zone(TIME_ZONE)
+    frame = assign_problems(rng, readings, ROW_PROBLEM_RATES, DROP_RATE).with_columns(
+        file=local.dt.strftime("readings_%Y-%m-%d.csv"), local_day=local.dt.date()
+    )
+    frame = finish_rows(frame, writer.manifest, "meters_vendor_a", first_record=2)
+    value = pl.col("kwh").cast(pl.String).str.replace(".", ",", literal=True)
+    problem = pl.col("problem")
+    frame = frame.with_columns(
+        line=pl.concat_str(
+            pl.col("meter_id"),
+            pl.when(problem == "bad_timestamp").then(local.dt.strftime("%d/%m/%Y %H:%M")).otherwise(local.dt.strftime("%Y-%m-%d %H:%M")),
+            pl.when(problem == "null_value").then(pl.lit(""))
+            .when(problem == "negative_value").then(pl.concat_str(pl.lit("-"), value, pl.lit("5")))
+            .when(problem == "absurd_value").then(pl.lit("9999,5"))
+            .otherwise(value),
+            separator=";",
+        )
+    )  # fmt: skip
+    record_problems(frame, writer.manifest, "meters_vendor_a")
+    header = "meter_id;timestamp;consumption_kwh\n"
+    first_day = None
+    for (name,), part in frame.group_by("file", maintain_order=True):
+        day = part["local_day"][0]
+        late = (day - params.start).days in late_days
+        text = header + "\n".join(part["line"]) + "\n"
+        writer.write("meters_vendor_a", name, text.encode(), arrival_for(day, late), part.height, late=late)
+        first_day = first_day or (name, text, day)
+    name, text, day = first_day
+    # A re-delivery of the first day under another name, and a re-send with the wrong delimiter.
+    copy = name.replace(".csv", " (1).csv")
+    writer.write("meters_vendor_a", copy, text.encode(), arrival_for(day, True), text.count("\n") - 1, kind="duplicate_delivery")
+    writer.manifest.duplicate_deliveries.append({"source": "meters_vendor_a", "file": copy, "copy_of": name})
+    resend = name.replace(".csv", "_resend.csv")
+    writer.write("meters_vendor_a", resend, text.replace(";", ",").encode(), arrival_for(day, True), None, kind="malformed")
+    writer.manifest.file_problems.append({"source": "meters_vendor_a", "file": resend, "kind": "wrong_delimiter"})
+
+
+def write_vendor_b(rng, readings: pl.DataFrame, writer: Writer, params: SampleParams, late_days: set) -> None:
+    drift_day = params.start + dt.timedelta(days=int(params.days * SCHEMA_DRIFT_AT))
+    frame = assign_problems(rng, readings, ROW_PROBLEM_RATES, DROP_RATE).with_columns(
+        file=pl.col("utc").dt.strftime("%Y%m%d.jsonl")
+    )
+    frame = finish_rows(frame, writer.manifest, "meters_vendor_b", first_record=1)
+    problem = pl.col("problem")
+    wh = (pl.col("kwh") * 1000).round(0).cast(pl.Int64).cast(pl.String)
+    frame = frame.with_columns(
+        line=pl.concat_str(
+            pl.lit('{"meter": "'),
+            pl.col("meter_id").str.replace("MTR-", "", literal=True),
+            pl.lit('", "ts": '),
+            pl.when(problem == "bad_timestamp").then(pl.concat_str(pl.lit('"'), pl.col("utc").dt.strftime("%Y-%m-%dT%H:%M"), pl.lit('"')))
+            .otherwise(pl.col("utc").dt.epoch("ms").cast(pl.String)),
+            pl.when(pl.col("day") >= drift_day).then(pl.lit(', "energy_wh": ')).otherwise(pl.lit(', "wh": ')),
+            pl.when(problem == "null_value").then(pl.lit("null"))
+            .when(problem == "negative_value").then(pl.concat_str(pl.lit("-"), wh, pl.lit("7")))
+            .when(problem == "absurd_value").then(pl.lit("99999999"))
+            .otherwise(wh),
+            pl.lit("}"),
+        )
+    )  # fmt: skip
+    record_problems(frame, writer.manifest, "meters_vendor_b")
+    first = None
+    for (name,), part in frame.group_by("file", maintain_order=True):
+        day = part["day"][0]
+        late = (day - params.start).days in late_days
+        writer.write("meters_vendor_b", name, ("\n".join(part["line"]) + "\n").encode(), arrival_for(day, late), part.height, late=late)
+        first = first or (name, day)
+    garbage = first[0].replace(".jsonl", "_corrupt.jsonl")
+    writer.write("meters_vendor_b", garbage, bytes(rng.integers(0, 256, 4096, dtype=np.uint8)), arrival_for(first[1], True), None, kind="malformed")
+    writer.manifest.file_problems.append({"source": "meters_vendor_b", "file": garbage, "kind": "binary_garbage"})
+
+
+def write_weather(rng, weather: pl.DataFrame, writer: Writer, params: SampleParams) -> None:
+    frame = assign_problems(rng, weather, {"null_value": 0.003})
+    for day_index in range(params.days):
+        day = params.start + dt.timedelta(days=day_index)
+        for provider, (unit, regions) in PROVIDERS.items():
+            part = frame.filter((pl.col("utc").dt.date() == day) & pl.col("region").is_in(regions)).sort("region", "utc")
+            temp = part["temp_c"] if unit == "C" else (part["temp_c"] * 9 / 5 + 32).round(1)
+            observations = [
+                {"region": r, "time": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "temperature": None if p == "null_value" else v, "humidity": h}
+                for r, t, v, h, p in zip(part["region"], part["utc"], temp, part["humidity"], part["problem"])
+            ]  # fmt: skip
+            name = f"{provider}_{day:%Y-%m-%d}.json"
+            document = json.dumps({"provider": provider, "generated_at": _utc(day, 25).isoformat(), "units": {"temperature": unit}, "observations": observations}, indent=1)  # fmt: skip
+            writer.write("weather", name, document.encode(), arrival_for(day, False), len(observations))
+            writer.manifest.row_problems += [
+                {"source": "weather", "file": name, "record_no": i, "kind": "null_value"}
+                for i, p in enumerate(part["problem"]) if p == "null_value"
+            ]  # fmt: skip
+            if day_index == 0 and provider == "skycast":
+                copy = name.replace(".json", "_resent.json")
+                writer.write("weather", copy, document.encode(), arrival_for(day, True), len(observations), kind="duplicate_delivery")
+                writer.manifest.duplicate_deliveries.append({"source": "weather", "file": copy, "copy_of": name})
+                partial = name.replace(".json", "_partial.json")
+                writer.write("weather", partial, document[: len(document) // 2].encode(), arrival_for(day, True), None, kind="malformed")
+                writer.manifest.file_problems.append({"source": "weather", "file": partial, "kind": "truncated_json"})
+
+
+def write_customers(rng, people: People, writer: Writer, params: SampleParams) -> None:
+    export_day = params.start + dt.timedelta(days=params.days)
+    frame = people.frame
+    alpha = frame.filter(pl.col("membership") != "beta")
+    beta = frame.filter(pl.col("membership") != "alpha")
+
+    def render(rows: list[list], header: list[str]) -> bytes:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows([header, *rows])
+        return out.getvalue().encode()
+
+    alpha_rows = [
+        [f"ALP-{p['person']:06d}", f"{p['first_name']} {p['last_name']}", p["email"], p["street"], p["city"],
+         p["region"], p["tariff"], p["meter_id"], p["contract_start"].isoformat(),
+         p["contract_end"].isoformat() if p["contract_end"] else ""]
+        for p in alpha.iter_rows(named=True)
+    ]  # fmt: skip
+    dup_at = int(rng.integers(0, len(alpha_rows)))
+    alpha_rows.insert(dup_at + 1, list(alpha_rows[dup_at]))
+    alpha_name = f"crm_alpha_export_{export_day:%Y%m%d}.csv"
+    writer.manifest.row_problems.append({"source": "customers", "file": alpha_name, "record_no": dup_at + 3, "kind": "duplicate_row"})
+    writer.write("customers", alpha_name, render(alpha_rows, ["customer_id", "full_name", "email", "address", "city", "region", "tariff", "meter_id", "contract_start", "contract_end"]), _utc(export_day, 2), len(alpha_rows))  # fmt: skip
+
+    beta_rows = []
+    broken = set(rng.choice(beta.height, size=min(2, beta.height), replace=False).tolist())
+    beta_name = f"crm_beta_export_{export_day:%Y%m%d}.csv"
+    for i, p in enumerate(beta.iter_rows(named=True)):
+        start, end = p["contract_start"], p["contract_end"]
+        if i in broken:  # a typo'd end date, years before the start
+            end = start - dt.timedelta(days=400)
+            writer.manifest.row_problems.append({"source": "customers", "file": beta_name, "record_no": i + 2, "kind": "bad_contract_dates"})
+        email = p["email"].upper() if i % 3 == 0 else f" {p['email']} "
+        beta_rows.append([
+            str(700000 + p["person"]), f"{p['last_name'].upper()}, {p['first_name']}", email if i % 7 else "",
+            p["street"].replace("ul. ", "ul."), p["city"], p["region"].upper(), p["tariff"].lower(),
+            str(p["meter_no"]), f"{start:%d.%m.%Y}", f"{end:%d.%m.%Y}" if end else "",
+        ])  # fmt: skip
+    writer.write("customers", beta_name, render(beta_rows, ["CustomerNo", "Name", "E-mail", "Address", "City", "Region", "TariffPlan", "MeterNo", "StartDate", "EndDate"]), _utc(export_day, 3), len(beta_rows))  # fmt: skip
+
+
+TARIFF_NET = {"G11": (0.62, 0.025), "G12": (0.55, 0.005), "G12W": (0.58, 0.005)}  # base, monthly rise
+
+
+def write_tariffs(writer: Writer, params: SampleParams) -> None:
+    first = params.start.replace(day=1)
+    last = params.start + dt.timedelta(days=params.days - 1)
+    month, index = first, 0
+    while month <= last:
+        rows = []
+        for tariff, (base, rise) in TARIFF_NET.items():
+            price = base * (1 + rise) ** index
+            if month < VAT_EXCLUDED_FROM:
+                price *= 1 + VAT_RATE
+            rows.append(f"{tariff},{month:%Y-%m},{price:.4f}")
+        writer.write("tariffs", f"tariffs_{month:%Y-%m}.csv", ("tariff,month,price_pln_per_kwh\n" + "\n".join(rows) + "\n").encode(), _utc(month, 0), len(rows))  # fmt: skip
+        month = (month + dt.timedelta(days=32)).replace(day=1)
+        index += 1
+    writer.write("tariffs", "tariffs_empty.csv", b"", _utc(first, 1), None, kind="malformed")
+    writer.manifest.file_problems.append({"source": "tariffs", "file": "tariffs_empty.csv", "kind": "empty_file"})
+
+
+def clear_inbox_tree(data_dir: Path) -> None:
+    shutil.rmtree(Path(data_dir) / "inbox", ignore_errors=True)
