@@ -73,7 +73,8 @@ class Manifest:
     file_problems: list[dict] = field(default_factory=list)
     duplicate_deliveries: list[dict] = field(default_factory=list)
     dropped_readings: list[dict] = field(default_factory=list)
-    unknown_meters: list[str] = field(default_factory=list)
+    unknown_meters: list[str] = field(default_factory=list)  # readings of meters no CRM lists
+    orphaned_meters: list[str] = field(default_factory=list)  # meters whose only CRM record is rejected
     migrating_meters: list[str] = field(default_factory=list)
     people: list[dict] = field(default_factory=list)
 
@@ -233,6 +234,12 @@ def write_vendor_a(rng, readings: pl.DataFrame, writer: Writer, params: SamplePa
     frame = assign_problems(rng, readings, ROW_PROBLEM_RATES, DROP_RATE).with_columns(
         file=local.dt.strftime("readings_%Y-%m-%d.csv"), local_day=local.dt.date()
     )
+    # In the repeated autumn hour a duplicated row cannot be told from the repeat itself (the
+    # format has no offset), so no duplicates are injected there.
+    repeated_hour = local.dt.replace_time_zone(None).dt.replace_time_zone(TIME_ZONE, ambiguous="null").is_null()
+    frame = frame.with_columns(
+        problem=pl.when((pl.col("problem") == "duplicate_row") & repeated_hour).then(None).otherwise("problem")
+    )
     frame = finish_rows(frame, writer.manifest, "meters_vendor_a", first_record=2)
     value = pl.col("kwh").cast(pl.String).str.replace(".", ",", literal=True)
     problem = pl.col("problem")
@@ -359,6 +366,8 @@ def write_customers(rng, people: People, writer: Writer, params: SampleParams) -
         if i in broken:  # a typo'd end date, years before the start
             end = start - dt.timedelta(days=400)
             writer.manifest.row_problems.append({"source": "customers", "file": beta_name, "record_no": i + 2, "kind": "bad_contract_dates"})
+            if p["membership"] == "beta":  # their only CRM record is rejected: the meter has no owner
+                writer.manifest.orphaned_meters.append(p["meter_id"])
         email = p["email"].upper() if i % 3 == 0 else f" {p['email']} "
         beta_rows.append([
             str(700000 + p["person"]), f"{p['last_name'].upper()}, {p['first_name']}", email if i % 7 else "",

@@ -48,6 +48,9 @@ def homogenize(raw: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
             pl.when(pl.col("local").is_not_null() & pl.col("reading_start").is_null()).then(
                 pl.format("timestamp: '{}' does not exist in {} (DST gap)", pl.col("timestamp"), pl.lit(TIME_ZONE))
             ),
+            pl.when(pl.col("occurrence") > 2).then(
+                pl.format("timestamp: '{}' occurs more than twice for this meter", pl.col("timestamp"))
+            ),
         )
     ).select(
         pl.lit(ctx.sha256).alias("file_sha256"),

@@ -1,0 +1,189 @@
+"""Generate sample data, materialize the whole graph through the real defs, check the manifest.
+
+The window covers the autumn DST change, so the repeated local hour of vendor A flows through too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+
+import polars as pl
+import pytest
+
+from dp_assets.sample_data.generator import EXPECTED_QUARANTINE, EXPECTED_REASON, SampleParams, generate
+
+PARAMS = SampleParams(days=6, meters=24, seed=11, start=dt.date(2024, 10, 24))
+pytestmark = pytest.mark.slow
+
+TABLES = [
+    "landing.deliveries", "formatted.meters_vendor_a", "formatted.meters_vendor_a_rejects",
+    "formatted.meters_vendor_b", "formatted.meters_vendor_b_rejects", "formatted.weather",
+    "formatted.weather_rejects", "formatted.customers", "formatted.customers_rejects",
+    "formatted.tariffs", "formatted.tariffs_rejects", "exploitation.customers",
+    "exploitation.customer_id_map", "exploitation.meter_readings", "exploitation.reading_gaps",
+    "exploitation.daily_consumption",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One generated world, landed in two waves (late files second), materialized twice."""
+    from dp_assets_tests.conftest import Platform
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DP_PII_KEY", "e2e-key")
+    platform = Platform(tmp_path_factory.mktemp("e2e"))
+    manifest = generate(platform.settings.data_dir, PARAMS)
+    held = platform.settings.data_dir / "held_back"
+    late = [f for f in manifest.files if f["late"]]
+    for f in late:
+        (held / f["source"]).mkdir(parents=True, exist_ok=True)
+        shutil.move(platform.settings.inbox / f["source"] / f["name"], held / f["source"] / f["name"])
+
+    first = platform.materialize()
+    for f in late:  # the late files arrive after the rest has been processed
+        shutil.move(held / f["source"] / f["name"], platform.settings.inbox / f["source"] / f["name"])
+    second = platform.materialize()
+    snapshot = {t: platform.frame(f"SELECT * FROM {t}") for t in TABLES}
+    third = platform.materialize()
+    yield platform, manifest, late, (first, second, third), snapshot
+    platform.instance.dispose()
+    mp.undo()
+
+
+def test_runs_succeed_and_late_files_were_held(run):
+    _, _, late, results, _ = run
+    assert late, "the generator should produce late files"
+    assert all(r.success for r in results)
+
+
+def test_every_file_is_in_the_persistent_landing(run):
+    platform, manifest, *_ = run
+    delivered = platform.frame("SELECT source, original_name, sha256, landed_path, redelivery FROM landing.deliveries")
+    assert delivered.height == len(manifest.files)
+    assert set(zip(delivered["source"], delivered["original_name"])) == {(f["source"], f["name"]) for f in manifest.files}
+    for path in delivered["landed_path"]:
+        landed = platform.settings.data_dir / path
+        assert landed.is_file() and not landed.stat().st_mode & 0o222, f"{path} must exist read-only"
+    assert not any(p.is_file() for p in platform.settings.inbox.rglob("*")), "the inbox is emptied"
+
+
+def test_duplicate_deliveries_recognised(run):
+    platform, manifest, *_ = run
+    redelivered = {tuple(r) for r in platform.sql("SELECT source, original_name FROM landing.deliveries WHERE redelivery")}
+    assert redelivered == {(d["source"], d["file"]) for d in manifest.duplicate_deliveries}
+
+
+def test_malformed_files_quarantined_with_reason(run):
+    platform, manifest, *_ = run
+    outcomes = {(s, n): r for s, n, r in platform.sql("SELECT source, original_name, reason FROM formatted.file_outcomes WHERE status = 'quarantined'")}
+    assert set(outcomes) == {(p["source"], p["file"]) for p in manifest.file_problems}
+    for problem in manifest.file_problems:
+        assert EXPECTED_QUARANTINE[problem["kind"]] in outcomes[(problem["source"], problem["file"])]
+        copies = list((platform.settings.quarantine / problem["source"]).glob("*" + problem["file"].replace(" ", "_")))
+        assert copies and copies[0].with_name(copies[0].name + ".reason.txt").exists()
+
+
+def test_every_injected_row_problem_is_rejected_with_its_reason(run):
+    platform, manifest, *_ = run
+    rejects = pl.concat(
+        platform.frame(
+            f"SELECT '{s}' AS source, d.original_name AS file, r.record_no, r.reason FROM formatted.{s}_rejects r "
+            f"JOIN landing.deliveries d ON d.sha256 = r.file_sha256 AND d.source = '{s}' AND NOT d.redelivery"
+        )
+        for s in ("meters_vendor_a", "meters_vendor_b", "weather", "customers", "tariffs")
+    )
+    found = {(r["source"], r["file"], r["record_no"]): r["reason"] for r in rejects.iter_rows(named=True)}
+    assert manifest.row_problems
+    for problem in manifest.row_problems:
+        key = (problem["source"], problem["file"], problem["record_no"])
+        assert key in found, f"injected {problem['kind']} not rejected: {key}"
+        assert EXPECTED_REASON[problem["kind"]] in found[key]
+    assert len(found) == len(manifest.row_problems), "nothing but the injected problems is rejected"
+
+
+def test_every_input_row_is_formatted_or_rejected(run):
+    platform, manifest, *_ = run
+    expected = {(f["source"], f["name"]): f["records"] for f in manifest.files if f["kind"] == "data"}
+    counted = {}
+    for source in ("meters_vendor_a", "meters_vendor_b", "weather", "customers", "tariffs"):
+        for name, rows in platform.sql(
+            f"SELECT d.original_name, (SELECT count(*) FROM formatted.{source} t WHERE t.file_sha256 = d.sha256) "
+            f"+ (SELECT count(*) FROM formatted.{source}_rejects r WHERE r.file_sha256 = d.sha256) "
+            f"FROM landing.deliveries d WHERE d.source = '{source}' AND NOT d.redelivery AND d.quarantine_reason IS NULL"
+        ):
+            counted[(source, name)] = rows
+    for key, records in expected.items():
+        assert counted[key] == records, key
+
+
+def test_exploitation_integrates_sources(run):
+    platform, manifest, *_ = run
+    people = len(manifest.people)
+    (customers,) = platform.sql("SELECT count(*) FROM exploitation.customers")[0]
+    # One row per person; a person whose only CRM record was rejected cannot be resolved.
+    assert customers == people - len(manifest.orphaned_meters)
+    # Readings: both vendors, deduplicated, kWh; the migration overlap is dropped, not doubled.
+    (dupes,) = platform.sql("SELECT count(*) - count(DISTINCT (meter_id, reading_start)) FROM exploitation.meter_readings")[0]
+    assert dupes == 0
+    assert platform.sql("SELECT count(DISTINCT vendor) FROM exploitation.meter_readings WHERE meter_id IN (SELECT unnest(?))", [manifest.migrating_meters])[0][0] == 2
+    gaps = platform.frame("SELECT meter_id, gap_start, gap_end FROM exploitation.reading_gaps")
+    for dropped in manifest.dropped_readings[:50]:
+        at = dt.datetime.fromisoformat(dropped["reading_start"].replace("Z", "+00:00"))
+        hit = gaps.filter((pl.col("meter_id") == dropped["meter_id"]) & (pl.col("gap_start") <= at) & (pl.col("gap_end") > at))
+        first_or_last = platform.sql("SELECT ? <= min(reading_start) OR ? >= max(reading_start) FROM exploitation.meter_readings WHERE meter_id = ?", [at, at, dropped["meter_id"]])[0][0]
+        assert hit.height == 1 or first_or_last, f"dropped reading {dropped} not reported as a gap"
+    daily = platform.frame("SELECT * FROM exploitation.daily_consumption")
+    assert daily.height > 0 and daily["temperature_mean_c"].null_count() == 0
+    assert daily["price_net_pln_per_kwh"].null_count() == 0
+
+
+def test_checks_report_the_injected_cross_source_problems(run):
+    platform, manifest, _, results, _ = run
+    evaluations = {
+        (e.asset_key.to_user_string(), e.check_name): e.passed
+        for e in results[0].get_asset_check_evaluations()
+    }
+    assert evaluations[("exploitation/meter_readings", "meters_known")] is False
+    assert all(passed for (asset, name), passed in evaluations.items() if name == "schema")
+    unknown = {m for (m,) in platform.sql("SELECT DISTINCT meter_id FROM exploitation.meter_readings ANTI JOIN exploitation.customers USING (meter_id)")}
+    assert unknown == set(manifest.unknown_meters) | set(manifest.orphaned_meters)
+
+
+def test_dst_repeated_hour_becomes_two_utc_hours(run):
+    platform, *_ = run
+    # 2024-10-27 02:00-03:00 local happens twice: 00:00-01:00 UTC (CEST) and 01:00-02:00 UTC (CET).
+    rows = platform.sql(
+        "SELECT count(DISTINCT reading_start) FROM formatted.meters_vendor_a "
+        "WHERE reading_start >= TIMESTAMPTZ '2024-10-27 00:00:00+00' AND reading_start < TIMESTAMPTZ '2024-10-27 02:00:00+00'"
+    )
+    assert rows[0][0] == 4
+
+
+def test_second_materialization_changes_nothing(run):
+    platform, _, _, _, snapshot = run
+    for table, before in snapshot.items():
+        after = platform.frame(f"SELECT * FROM {table}")
+        assert after.equals(before), f"{table} changed on re-materialization"
+
+
+def test_metadata_on_every_asset(run):
+    platform, _, _, results, _ = run
+    for event in results[0].get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        assert "dagster/row_count" in metadata and "preview" in metadata, event.asset_key
+    graph = platform.defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description and node.owners and node.code_version and node.kinds, key
+        assert node.metadata["dagster/column_schema"].columns, key
+        for column in node.metadata["dagster/column_schema"].columns:
+            assert column.description, f"{key}.{column.name}"
+
+
+def test_manifest_round_trips(run):
+    platform, manifest, *_ = run
+    stored = json.loads(platform.settings.sample_manifest.read_text())
+    assert len(stored["files"]) == len(manifest.files)
