@@ -30,7 +30,7 @@ class Platform:
     def materialize(self, selection: AssetSelection | None = None, raise_on_error: bool = True):
         """Run the implicit asset job of the real defs, as `dagster asset materialize` does."""
         job = self.defs.resolve_implicit_global_asset_job_def()
-        keys = selection.resolve(self.defs.resolve_asset_graph()) if selection else None
+        keys = sorted(selection.resolve(self.defs.resolve_asset_graph())) if selection else None
         return job.execute_in_process(instance=self.instance, asset_selection=keys, raise_on_error=raise_on_error)
 
     def drop(self, source: str, name: str, data: bytes) -> Path:

@@ -83,7 +83,7 @@ def sha256_of(path: Path) -> str:
 
 def safe_name(name: str) -> str:
     """A file-system-safe rendering of a delivered name: no separators, no leading dots."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip("._")
+    cleaned = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "_", name)).lstrip("._")
     return cleaned[-SAFE_NAME_CHARS:] or "unnamed"
 
 
