@@ -1,0 +1,58 @@
+"""The commands a user and CI run, as subprocesses: dp sample-data, dagster asset materialize, dp summary."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from dp_assets_tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def run(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def test_dagster_asset_materialize_all_as_ci_would(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DP_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(home), "DP_PII_KEY": "cli-key"}
+
+    out = run([str(BIN / "dp"), "sample-data", "--days", "4", "--meters", "8", "--seed", "3"], env).stdout
+    assert "injected row problems" in out
+    run([str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", "--select", "*"], env)
+
+    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM exploitation.daily_consumption").fetchone()[0] > 0
+        assert conn.execute("SELECT count(*) FROM landing.deliveries").fetchone()[0] > 0
+
+    summary = run([str(BIN / "dp"), "summary"], env).stdout
+    assert "exploitation.daily_consumption" in summary and "Quarantined files" in summary
+    assert "empty file (0 bytes)" in summary and "duckdb " in summary
+
+    # The daemon's runs carry the same instance config: the run queue and the warehouse pool.
+    validate = run([str(BIN / "dagster"), "definitions", "validate", "-m", "dp_assets"], env)
+    assert "Validation successful" in validate.stdout + validate.stderr
+
+
+def test_sample_data_is_deterministic_per_seed(tmp_path):
+    from dp_assets.sample_data import SampleParams, generate
+
+    params = SampleParams(days=3, meters=5, seed=5)
+    generate(tmp_path / "a", params)
+    generate(tmp_path / "b", params)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files
+    for relative in files:
+        assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes(), relative

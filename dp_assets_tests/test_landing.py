@@ -1,0 +1,94 @@
+"""The persistent landing store, the inbox sensor and the warehouse's lock message."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from dagster import RunRequest, SkipReason, build_sensor_context
+
+from dp_assets.landing.sensor import build_inbox_sensor
+from dp_assets.landing.store import land_files, safe_name, scan_inbox
+from dp_assets.resources import Warehouse, WarehouseLocked
+from dp_assets.settings import Settings
+from dp_assets.sources import SOURCES
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(tmp_path / "data")
+
+
+def drop(settings, relative, data=b"x\n"):
+    path = settings.inbox / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_land_files_is_content_addressed_and_read_only(settings):
+    drop(settings, "weather/a.json", b"same")
+    drop(settings, "weather/b.json", b"same")
+    drop(settings, "tariffs/a.json", b"same")
+    rows = land_files(settings, scan_inbox(settings.inbox, SOURCES), {})
+    by_name = {(r["source"], r["original_name"]): r for r in rows}
+    a, b, t = by_name[("weather", "a.json")], by_name[("weather", "b.json")], by_name[("tariffs", "a.json")]
+    assert [a["redelivery"], b["redelivery"], t["redelivery"]].count(True) == 1  # same source only
+    assert a["landed_path"] == b["landed_path"] != t["landed_path"]
+    landed = settings.data_dir / t["landed_path"]
+    assert landed.read_bytes() == b"same"
+    assert oct(landed.stat().st_mode & 0o777) == "0o444"
+
+
+def test_safe_name():
+    assert safe_name("../../etc/passwd") == "etc_passwd"
+    assert safe_name("...") == "unnamed"
+    assert len(safe_name("x" * 500)) == 100
+
+
+def test_sensor_requests_a_run_only_for_new_files(settings):
+    sensor = build_inbox_sensor(settings)
+    with build_sensor_context() as context:
+        assert isinstance(sensor(context), SkipReason)
+        drop(settings, "weather/one.json")
+        first = sensor(context)
+        assert isinstance(first, RunRequest)
+        context.update_cursor(context.cursor)
+        assert isinstance(sensor(context), SkipReason), "no new file, no new run"
+        time.sleep(0.01)
+        drop(settings, "weather/.tmp-two.json")  # still being written: ignored
+        assert isinstance(sensor(context), SkipReason)
+        os.rename(settings.inbox / "weather/.tmp-two.json", settings.inbox / "weather/two.json")
+        second = sensor(context)
+        assert isinstance(second, RunRequest) and second.run_key != first.run_key
+
+
+def test_lock_conflict_names_the_holder(tmp_path):
+    database = tmp_path / "w.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect('{database}'); print('ready', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(WarehouseLocked, match=rf"locked by .*PID {holder.pid}.*DuckDB allows one process"):
+            with Warehouse(database=str(database), lock_timeout_s=0.5).get_connection():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_transaction_rolls_back_on_error(tmp_path):
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
+    with warehouse.transaction() as conn:
+        conn.execute("CREATE TABLE t AS SELECT 1 AS x")
+    with pytest.raises(RuntimeError):
+        with warehouse.transaction() as conn:
+            conn.execute("INSERT INTO t VALUES (2)")
+            raise RuntimeError("killed midway")
+    assert warehouse.query("SELECT x FROM t")["x"].to_list() == [1]

@@ -1,0 +1,156 @@
+"""Unit tests of each source's pure transforms: raw text in, canonical rows and rejects out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import polars as pl
+import pytest
+
+from dp_assets.formatted.process import format_file
+from dp_assets.privacy import pseudonymize
+from dp_assets.sources import SOURCES
+from dp_assets.sources.base import FileContext, Unparseable, decode
+from dp_assets.sources.customers import normalize_name
+from dp_assets.sources.schema import canonical_meter_id
+
+CTX = FileContext("f" * 64, "test", b"unit-test-key")
+UTC = dt.UTC
+
+
+def run(source: str, text: str | bytes):
+    data = text.encode() if isinstance(text, str) else text
+    result = format_file(SOURCES[source], data, CTX)
+    assert result.quarantine_reason is None, result.quarantine_reason
+    assert result.rows.height + result.rejects.height == result.records_in
+    return result
+
+
+def test_vendor_a_local_time_decimal_comma_and_autumn_dst():
+    result = run(
+        "meters_vendor_a",
+        "meter_id;timestamp;consumption_kwh\n"
+        "MTR-000001;2024-10-27 01:30;1,5\n"
+        "MTR-000001;2024-10-27 02:00;0,25\n"  # CEST
+        "MTR-000001;2024-10-27 02:30;0,25\n"
+        "MTR-000001;2024-10-27 02:00;0,75\n"  # the repeat: CET
+        "MTR-000001;2024-10-27 02:30;0,75\n"
+        "MTR-000001;2024-07-01 12:00;1 234,5\n",
+    )
+    starts = result.rows["reading_start"].to_list()
+    assert starts[:5] == [
+        dt.datetime(2024, 10, 26, 23, 30, tzinfo=UTC),
+        dt.datetime(2024, 10, 27, 0, 0, tzinfo=UTC),
+        dt.datetime(2024, 10, 27, 0, 30, tzinfo=UTC),
+        dt.datetime(2024, 10, 27, 1, 0, tzinfo=UTC),
+        dt.datetime(2024, 10, 27, 1, 30, tzinfo=UTC),
+    ]
+    assert result.rows["kwh"].to_list()[:5] == [1.5, 0.25, 0.25, 0.75, 0.75]
+    # 1234.5 kWh in half an hour is a device fault, rejected by the schema's bound.
+    assert "kwh: failed less_than_or_equal_to" in result.rejects["reason"][0]
+
+
+def test_vendor_a_spring_gap_and_triple_occurrence_are_rejected():
+    result = run(
+        "meters_vendor_a",
+        "meter_id;timestamp;consumption_kwh\nMTR-000001;2024-03-31 02:30;1\n"
+        + "MTR-000002;2024-10-27 02:00;1\n" * 3,
+    )
+    reasons = result.rejects["reason"].to_list()
+    assert "does not exist in Europe/Warsaw (DST gap)" in reasons[0]
+    assert "occurs more than twice" in reasons[1]
+
+
+def test_vendor_b_epoch_ms_wh_and_schema_drift():
+    ts = int(dt.datetime(2024, 1, 15, 10, tzinfo=UTC).timestamp() * 1000)
+    result = run(
+        "meters_vendor_b",
+        f'{{"meter": "000042", "ts": {ts}, "wh": 250}}\n{{"meter": "42", "ts": {ts + 1_800_000}, "energy_wh": 1250}}\n',
+    )
+    assert result.rows["meter_id"].to_list() == ["MTR-000042", "MTR-000042"]
+    assert result.rows["kwh"].to_list() == [0.25, 1.25]
+    assert result.rows["reading_start"][1] == dt.datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
+
+
+def test_vendor_b_bad_lines_are_rejected_one_by_one():
+    result = run("meters_vendor_b", '[1, 2]\n{"meter": "1", "ts": 1, "wh": -5}\nnot json\n')
+    assert result.rows.height == 0
+    reasons = result.rejects["reason"].to_list()
+    assert "not an object" in reasons[0] and "greater_than_or_equal_to" in reasons[1] and "invalid JSON" in reasons[2]
+
+
+def test_weather_fahrenheit_is_converted_using_the_declared_unit():
+    doc = {"provider": "skycast", "units": {"temperature": "F"},
+           "observations": [{"region": " West ", "time": "2024-01-15T00:00:00Z", "temperature": 50, "humidity": 80}]}  # fmt: skip
+    result = run("weather", json.dumps(doc))
+    row = result.rows.row(0, named=True)
+    assert row["temperature_c"] == pytest.approx(10.0) and row["region"] == "west"
+    assert row["observed_at"] == dt.datetime(2024, 1, 15, tzinfo=UTC)
+
+
+def test_tariffs_are_made_net_of_vat_before_the_change():
+    result = run("tariffs", "tariff,month,price_pln_per_kwh\ng11,2024-03,1.23\nG11,2024-04,1.00\n")
+    assert result.rows["price_net_pln_per_kwh"].to_list() == [1.0, 1.0]
+    assert result.rows["source_included_vat"].to_list() == [True, False]
+    assert result.rows["month"].to_list() == [dt.date(2024, 3, 1), dt.date(2024, 4, 1)]
+
+
+def test_customers_two_crms_normalize_to_the_same_pseudonyms():
+    alpha = run(
+        "customers",
+        "customer_id,full_name,email,address,city,region,tariff,meter_id,contract_start,contract_end\n"
+        "ALP-000001,Jan Kowalski,jan.k@example.com,ul. Polna 1/2,Łódź,central,G11,MTR-000007,2020-01-31,\n",
+    ).rows
+    beta = run(
+        "customers",
+        "CustomerNo,Name,E-mail,Address,City,Region,TariffPlan,MeterNo,StartDate,EndDate\n"
+        '700001,"KOWALSKI, Jan", JAN.K@example.com ,ul.Polna 1/2,łódź,CENTRAL,g11,7,31.01.2020,\n',
+    ).rows
+    for column in ("name_pseudonym", "email_pseudonym", "address_pseudonym", "meter_id", "region", "tariff", "contract_start"):
+        assert alpha[column][0] == beta[column][0], column
+    assert alpha["source_system"][0] == "crm_alpha" and beta["source_system"][0] == "crm_beta"
+    assert "Kowalski" not in str(alpha.to_dicts()) + str(beta.to_dicts())
+
+
+def test_customer_rejects_withhold_pii():
+    result = format_file(
+        SOURCES["customers"],
+        b"customer_id,full_name,email,address,city,region,tariff,meter_id,contract_start,contract_end\n"
+        b"ALP-1,Jan Nowak,jan@x.pl,Secret St 1,Gdansk,atlantis,G11,MTR-000001,2020-01-01,\n",
+        CTX,
+    )
+    assert "region: failed isin" in result.rejects["reason"][0]
+    assert "Nowak" not in result.rejects["raw_record"][0] and "jan@x.pl" not in result.rejects["raw_record"][0]
+
+
+def test_unknown_crm_header_is_unparseable():
+    result = format_file(SOURCES["customers"], b"id,name\n1,x\n", CTX)
+    assert "neither CRM export" in result.quarantine_reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("DOE, John", "John Doe"), ("  john   doe ", "John Doe"), ("KOWALSKA-NOWAK, Anna Maria", "Anna Maria Kowalska-Nowak")],
+)
+def test_normalize_name(raw, expected):
+    assert pl.DataFrame({"n": [raw]}).select(normalize_name("n")).item() == expected
+
+
+def test_canonical_meter_id():
+    values = pl.DataFrame({"m": ["MTR-000123", "mtr-123", "123", " 000123 ", "M-1", None, "1234567"]})
+    assert values.select(canonical_meter_id("m"))["literal"].to_list() == ["MTR-000123"] * 4 + [None, None, None]
+
+
+def test_pseudonyms_are_keyed_and_stable():
+    names = pl.Series("n", ["John Doe", None, "John Doe"])
+    first, second = pseudonymize(names, b"k1"), pseudonymize(names, b"k2")
+    assert first[0] == first[2] and first[1] is None and first[0] != second[0] and len(first[0]) == 32
+
+
+def test_decode_locates_problems():
+    with pytest.raises(Unparseable, match=r"byte 0xe9 at offset 7 \(line 2\)"):
+        decode(b"a;b;c\nx\xe9")
+    with pytest.raises(Unparseable, match="only whitespace"):
+        decode(b"  \n \n")
+    assert decode(b"\xef\xbb\xbfa\n") == ("a\n", ["UTF-8 byte-order mark removed"])
