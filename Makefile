@@ -28,10 +28,13 @@ home:
 	@mkdir -p "$(DAGSTER_HOME)"
 	@cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
+# Dagster's event log is long: it goes to a file, shown only when the run fails.
 demo: $(BIN)/dp home
 	$(BIN)/dp sample-data
-	$(BIN)/dagster asset materialize -m dp_assets --select '*' 2>&1 | grep -E "RUN_SUCCESS|RUN_FAILURE|STEP_FAILURE|Error" || true
-	$(BIN)/dp summary
+	@echo "materializing every asset (log: $(DP_DATA_DIR)/materialize.log) ..."
+	@$(BIN)/dagster asset materialize -m dp_assets --select '*' > "$(DP_DATA_DIR)/materialize.log" 2>&1 \
+	  || { tail -n 60 "$(DP_DATA_DIR)/materialize.log"; echo "materialize failed: see $(DP_DATA_DIR)/materialize.log"; exit 1; }
+	@$(BIN)/dp summary
 
 summary: $(BIN)/dp
 	$(BIN)/dp summary

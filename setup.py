@@ -21,6 +21,7 @@ setup(
         # dagster-mlflow pins pandas<3; said here so the resolver never has to guess.
         "pandas<3",
     ],
-    extras_require={"dev": ["pytest>=8", "pytest-xdist"]},
+    # duckdb-cli: the `duckdb` shell for querying the warehouse, same version line as the library.
+    extras_require={"dev": ["pytest>=8", "pytest-xdist", "duckdb-cli>=1.1,<2"]},
     entry_points={"console_scripts": ["dp=dp_assets.cli:main"]},
 )

@@ -38,7 +38,8 @@ def summarize(settings: Settings, ui_hint: str = "make ui") -> str:
     lines += [
         "",
         f"Warehouse: {settings.warehouse}",
-        f"  query it: duckdb {settings.warehouse}  (close the shell before the next run: DuckDB locks the file)",
+        f"  query it: .venv/bin/duckdb -readonly {settings.warehouse}",
+        "  (close the shell before the next run: DuckDB lets one process at a time open the file)",
         f"UI: `{ui_hint}` then open http://127.0.0.1:3000 (lineage, checks, metadata)",
     ]
     return "\n".join(lines)

@@ -92,3 +92,34 @@ def test_transaction_rolls_back_on_error(tmp_path):
             conn.execute("INSERT INTO t VALUES (2)")
             raise RuntimeError("killed midway")
     assert warehouse.query("SELECT x FROM t")["x"].to_list() == [1]
+
+
+def test_a_delivery_already_recorded_is_not_recorded_twice(settings):
+    """A run that committed its manifest but died before clearing the inbox leaves the file there."""
+    from dp_assets.landing.store import delivery_key
+
+    drop(settings, "weather/a.json", b"content")
+    (file,) = scan_inbox(settings.inbox, SOURCES)
+    (row,) = land_files(settings, [file], {})
+    recorded = {delivery_key(row["source"], row["original_name"], row["sha256"], row["arrival_time"])}
+    assert land_files(settings, [file], {(row["source"], row["sha256"]): row["landed_path"]}, recorded) == []
+
+
+def test_crash_between_commit_and_inbox_clear_is_recovered(platform, monkeypatch):
+    from dagster import AssetSelection
+
+    import dp_assets.landing.assets as landing_assets
+
+    platform.drop("weather", "a.json", b'{"provider": "p", "units": {"temperature": "C"}, "observations": []}')
+
+    def die(files):
+        raise KeyboardInterrupt("killed after the manifest was committed")
+
+    monkeypatch.setattr(landing_assets, "clear_inbox", die)
+    with pytest.raises(KeyboardInterrupt):
+        platform.materialize(AssetSelection.groups("landing"))
+    monkeypatch.undo()
+    monkeypatch.setenv("DP_PII_KEY", "k")
+    assert platform.materialize(AssetSelection.groups("landing")).success
+    assert platform.sql("SELECT count(*), count(*) FILTER (redelivery) FROM landing.deliveries")[0] == (1, 0)
+    assert not (platform.settings.inbox / "weather" / "a.json").exists()

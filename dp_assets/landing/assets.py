@@ -5,7 +5,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
 from dp_assets.landing.schema import Delivery, UNKNOWN_SOURCE
-from dp_assets.landing.store import clear_inbox, land_files, scan_inbox
+from dp_assets.landing.store import clear_inbox, delivery_key, land_files, scan_inbox
 from dp_assets.metadata import OWNER, WAREHOUSE_POOL, markdown, spec_metadata, table_metadata
 from dp_assets.resources import DataDir, Warehouse
 from dp_assets.resources.tables import ensure_table, insert
@@ -46,7 +46,11 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
                 f"SELECT source, sha256, landed_path FROM {MANIFEST} WHERE NOT redelivery"
             ).fetchall()
         )
-        rows = pl.DataFrame(land_files(settings, files, landed), schema=_empty_schema())
+        recorded = {
+            delivery_key(*row)
+            for row in conn.execute(f"SELECT source, original_name, sha256, arrival_time FROM {MANIFEST}").fetchall()
+        }
+        rows = pl.DataFrame(land_files(settings, files, landed, recorded), schema=_empty_schema())
         insert(conn, MANIFEST, rows)
         totals = dict(conn.execute(f"SELECT source, count(*) FROM {MANIFEST} GROUP BY source").fetchall())
         previews = conn.execute(

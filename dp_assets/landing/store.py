@@ -122,17 +122,24 @@ def quarantine(settings: Settings, source: str, landed: Path, sha256: str, name:
 
 
 def land_files(
-    settings: Settings, files: list[InboxFile], landed: dict[tuple[str, str], str]
+    settings: Settings,
+    files: list[InboxFile],
+    landed: dict[tuple[str, str], str],
+    recorded: set[tuple] = frozenset(),
 ) -> list[dict]:
     """Copy new content into the persistent landing; return one manifest row per delivery.
 
     ``landed`` maps (source, sha256) to the landed path of content seen before; it is updated so
-    the same content twice in one batch is one landing and one re-delivery.
+    the same content twice in one batch is one landing and one re-delivery. ``recorded`` holds the
+    ``delivery_key`` of deliveries already in the manifest: such a file is a leftover of a run that
+    committed but died before clearing the inbox, and is not recorded twice.
     """
     now = dt.datetime.now(dt.UTC)
     rows = []
     for file in files:
         sha = sha256_of(file.path)
+        if delivery_key(file.source, file.original_name, sha, file.arrival_time) in recorded:
+            continue
         previous = landed.get((file.source, sha))
         path = previous or str(landed_relpath(file, sha))
         if previous is None:
@@ -156,6 +163,10 @@ def land_files(
             }
         )
     return rows
+
+
+def delivery_key(source: str, original_name: str, sha256: str, arrival_time: dt.datetime) -> tuple:
+    return (source, original_name, sha256, arrival_time.astimezone(dt.UTC).replace(microsecond=0))
 
 
 def clear_inbox(files: Iterable[InboxFile]) -> None:
