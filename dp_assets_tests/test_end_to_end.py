@@ -147,7 +147,11 @@ def test_checks_report_the_injected_cross_source_problems(run):
         for e in results[0].get_asset_check_evaluations()
     }
     assert evaluations[("exploitation/meter_readings", "meters_known")] is False
-    assert all(passed for (asset, name), passed in evaluations.items() if name == "schema")
+    # Every stored table is guarded by a blocking schema check, and all of them pass.
+    guarded = {asset for (asset, name) in evaluations if name == "schema"}
+    assert guarded == {k.to_user_string() for k in platform.defs.resolve_asset_graph().get_all_asset_keys()}
+    assert all(passed for (asset, name), passed in evaluations.items() if name in ("schema", "file_outcomes"))
+    assert sum(name == "file_outcomes" for (_, name) in evaluations) == 5
     unknown = {m for (m,) in platform.sql("SELECT DISTINCT meter_id FROM exploitation.meter_readings ANTI JOIN exploitation.customers USING (meter_id)")}
     assert unknown == set(manifest.unknown_meters) | set(manifest.orphaned_meters)
 

@@ -81,6 +81,12 @@ def build_formatted_asset(source: Source):
             AssetCheckSpec("schema", asset=key, blocking=True, description="Stored rows pass the Pandera schema"),
             AssetCheckSpec("schema", asset=rejects_key, blocking=True, description="Rejects are well-formed"),
             AssetCheckSpec(
+                "file_outcomes",
+                asset=key,
+                blocking=True,
+                description=f"This run's rows of {OUTCOMES} pass their schema and account for every record",
+            ),
+            AssetCheckSpec(
                 "no_quarantined_files",
                 asset=key,
                 description="Every file formatted in this run could be parsed; fails (warn) listing "
@@ -130,6 +136,9 @@ def build_formatted_asset(source: Source):
             written = f"WHERE file_sha256 IN (SELECT unnest(?))"
             stored = conn.execute(f"SELECT * FROM {table} {written}", [shas]).pl()
             stored_rejects = conn.execute(f"SELECT * FROM {rejects_table} {written}", [shas]).pl()
+            stored_outcomes = conn.execute(
+                f"SELECT * FROM {OUTCOMES} WHERE source = ? AND file_sha256 IN (SELECT unnest(?))", [source.name, shas]
+            ).pl()
             counts = {t: row_count(conn, t) for t in (table, rejects_table)}
             previews = {t: conn.execute(f"SELECT * FROM {t} LIMIT 5").pl() for t in (table, rejects_table)}
             reasons = conn.execute(
@@ -154,6 +163,7 @@ def build_formatted_asset(source: Source):
         )
         yield schema_check(source.schema, stored, asset_key=key)
         yield schema_check(Reject, stored_rejects, asset_key=rejects_key)
+        yield schema_check(FileOutcome, stored_outcomes, "file_outcomes", asset_key=key)
         yield AssetCheckResult(
             check_name="no_quarantined_files",
             asset_key=key,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import pandera.polars as pa
+import polars as pl
 
 from dp_assets.sources.schema import Lineage, UtcTimestamp
 
@@ -37,6 +38,11 @@ class FileOutcome(pa.DataFrameModel):
 
     class Config:
         strict = True
+        unique = ["source", "file_sha256"]
+
+    @pa.dataframe_check(error="records_in differs from rows_formatted + rows_rejected")
+    def every_record_accounted_for(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("records_in") == pl.col("rows_formatted") + pl.col("rows_rejected"))
 
 
 def reason_group(column: str = "reason") -> str:

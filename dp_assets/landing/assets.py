@@ -2,18 +2,18 @@
 
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
 from dp_assets.landing.schema import Delivery, UNKNOWN_SOURCE
 from dp_assets.landing.store import clear_inbox, delivery_key, land_files, scan_inbox
-from dp_assets.metadata import OWNER, WAREHOUSE_POOL, markdown, spec_metadata, table_metadata
+from dp_assets.metadata import OWNER, WAREHOUSE_POOL, markdown, schema_check, spec_metadata, table_metadata
 from dp_assets.resources import DataDir, Warehouse
 from dp_assets.resources.tables import ensure_table, insert
 from dp_assets.sources import SOURCES
 
 MANIFEST = "landing.deliveries"
 CODE_VERSION = "1"
-LISTED_COLUMNS = ["original_name", "size_bytes", "sha256", "arrival_time", "redelivery"]
+LISTED_COLUMNS = ["source", "original_name", "size_bytes", "sha256", "arrival_time", "redelivery"]
 
 SPECS = [
     AssetSpec(
@@ -33,7 +33,15 @@ SPECS = [
 ]
 
 
-@multi_asset(name="landing", specs=SPECS, pool=WAREHOUSE_POOL)
+@multi_asset(
+    name="landing",
+    specs=SPECS,
+    check_specs=[
+        AssetCheckSpec("schema", asset=spec.key, blocking=True, description="Manifest rows pass the Pandera schema")
+        for spec in SPECS
+    ],
+    pool=WAREHOUSE_POOL,
+)
 def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Warehouse):
     """Take every pending inbox file into the persistent landing and record each delivery."""
     settings = data_dir.settings
@@ -56,6 +64,8 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
         previews = conn.execute(
             f"SELECT * FROM {MANIFEST} QUALIFY row_number() OVER (PARTITION BY source ORDER BY landed_at DESC) <= 5"
         ).pl()
+        # What this run stored, read back through DuckDB's types, for the schema checks.
+        stored = conn.execute(f"SELECT * FROM {MANIFEST} WHERE landed_at = ?", [rows["landed_at"].max()]).pl()
     clear_inbox(files)  # only after the manifest is committed: a crash before this re-lands, never loses
 
     stray = rows.filter(pl.col("source") == UNKNOWN_SOURCE)
@@ -74,6 +84,7 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
                 "files": markdown(taken.select(LISTED_COLUMNS), rows=max(taken.height, 1)),
             },
         )
+        yield schema_check(Delivery, stored.filter(pl.col("source") == name), asset_key=["landing", name])
 
 
 def _empty_schema() -> dict:

@@ -164,10 +164,7 @@ def read_delimited(
     if extra := [h for h, n in zip(header, names) if n not in required]:
         notes.append(f"ignored extra columns {extra}")
 
-    rows: list[list[str | None]] = []
-    record_nos: list[int] = []
-    raws: list[str] = []
-    reasons: list[str | None] = []
+    records = _Records(names)
     width = len(names)
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -177,25 +174,15 @@ def read_delimited(
         if len(fields) != width:
             reason = f"expected {width} fields, found {len(fields)}"
             fields = (fields + [None] * width)[:width]
-        rows.append([f if f != "" else None for f in fields])
-        record_nos.append(number)
-        raws.append(line)
-        reasons.append(reason)
-    if reasons and (note := _truncation_note(text)):
-        reasons[-1] = f"{reasons[-1]}; {note}" if reasons[-1] else note
-    if not rows:
-        raise Unparseable("no data rows: the file holds only a header")
-    frame = pl.DataFrame(rows, schema=names, orient="row", schema_overrides=dict.fromkeys(names, pl.String))
-    return Parsed(_with_record_columns(frame.select(required), record_nos, raws, reasons), notes)
+        records.add([f if f != "" else None for f in fields], number, line, reason)
+    frame = records.frame("no data rows: the file holds only a header", text)
+    return Parsed(frame.select(*required, *RECORD_COLUMNS), notes)
 
 
 def read_json_lines(text: str, fields: list[str], renames: dict[str, str] | None = None) -> Parsed:
     """JSON Lines into string columns; a line that is not a JSON object is rejected by reason."""
     renames = renames or {}
-    rows: list[list[str | None]] = []
-    record_nos: list[int] = []
-    raws: list[str] = []
-    reasons: list[str | None] = []
+    records = _Records(fields)
     seen_names: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -209,17 +196,10 @@ def read_json_lines(text: str, fields: list[str], renames: dict[str, str] | None
             record, reason = {}, f"invalid JSON: {error}"
         record = {renames.get(k, k): v for k, v in record.items()}
         seen_names.update(record)
-        rows.append([_as_text(record.get(f)) for f in fields])
-        record_nos.append(number)
-        raws.append(line)
-        reasons.append(reason)
-    if reasons and (note := _truncation_note(text)):
-        reasons[-1] = f"{reasons[-1]}; {note}" if reasons[-1] else note
-    if not rows:
-        raise Unparseable("no records")
+        records.add([_as_text(record.get(f)) for f in fields], number, line, reason)
+    frame = records.frame("no records", text)
     notes = [f"ignored extra fields {sorted(extra)}"] if (extra := seen_names - set(fields)) else []
-    frame = pl.DataFrame(rows, schema=fields, orient="row", schema_overrides=dict.fromkeys(fields, pl.String))
-    return Parsed(_with_record_columns(frame, record_nos, raws, reasons), notes)
+    return Parsed(frame, notes)
 
 
 def load_json_document(text: str) -> object:
@@ -233,16 +213,12 @@ def load_json_document(text: str) -> object:
 
 def records_from_objects(objects: list, fields: list[str]) -> Parsed:
     """A JSON document's array of records (``record_no`` is the 0-based array index)."""
-    rows, raws, reasons = [], [], []
-    for obj in objects:
+    records = _Records(fields)
+    for index, obj in enumerate(objects):
         ok = isinstance(obj, dict)
-        rows.append([_as_text(obj.get(f)) if ok else None for f in fields])
-        raws.append(json.dumps(obj, ensure_ascii=False))
-        reasons.append(None if ok else f"record is a JSON {type(obj).__name__}, not an object")
-    if not rows:
-        raise Unparseable("no records")
-    frame = pl.DataFrame(rows, schema=fields, orient="row", schema_overrides=dict.fromkeys(fields, pl.String))
-    return Parsed(_with_record_columns(frame, list(range(len(rows))), raws, reasons))
+        reason = None if ok else f"record is a JSON {type(obj).__name__}, not an object"
+        records.add([_as_text(obj.get(f)) if ok else None for f in fields], index, json.dumps(obj, ensure_ascii=False), reason)
+    return Parsed(records.frame("no records"))
 
 
 def _as_text(value: object) -> str | None:
@@ -251,14 +227,40 @@ def _as_text(value: object) -> str | None:
     return json.dumps(value)
 
 
-def _with_record_columns(
-    frame: pl.DataFrame, record_nos: list[int], raws: list[str], reasons: list[str | None]
-) -> pl.DataFrame:
-    return frame.with_columns(
-        record_no=pl.Series(record_nos, dtype=pl.Int64),
-        raw_record=pl.Series(raws, dtype=pl.String).str.slice(0, RAW_RECORD_CHARS),
-        reject_reason=pl.Series(reasons, dtype=pl.String),
-    )
+RECORD_COLUMNS = ("record_no", "raw_record", "reject_reason")
+
+
+class _Records:
+    """Records read so far, as strings, with where each came from and any syntax-level reason."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.rows: list[list[str | None]] = []
+        self.record_nos: list[int] = []
+        self.raws: list[str] = []
+        self.reasons: list[str | None] = []
+
+    def add(self, values: list[str | None], record_no: int, raw: str, reason: str | None = None) -> None:
+        self.rows.append(values)
+        self.record_nos.append(record_no)
+        self.raws.append(raw)
+        self.reasons.append(reason)
+
+    def frame(self, empty_reason: str, text: str | None = None) -> pl.DataFrame:
+        """The string frame plus ``RECORD_COLUMNS``; ``text`` given: flag an unterminated last line."""
+        if not self.rows:
+            raise Unparseable(empty_reason)
+        if text is not None and (note := _truncation_note(text)):
+            last = self.reasons[-1]
+            self.reasons[-1] = f"{last}; {note}" if last else note
+        frame = pl.DataFrame(
+            self.rows, schema=self.names, orient="row", schema_overrides=dict.fromkeys(self.names, pl.String)
+        )
+        return frame.with_columns(
+            record_no=pl.Series(self.record_nos, dtype=pl.Int64),
+            raw_record=pl.Series(self.raws, dtype=pl.String).str.slice(0, RAW_RECORD_CHARS),
+            reject_reason=pl.Series(self.reasons, dtype=pl.String),
+        )
 
 
 # --- homogenization helpers ---------------------------------------------------------------------

@@ -42,9 +42,9 @@ SYSTEMS = ("crm_alpha", "crm_beta")
 PII_COLUMNS = ("full_name", "email", "address")
 
 
-class Customer(Lineage):
-    source_system: str = pa.Field(isin=SYSTEMS, description="CRM system the record comes from")
-    source_customer_id: str = pa.Field(description="Customer id in that CRM system")
+class CustomerAttributes(pa.DataFrameModel):
+    """What a CRM says about a person, normalized and pseudonymized (shared with exploitation)."""
+
     name_pseudonym: str = pa.Field(
         description="Keyed hash of the name normalized to 'First Last' (PII, pseudonymized)"
     )
@@ -68,6 +68,13 @@ class Customer(Lineage):
         return data.lazyframe.select(
             pl.col("contract_end").is_null() | (pl.col("contract_end") >= pl.col("contract_start"))
         )
+
+
+class Customer(CustomerAttributes, Lineage):
+    """A formatted CRM record."""
+
+    source_system: str = pa.Field(isin=SYSTEMS, description="CRM system the record comes from")
+    source_customer_id: str = pa.Field(description="Customer id in that CRM system")
 
 
 def parse(text: str) -> Parsed:

@@ -32,7 +32,7 @@ class Lineage(pa.DataFrameModel):
         coerce = False
 
 
-class MeterReading(Lineage):
+class Reading(pa.DataFrameModel):
     """One half-hourly reading in the canonical model: UTC interval start, energy in kWh."""
 
     meter_id: str = pa.Field(str_matches=METER_ID_PATTERN, description="Meter id, MTR-nnnnnn")
@@ -44,6 +44,10 @@ class MeterReading(Lineage):
         le=MAX_KWH_PER_HALF_HOUR,
         description=f"Energy consumed in the interval, kWh (0 to {MAX_KWH_PER_HALF_HOUR:g})",
     )
+
+
+class MeterReading(Reading, Lineage):
+    """A formatted reading: the canonical columns plus where the row came from."""
 
 
 def canonical_meter_id(col: str) -> pl.Expr:
