@@ -129,15 +129,35 @@ def test_exploitation_integrates_sources(run):
     (dupes,) = platform.sql("SELECT count(*) - count(DISTINCT (meter_id, reading_start)) FROM exploitation.meter_readings")[0]
     assert dupes == 0
     assert platform.sql("SELECT count(DISTINCT vendor) FROM exploitation.meter_readings WHERE meter_id IN (SELECT unnest(?))", [manifest.migrating_meters])[0][0] == 2
-    gaps = platform.frame("SELECT meter_id, gap_start, gap_end FROM exploitation.reading_gaps")
-    for dropped in manifest.dropped_readings[:50]:
-        at = dt.datetime.fromisoformat(dropped["reading_start"].replace("Z", "+00:00"))
-        hit = gaps.filter((pl.col("meter_id") == dropped["meter_id"]) & (pl.col("gap_start") <= at) & (pl.col("gap_end") > at))
-        first_or_last = platform.sql("SELECT ? <= min(reading_start) OR ? >= max(reading_start) FROM exploitation.meter_readings WHERE meter_id = ?", [at, at, dropped["meter_id"]])[0][0]
-        assert hit.height == 1 or first_or_last, f"dropped reading {dropped} not reported as a gap"
+    # Every reading the generator dropped lies inside a reported gap (unless it was a meter's first
+    # or last interval, which no gap can enclose).
+    dropped = pl.DataFrame(manifest.dropped_readings).with_columns(
+        reading_start=pl.col("reading_start").str.to_datetime(time_zone="UTC")
+    )
+    with platform.warehouse.get_connection() as conn:
+        unreported = conn.execute(
+            """SELECT d.* FROM dropped d
+               JOIN (SELECT meter_id, min(reading_start) AS first, max(reading_start) AS last
+                     FROM exploitation.meter_readings GROUP BY ALL) m USING (meter_id)
+               WHERE d.reading_start > m.first AND d.reading_start < m.last
+                 AND NOT EXISTS (SELECT 1 FROM exploitation.reading_gaps g WHERE g.meter_id = d.meter_id
+                                 AND d.reading_start >= g.gap_start AND d.reading_start < g.gap_end)"""
+        ).fetchall()
+    assert len(dropped) > 0 and unreported == []
     daily = platform.frame("SELECT * FROM exploitation.daily_consumption")
     assert daily.height > 0 and daily["temperature_mean_c"].null_count() == 0
     assert daily["price_net_pln_per_kwh"].null_count() == 0
+
+
+def test_units_are_homogenized(run):
+    platform, *_ = run
+    # Late October in Poland: both providers (one reports Fahrenheit) give plausible Celsius.
+    per_provider = dict(platform.sql("SELECT provider, avg(temperature_c) FROM formatted.weather GROUP BY ALL"))
+    assert set(per_provider) == {"meteo", "skycast"}
+    assert all(-10 < t < 25 for t in per_provider.values()), per_provider
+    # Both vendors in kWh: a household's half-hour is a fraction of a kWh whichever vendor sent it.
+    per_vendor = dict(platform.sql("SELECT vendor, median(kwh) FROM exploitation.meter_readings GROUP BY ALL"))
+    assert all(0.02 < v < 2 for v in per_vendor.values()), per_vendor
 
 
 def test_checks_report_the_injected_cross_source_problems(run):

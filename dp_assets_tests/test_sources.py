@@ -154,3 +154,20 @@ def test_decode_locates_problems():
     with pytest.raises(Unparseable, match="only whitespace"):
         decode(b"  \n \n")
     assert decode(b"\xef\xbb\xbfa\n") == ("a\n", ["UTF-8 byte-order mark removed"])
+
+
+def test_a_batch_validates_files_together_but_duplicates_only_within_a_file():
+    import datetime as dt
+
+    from dp_assets.formatted.process import batched_by_records, format_batch, read_file
+
+    text = "meter_id;timestamp;consumption_kwh\nMTR-000001;2024-01-15 10:00;1\nMTR-000001;2024-01-15 10:00;1\n"
+    reads = [read_file(SOURCES["meters_vendor_a"], text.encode(), FileContext(c * 64, c, b"")) for c in "ab"]
+    reads.append(read_file(SOURCES["meters_vendor_a"], b"", FileContext("c" * 64, "empty", b"")))
+    assert [len(b) for b in batched_by_records(reads, 4)] == [2, 1]
+    rows, rejects, outcomes = format_batch(SOURCES["meters_vendor_a"], reads, dt.datetime.now(dt.UTC))
+    assert sorted(rows["file_sha256"].str.slice(0, 1)) == ["a", "b"]  # same key in two files: both kept
+    assert rejects["reason"].to_list() == ["duplicate of record 2 (same meter_id, reading_start)"] * 2
+    assert outcomes.select("original_name", "status", "records_in", "rows_formatted", "rows_rejected").rows() == [
+        ("a", "formatted", 2, 1, 1), ("b", "formatted", 2, 1, 1), ("empty", "quarantined", 0, 0, 0),
+    ]  # fmt: skip

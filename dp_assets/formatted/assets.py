@@ -23,7 +23,7 @@ from dagster import (
     multi_asset,
 )
 
-from dp_assets.formatted.process import format_file
+from dp_assets.formatted.process import batched_by_records, format_batch, read_file
 from dp_assets.formatted.schema import FileOutcome, Reject, reason_group
 from dp_assets.landing.assets import MANIFEST
 from dp_assets.landing.schema import Delivery
@@ -35,6 +35,9 @@ from dp_assets.sources import SOURCES
 from dp_assets.sources.base import FileContext, Source
 
 OUTCOMES = "formatted.file_outcomes"
+# Files are validated and written in batches of about this many records: Pandera and DuckDB cost
+# mostly per call, and a bounded batch keeps memory flat however long the backlog.
+BATCH_RECORDS = 500_000
 
 
 class FormatConfig(Config):
@@ -104,31 +107,25 @@ def build_formatted_asset(source: Source):
             pending = conn.execute(
                 PENDING, {"source": source.name, "version": source.version, "all": config.reformat_all}
             ).fetchall()
+
+            def reads():
+                for sha, name, landed_path in pending:
+                    data = (settings.data_dir / landed_path).read_bytes()
+                    read = read_file(source, data, FileContext(sha, name, pii_key))
+                    if read.quarantine_reason:
+                        quarantine(settings, source.name, Path(landed_path), sha, name, read.quarantine_reason)
+                        context.log.warning(f"quarantined {name}: {read.quarantine_reason}")
+                    yield read
+
+            processed_at = dt.datetime.now(dt.UTC)
             outcomes = []
-            for sha, name, landed_path in pending:
-                data = (settings.data_dir / landed_path).read_bytes()
-                result = format_file(source, data, FileContext(sha, name, pii_key))
-                if result.quarantine_reason:
-                    quarantine(settings, source.name, Path(landed_path), sha, name, result.quarantine_reason)
-                    context.log.warning(f"quarantined {name}: {result.quarantine_reason}")
-                replace_where(conn, table, "file_sha256", [sha], result.rows)
-                replace_where(conn, rejects_table, "file_sha256", [sha], result.rejects)
-                outcomes.append(
-                    {
-                        "source": source.name,
-                        "file_sha256": sha,
-                        "original_name": name,
-                        "status": "quarantined" if result.quarantine_reason else "formatted",
-                        "records_in": result.records_in,
-                        "rows_formatted": result.rows.height,
-                        "rows_rejected": result.rejects.height,
-                        "reason": result.quarantine_reason,
-                        "notes": "; ".join(result.notes) or None,
-                        "transform_version": source.version,
-                        "processed_at": dt.datetime.now(dt.UTC),
-                    }
-                )
-            outcomes = pl.DataFrame(outcomes, schema={n: c.dtype.type for n, c in FileOutcome.to_schema().columns.items()})
+            for batch in batched_by_records(reads(), BATCH_RECORDS):
+                rows, rejects, batch_outcomes = format_batch(source, batch, processed_at)
+                shas = [r.ctx.sha256 for r in batch]
+                replace_where(conn, table, "file_sha256", shas, rows)
+                replace_where(conn, rejects_table, "file_sha256", shas, rejects)
+                outcomes.append(batch_outcomes)
+            outcomes = pl.concat(outcomes)
             shas = outcomes["file_sha256"].to_list()
             conn.execute(f"DELETE FROM {OUTCOMES} WHERE source = ? AND file_sha256 IN (SELECT unnest(?))", [source.name, shas])
             insert(conn, OUTCOMES, outcomes)

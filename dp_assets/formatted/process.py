@@ -1,20 +1,36 @@
-"""Format one landed file: decode, parse, homogenize, then split rows from rejects by the schema.
+"""Format landed files: decode, parse, homogenize each file, then split rows from rejects.
 
 Pure: bytes in, frames out; no Dagster, no I/O. Every input record ends in exactly one of ``rows``
-or ``rejects``, or the whole file is quarantined with a reason.
+or ``rejects``, or the whole file is quarantined with a reason. Reading is per file; validation
+runs over a batch of files at once, because Pandera's cost is mostly per call, not per row.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pandera.polars as pa
 import polars as pl
 
-from dp_assets.formatted.schema import Reject
+from dp_assets.formatted.schema import FileOutcome, Reject
+from dp_assets.frames import empty_frame, polars_schema
 from dp_assets.sources.base import FileContext, Source, Unparseable, decode
 
-REJECT_COLUMNS = list(Reject.to_schema().columns)
+
+@dataclass
+class ReadFile:
+    """One file decoded, parsed and homogenized (``typed``), or the reason it could not be."""
+
+    ctx: FileContext
+    typed: pl.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+    quarantine_reason: str | None = None
+
+    @property
+    def records_in(self) -> int:
+        return 0 if self.typed is None else self.typed.height
 
 
 @dataclass
@@ -26,17 +42,65 @@ class FileResult:
     quarantine_reason: str | None = None
 
 
-def format_file(source: Source, data: bytes, ctx: FileContext) -> FileResult:
+def read_file(source: Source, data: bytes, ctx: FileContext) -> ReadFile:
     try:
         text, notes = decode(data, source.physical.encoding)
         parsed = source.parse(text)
     except Unparseable as error:
-        return FileResult(
-            rows=empty_frame(source.schema), rejects=empty_frame(Reject), quarantine_reason=str(error)
-        )
-    typed = source.homogenize(parsed.records, ctx)
-    rows, rejects = split_valid(typed, source.schema, source.key)
-    return FileResult(rows, rejects, typed.height, notes + parsed.notes)
+        return ReadFile(ctx, quarantine_reason=str(error))
+    return ReadFile(ctx, source.homogenize(parsed.records, ctx), notes + parsed.notes)
+
+
+def format_file(source: Source, data: bytes, ctx: FileContext) -> FileResult:
+    """One file end to end."""
+    read = read_file(source, data, ctx)
+    rows, rejects, _ = format_batch(source, [read], dt.datetime.now(dt.UTC))
+    return FileResult(rows, rejects, read.records_in, read.notes, read.quarantine_reason)
+
+
+def batched_by_records(reads: Iterable[ReadFile], limit: int) -> Iterator[list[ReadFile]]:
+    """Group files into batches of at least ``limit`` records (the last one smaller, maybe empty)."""
+    batch, records = [], 0
+    for read in reads:
+        batch.append(read)
+        records += read.records_in
+        if records >= limit:
+            yield batch
+            batch, records = [], 0
+    yield batch
+
+
+def format_batch(
+    source: Source, reads: list[ReadFile], processed_at: dt.datetime
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Validate a batch of read files together: (rows, rejects, one outcome row per file)."""
+    typed = [r.typed for r in reads if r.typed is not None]
+    if typed:
+        rows, rejects = split_valid(pl.concat(typed), source.schema, source.key)
+    else:
+        rows, rejects = empty_frame(source.schema), empty_frame(Reject)
+    formatted = dict(rows.group_by("file_sha256").len().iter_rows())
+    rejected = dict(rejects.group_by("file_sha256").len().iter_rows())
+    outcomes = pl.DataFrame(
+        [
+            {
+                "source": source.name,
+                "file_sha256": r.ctx.sha256,
+                "original_name": r.ctx.original_name,
+                "status": "quarantined" if r.quarantine_reason else "formatted",
+                "records_in": r.records_in,
+                "rows_formatted": formatted.get(r.ctx.sha256, 0),
+                "rows_rejected": rejected.get(r.ctx.sha256, 0),
+                "reason": r.quarantine_reason,
+                "notes": "; ".join(r.notes) or None,
+                "transform_version": source.version,
+                "processed_at": processed_at,
+            }
+            for r in reads
+        ],
+        schema=polars_schema(FileOutcome),
+    )
+    return rows, rejects, outcomes
 
 
 def split_valid(
@@ -54,7 +118,7 @@ def split_valid(
             reject_reason=pl.coalesce("reject_reason", "reason")
         ).drop("reason")
     # Within one file a key must be unique: a later record with the same key is a duplicate.
-    first = pl.col("record_no").first().over(pl.col("reject_reason").is_null(), *key)
+    first = pl.col("record_no").first().over(pl.col("reject_reason").is_null(), "file_sha256", *key)
     frame = frame.with_columns(
         reject_reason=pl.when(pl.col("reject_reason").is_null() & (pl.col("record_no") != first))
         .then(pl.format("duplicate of record {} (same {})", first, pl.lit(", ".join(key))))
@@ -94,7 +158,3 @@ def schema_failures(frame: pl.DataFrame, schema: type[pa.DataFrameModel]) -> pl.
         .group_by("index", maintain_order=True)
         .agg(pl.col("reason").str.join("; "))
     )
-
-
-def empty_frame(schema: type[pa.DataFrameModel]) -> pl.DataFrame:
-    return pl.DataFrame(schema={n: c.dtype.type for n, c in schema.to_schema().columns.items()})

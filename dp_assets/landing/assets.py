@@ -4,7 +4,8 @@
 import polars as pl
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
-from dp_assets.landing.schema import Delivery, UNKNOWN_SOURCE
+from dp_assets.frames import polars_schema
+from dp_assets.landing.schema import UNKNOWN_SOURCE, Delivery
 from dp_assets.landing.store import clear_inbox, delivery_key, land_files, scan_inbox
 from dp_assets.metadata import OWNER, WAREHOUSE_POOL, markdown, schema_check, spec_metadata, table_metadata
 from dp_assets.resources import DataDir, Warehouse
@@ -58,7 +59,7 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
             delivery_key(*row)
             for row in conn.execute(f"SELECT source, original_name, sha256, arrival_time FROM {MANIFEST}").fetchall()
         }
-        rows = pl.DataFrame(land_files(settings, files, landed, recorded), schema=_empty_schema())
+        rows = pl.DataFrame(land_files(settings, files, landed, recorded), schema=polars_schema(Delivery))
         insert(conn, MANIFEST, rows)
         totals = dict(conn.execute(f"SELECT source, count(*) FROM {MANIFEST} GROUP BY source").fetchall())
         previews = conn.execute(
@@ -85,7 +86,3 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
             },
         )
         yield schema_check(Delivery, stored.filter(pl.col("source") == name), asset_key=["landing", name])
-
-
-def _empty_schema() -> dict:
-    return {n: c.dtype.type for n, c in Delivery.to_schema().columns.items()}

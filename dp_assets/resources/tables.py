@@ -6,15 +6,13 @@ import duckdb
 import pandera.polars as pa
 import polars as pl
 
-
-def _empty(schema: type[pa.DataFrameModel]) -> pl.DataFrame:
-    return pl.DataFrame(schema={n: c.dtype.type for n, c in schema.to_schema().columns.items()})
+from dp_assets.frames import empty_frame
 
 
 def ensure_table(conn: duckdb.DuckDBPyConnection, table: str, schema: type[pa.DataFrameModel]) -> None:
     """Create ``schema.table`` with the model's columns and types if it does not exist."""
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
-    empty = _empty(schema)  # noqa: F841 - read by DuckDB's replacement scan
+    empty = empty_frame(schema)  # noqa: F841 - read by DuckDB's replacement scan
     conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM empty")
 
 
