@@ -11,7 +11,7 @@ import pytest
 from dagster import RunRequest, SkipReason, build_sensor_context
 
 from dp_assets.landing.sensor import build_inbox_sensor
-from dp_assets.landing.store import land_files, safe_name, scan_inbox
+from dp_assets.landing.store import clear_inbox, land_files, safe_name, scan_inbox
 from dp_assets.resources import Warehouse, WarehouseLocked
 from dp_assets.settings import Settings
 from dp_assets.sources import SOURCES
@@ -101,8 +101,18 @@ def test_a_delivery_already_recorded_is_not_recorded_twice(settings):
     drop(settings, "weather/a.json", b"content")
     (file,) = scan_inbox(settings.inbox, SOURCES)
     (row,) = land_files(settings, [file], {})
-    recorded = {delivery_key(row["source"], row["original_name"], row["sha256"], row["arrival_time"])}
-    assert land_files(settings, [file], {(row["source"], row["sha256"]): row["landed_path"]}, recorded) == []
+    recorded = {delivery_key(row["source"], row["original_name"], row["inbox_changed_ns"])}
+    landed = {(row["source"], row["sha256"]): row["landed_path"]}
+    assert land_files(settings, [file], landed, recorded) == []
+
+    # The same file delivered again, even with its modification time kept, is a new delivery.
+    stat = file.path.stat()
+    file.path.unlink()
+    drop(settings, "weather/a.json", b"content")
+    os.utime(settings.inbox / "weather/a.json", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    (again,) = scan_inbox(settings.inbox, SOURCES)
+    (row,) = land_files(settings, [again], landed, recorded)
+    assert row["redelivery"] and again.arrival_time == file.arrival_time
 
 
 def test_crash_between_commit_and_inbox_clear_is_recovered(platform, monkeypatch):
@@ -118,8 +128,7 @@ def test_crash_between_commit_and_inbox_clear_is_recovered(platform, monkeypatch
     monkeypatch.setattr(landing_assets, "clear_inbox", die)
     with pytest.raises(KeyboardInterrupt):
         platform.materialize(AssetSelection.groups("landing"))
-    monkeypatch.undo()
-    monkeypatch.setenv("DP_PII_KEY", "k")
+    monkeypatch.setattr(landing_assets, "clear_inbox", clear_inbox)
     assert platform.materialize(AssetSelection.groups("landing")).success
     assert platform.sql("SELECT count(*), count(*) FILTER (redelivery) FROM landing.deliveries")[0] == (1, 0)
     assert not (platform.settings.inbox / "weather" / "a.json").exists()

@@ -57,7 +57,7 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
         )
         recorded = {
             delivery_key(*row)
-            for row in conn.execute(f"SELECT source, original_name, sha256, arrival_time FROM {MANIFEST}").fetchall()
+            for row in conn.execute(f"SELECT source, original_name, inbox_changed_ns FROM {MANIFEST}").fetchall()
         }
         rows = pl.DataFrame(land_files(settings, files, landed, recorded), schema=polars_schema(Delivery))
         insert(conn, MANIFEST, rows)

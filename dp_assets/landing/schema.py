@@ -19,6 +19,10 @@ class Delivery(pa.DataFrameModel):
         str_length={"min_value": 64, "max_value": 64}, description="SHA-256 of the file content"
     )
     arrival_time: UtcTimestamp = pa.Field(description="When the file arrived in the inbox (mtime), UTC")
+    inbox_changed_ns: int = pa.Field(
+        description="Inode change time of the inbox file, ns: set anew by every delivery (even one that "
+        "keeps the mtime), so with the name it tells a new delivery from a file a crashed run left behind"
+    )
     landed_at: UtcTimestamp = pa.Field(description="When the landing run took the file, UTC")
     landed_path: str = pa.Field(
         description="Immutable copy under the data dir (for a re-delivery: the first copy)"

@@ -138,7 +138,7 @@ def land_files(
     rows = []
     for file in files:
         sha = sha256_of(file.path)
-        if delivery_key(file.source, file.original_name, sha, file.arrival_time) in recorded:
+        if delivery_key(file.source, file.original_name, file.changed_ns) in recorded:
             continue
         previous = landed.get((file.source, sha))
         path = previous or str(landed_relpath(file, sha))
@@ -156,6 +156,7 @@ def land_files(
                 "size_bytes": file.size_bytes,
                 "sha256": sha,
                 "arrival_time": file.arrival_time,
+                "inbox_changed_ns": file.changed_ns,
                 "landed_at": now,
                 "landed_path": path,
                 "redelivery": previous is not None,
@@ -165,8 +166,9 @@ def land_files(
     return rows
 
 
-def delivery_key(source: str, original_name: str, sha256: str, arrival_time: dt.datetime) -> tuple:
-    return (source, original_name, sha256, arrival_time.astimezone(dt.UTC).replace(microsecond=0))
+def delivery_key(source: str, original_name: str, changed_ns: int) -> tuple:
+    """What identifies one delivery: the same name with the same inode change time is the same file."""
+    return (source, original_name, changed_ns)
 
 
 def clear_inbox(files: Iterable[InboxFile]) -> None:
