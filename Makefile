@@ -7,13 +7,19 @@ export DP_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(DP_DATA_DIR)/dagster_home
 HOST ?= 127.0.0.1
 UI_PORT ?= 3000
+PIPELINE ?= energy_forecast
+PORT ?= 5001
+# Only the mlflow commands below get this; the platform reads MLFLOW_TRACKING_URI itself.
+MLFLOW_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(DP_DATA_DIR)/mlflow.db)
 
-.PHONY: demo test ui summary home clean help
+.PHONY: demo test ui mlflow-ui serve summary home clean help
 
 help:
 	@echo "make demo   - install, generate sample data, materialize every asset, print a summary"
 	@echo "make test   - install and run the test suite"
 	@echo "make ui     - dagster dev (webserver + daemon) on http://$(HOST):$(UI_PORT)"
+	@echo "make mlflow-ui - MLflow's UI (runs, metrics, plots, registry) on http://$(HOST):5000"
+	@echo "make serve PIPELINE=energy_forecast [PORT=5001] - MLflow scoring server for the champion"
 	@echo "make clean  - remove the data dir (inbox, landing, warehouse, Dagster instance)"
 
 # Installs into .venv with uv (seconds) and falls back to pip if uv cannot be had.
@@ -44,6 +50,14 @@ test: $(BIN)/dp
 
 ui: $(BIN)/dp home
 	$(BIN)/dagster dev -h $(HOST) -p $(UI_PORT)
+
+mlflow-ui: $(BIN)/dp
+	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_URI)" --default-artifact-root "$(DP_DATA_DIR)/mlartifacts" -h $(HOST) -p 5000
+
+# MLflow's own scoring server; it starts uvicorn from PATH, hence the venv first on it.
+serve: $(BIN)/dp
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="$(MLFLOW_URI)" \
+	  $(BIN)/mlflow models serve -m "models:/$(PIPELINE)@champion" -h $(HOST) -p $(PORT) --env-manager local
 
 clean:
 	rm -rf "$(DP_DATA_DIR)"

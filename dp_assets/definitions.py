@@ -1,4 +1,5 @@
-"""Assembles ``defs``: every zone's assets, the ingest job and sensor, resources, policy.
+"""Assembles ``defs``: every zone's assets, one asset chain per analytical pipeline, the ingest
+job and sensor, resources, policy.
 
 ``build_defs(settings)`` lets tests and the CLI point the platform at another data dir without
 editing code; ``defs`` is the default, configured from the environment.
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
+from dp_assets.analysis.factory import build_pipeline_assets
+from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.exploitation.assets import EXPLOITATION_ASSETS, EXPLOITATION_CHECKS
 from dp_assets.formatted.assets import FORMATTED_ASSETS
 from dp_assets.landing.assets import landing
 from dp_assets.landing.sensor import INGEST_JOB, build_inbox_sensor
-from dp_assets.resources import DataDir, Warehouse
+from dp_assets.resources import DataDir, MlflowTracking, Warehouse
 from dp_assets.settings import Settings
 
 ingest_job = define_asset_job(
@@ -25,13 +28,21 @@ ingest_job = define_asset_job(
 def build_defs(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
     return Definitions(
-        assets=[landing, *FORMATTED_ASSETS, *EXPLOITATION_ASSETS],
+        assets=[
+            landing,
+            *FORMATTED_ASSETS,
+            *EXPLOITATION_ASSETS,
+            *(a for spec in PIPELINES.values() for a in build_pipeline_assets(spec)),
+        ],
         asset_checks=EXPLOITATION_CHECKS,
         jobs=[ingest_job],
         sensors=[build_inbox_sensor(settings)],
         resources={
             "data_dir": DataDir(path=str(settings.data_dir)),
             "warehouse": Warehouse(database=str(settings.warehouse)),
+            "mlflow_tracking": MlflowTracking(
+                tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
+            ),
         },
         # Every step that does real work holds the single DuckDB writer slot, so steps cannot run
         # in parallel anyway; one process avoids ~5 s of start-up per step (FIELD_NOTES).

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import pandera.polars as pa
 import polars as pl
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, TableColumn, TableSchema
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+)
 
 OWNER = "team:data-platform"
 WAREHOUSE_POOL = "warehouse"  # DuckDB admits one writer process: every warehouse step joins it
@@ -50,6 +58,17 @@ def markdown(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:
 
 def table_metadata(row_count: int, preview: pl.DataFrame) -> dict:
     return {"dagster/row_count": MetadataValue.int(row_count), "preview": markdown(preview)}
+
+
+def stored_table_results(
+    conn, table: str, schema: type[pa.DataFrameModel], key: AssetKey, **extra
+) -> tuple[MaterializeResult, AssetCheckResult]:
+    """Materialization metadata of a stored table and its blocking schema check (named 'schema')."""
+    stored = conn.execute(f"SELECT * FROM {table}").pl()
+    return (
+        MaterializeResult(asset_key=key, metadata={**table_metadata(stored.height, stored), **extra}),
+        schema_check(schema, stored, asset_key=key),
+    )
 
 
 def schema_check(

@@ -5,7 +5,8 @@ All state lives under ``DP_DATA_DIR`` (default ``./data``)::
     inbox/<source>/...      temporal landing: collectors drop files here
     landing/<source>/...    persistent landing: immutable copies, one per distinct content
     quarantine/<source>/... files that could not be parsed, each beside a ``.reason.txt``
-    warehouse.duckdb        the warehouse (schemas landing, formatted, exploitation)
+    warehouse.duckdb        the warehouse (schemas landing, formatted, exploitation, one per pipeline)
+    mlflow.db, mlartifacts/ MLflow tracking store, model registry and artifacts
     secrets/pii_key         the pseudonymization key when DP_PII_KEY is not set
 
 The Dagster instance lives under ``DAGSTER_HOME`` (the Makefile puts it in ``data/dagster_home``).
@@ -44,6 +45,16 @@ class Settings:
     @property
     def warehouse(self) -> Path:
         return self.data_dir / WAREHOUSE_FILE
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """``MLFLOW_TRACKING_URI`` when set (a tracking server), else a SQLite store in the data dir."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> str | None:
+        """Artifacts of new experiments: under the data dir, unless a tracking server keeps them."""
+        return None if os.environ.get("MLFLOW_TRACKING_URI") else str(self.data_dir / "mlartifacts")
 
     @property
     def sample_manifest(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
+from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.formatted.schema import reason_group
 from dp_assets.resources.warehouse import Warehouse
 from dp_assets.settings import Settings
@@ -16,9 +17,11 @@ def summarize(settings: Settings, ui_hint: str = "make ui") -> str:
         return f"No warehouse yet at {settings.warehouse}: run `make demo` first."
     lines = []
     with Warehouse(database=str(settings.warehouse), lock_timeout_s=5).get_connection() as conn:
+        zones = ("landing", "formatted", "exploitation", *PIPELINES)
         tables = conn.execute(
             "SELECT schema_name || '.' || table_name AS table, estimated_size FROM duckdb_tables() "
-            "WHERE schema_name IN ('landing', 'formatted', 'exploitation') ORDER BY schema_name = 'exploitation', schema_name, table_name"
+            "WHERE list_contains(?, schema_name) ORDER BY list_position(?, schema_name), table_name",
+            [list(zones), list(zones)],
         ).fetchall()
         lines.append("Tables (rows):")
         for table, _ in tables:
@@ -35,6 +38,10 @@ def summarize(settings: Settings, ui_hint: str = "make ui") -> str:
         lines += _rows(conn, _quarantine_query(conn), "{}")
         lines.append("")
         lines.append(f"Re-delivered files recognised: {_scalar(conn, 'SELECT count(*) FROM landing.deliveries WHERE redelivery')}")
+        lines.append("")
+        lines.append("Models (validation window; the latest gate decision):")
+        for name in PIPELINES:
+            lines += _rows(conn, name, _MODEL_QUERY)
     lines += [
         "",
         f"Warehouse: {settings.warehouse}",
@@ -43,6 +50,14 @@ def summarize(settings: Settings, ui_hint: str = "make ui") -> str:
         f"UI: `{ui_hint}` then open http://127.0.0.1:3000 (lineage, checks, metadata)",
     ]
     return "\n".join(lines)
+
+
+_MODEL_QUERY = """
+    SELECT '{0}', 'champion v' || coalesce(p.champion_after::VARCHAR, 'none'),
+           p.metric || ' ' || round(p.challenger_value, 4) || ' vs baseline ' || round(p.baseline_value, 4),
+           p.reason
+    FROM {0}.promotions p ORDER BY p.decided_at DESC LIMIT 1
+"""
 
 
 def _quarantine_query(conn: duckdb.DuckDBPyConnection) -> str:

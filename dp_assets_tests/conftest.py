@@ -13,6 +13,7 @@ from dp_assets.resources import Warehouse
 from dp_assets.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+BACKBONE = AssetSelection.groups("landing", "formatted", "exploitation")
 
 
 class Platform:
@@ -27,11 +28,13 @@ class Platform:
         self.instance = DagsterInstance.from_config(str(home))
         self.defs: Definitions = build_defs(self.settings)
 
-    def materialize(self, selection: AssetSelection | None = None, raise_on_error: bool = True):
+    def materialize(self, selection: AssetSelection | None = None, raise_on_error: bool = True, run_config=None):
         """Run the implicit asset job of the real defs, as `dagster asset materialize` does."""
         job = self.defs.resolve_implicit_global_asset_job_def()
         keys = sorted(selection.resolve(self.defs.resolve_asset_graph())) if selection else None
-        return job.execute_in_process(instance=self.instance, asset_selection=keys, raise_on_error=raise_on_error)
+        return job.execute_in_process(
+            instance=self.instance, asset_selection=keys, raise_on_error=raise_on_error, run_config=run_config
+        )
 
     def drop(self, source: str, name: str, data: bytes) -> Path:
         path = self.settings.inbox / source / name
@@ -51,9 +54,15 @@ class Platform:
         return self.warehouse.query(query)
 
 
+def isolate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fixed PII key, and MLflow in the data dir whatever the caller's environment says."""
+    monkeypatch.setenv("DP_PII_KEY", "test-key-not-a-secret")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def platform(tmp_path, monkeypatch) -> Platform:
-    monkeypatch.setenv("DP_PII_KEY", "test-key-not-a-secret")
+    isolate(monkeypatch)
     platform = Platform(tmp_path)
     yield platform
     platform.instance.dispose()

@@ -41,10 +41,10 @@ def _sha(data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory):
-    from dp_assets_tests.conftest import Platform
+    from dp_assets_tests.conftest import Platform, isolate
 
     mp = pytest.MonkeyPatch()
-    mp.setenv("DP_PII_KEY", "bad-input-key")
+    isolate(mp)
     platform = Platform(tmp_path_factory.mktemp("bad"))
     for source, name, data, *_ in CASES.values():
         platform.drop(source, name, data)

@@ -28,14 +28,18 @@ def test_dagster_asset_materialize_all_as_ci_would(tmp_path):
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DP_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(home), "DP_PII_KEY": "cli-key"}
+    env.pop("MLFLOW_TRACKING_URI", None)
 
-    out = run([str(BIN / "dp"), "sample-data", "--days", "4", "--meters", "8", "--seed", "3"], env).stdout
+    # Enough history for both analytical pipelines (a 30-day churn horizon, validation and training).
+    out = run([str(BIN / "dp"), "sample-data", "--days", "100", "--meters", "40", "--seed", "3"], env).stdout
     assert "injected row problems" in out
     run([str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", "--select", "*"], env)
 
     with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM exploitation.daily_consumption").fetchone()[0] > 0
         assert conn.execute("SELECT count(*) FROM landing.deliveries").fetchone()[0] > 0
+        for pipeline in ("energy_forecast", "customer_churn"):
+            assert conn.execute(f"SELECT count(*) FROM {pipeline}.predictions").fetchone()[0] > 0
 
     summary = run([str(BIN / "dp"), "summary"], env).stdout
     assert "exploitation.daily_consumption" in summary and "Quarantined files" in summary

@@ -1,0 +1,12 @@
+"""One module per analytical pipeline, each defining ``SPEC``; every module here is picked up, so
+adding a pipeline is adding a module."""
+
+import importlib
+import pkgutil
+
+from dp_assets.analysis.spec import PipelineSpec
+
+PIPELINES: dict[str, PipelineSpec] = {}
+for _module in pkgutil.iter_modules(__path__):
+    _spec = importlib.import_module(f"{__name__}.{_module.name}").SPEC
+    PIPELINES[_spec.name] = _spec

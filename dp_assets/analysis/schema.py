@@ -1,0 +1,82 @@
+"""Tables every analytical pipeline shares: examples, evaluation, predictions."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pandera.polars as pa
+import polars as pl
+
+from dp_assets.exploitation.schema import CUSTOMER_ID_PATTERN
+from dp_assets.sources.schema import REGIONS, TARIFFS, UtcTimestamp
+
+SPLITS = ("train", "validation", "score")
+
+
+class Example(pa.DataFrameModel):
+    """The columns every features table has; a pipeline's model adds its feature columns."""
+
+    customer_id: str = pa.Field(str_matches=CUSTOMER_ID_PATTERN, description="Customer the example is about")
+    as_of: pl.Date = pa.Field(
+        description="Prediction time: the example uses only data up to the end of this day (UTC)"
+    )
+    split: str = pa.Field(
+        isin=SPLITS,
+        description="train (the past), validation (the most recent labelled window) or score "
+        "(the latest day, label not known yet)",
+    )
+    label: Optional[float] = pa.Field(nullable=True, description="What the model learns to predict; null when not known yet")
+    region: Optional[str] = pa.Field(nullable=True, isin=REGIONS, description="Customer's region (a segment for evaluation, not a feature)")
+    tariff: Optional[str] = pa.Field(nullable=True, isin=TARIFFS, description="Customer's tariff (a segment for evaluation, not a feature)")
+
+    class Config:
+        strict = True
+        unique = ["customer_id", "as_of"]
+
+
+class EvaluationRow(pa.DataFrameModel):
+    """One metric of one model on the validation window, overall or for one segment."""
+
+    model: str = pa.Field(isin=("challenger", "baseline", "champion"), description="Which predictor")
+    model_version: Optional[int] = pa.Field(nullable=True, description="Registered model version; null for the baseline")
+    segment_column: str = pa.Field(description="'all', or the column the rows were grouped by (region, tariff)")
+    segment: str = pa.Field(description="'all', or the segment's value")
+    metric: str = pa.Field(description="Metric name (mae, rmse, mape, roc_auc, log_loss, precision_at_k)")
+    value: Optional[float] = pa.Field(nullable=True, description="Metric value; null where undefined (one class only)")
+    rows: int = pa.Field(ge=0, description="Validation examples the metric was computed on")
+
+    class Config:
+        strict = True
+
+
+class Prediction(pa.DataFrameModel):
+    """A batch prediction by the champion: the record monitoring later joins with actuals."""
+
+    customer_id: str = pa.Field(str_matches=CUSTOMER_ID_PATTERN, description="Customer predicted for")
+    as_of: pl.Date = pa.Field(description="Prediction time: data up to the end of this day was used")
+    prediction: float = pa.Field(description="The model's output (kWh, or churn probability)")
+    model_name: str = pa.Field(description="Registered model name (the pipeline)")
+    model_version: int = pa.Field(ge=1, description="Registered model version that predicted")
+    predicted_at: UtcTimestamp = pa.Field(description="When the batch was scored, UTC")
+
+    class Config:
+        strict = True
+        unique = ["customer_id", "as_of"]
+
+
+class Promotion(pa.DataFrameModel):
+    """One decision of the champion/challenger gate."""
+
+    decided_at: UtcTimestamp = pa.Field(description="When the gate decided, UTC")
+    challenger_version: int = pa.Field(ge=1, description="Registered version that was evaluated")
+    champion_before: Optional[int] = pa.Field(nullable=True, description="Champion version before the decision")
+    champion_after: Optional[int] = pa.Field(nullable=True, description="Champion version after the decision")
+    promoted: bool = pa.Field(description="Whether the challenger became champion")
+    metric: str = pa.Field(description="The primary metric the gate compared")
+    challenger_value: float = pa.Field(description="The challenger's primary metric on the validation window")
+    baseline_value: float = pa.Field(description="The naive baseline's primary metric on the same window")
+    champion_value: Optional[float] = pa.Field(nullable=True, description="The previous champion's, when there was one")
+    reason: str = pa.Field(description="Why the challenger was or was not promoted")
+
+    class Config:
+        strict = True
