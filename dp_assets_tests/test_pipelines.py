@@ -69,6 +69,7 @@ def test_pipeline_chain_materialized_with_metrics(world, pipeline):
     metrics = events[f"{pipeline}/evaluation"]
     primary = "challenger mae" if spec.task == "regression" else "challenger roc_auc"
     assert primary in metrics and "improvement_vs_baseline_" + primary.split()[1] in metrics
+    assert metrics["plots"].value.count("data:image/png;base64,") == 2
     segments = {s for (s,) in platform.sql(f"SELECT DISTINCT segment_column FROM {pipeline}.evaluation")}
     assert segments == {"all", "region", "tariff"}
     checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
@@ -96,7 +97,7 @@ def test_registered_model_names_its_lineage_and_metrics_are_in_mlflow(world, pip
     run = client.get_run(champion.run_id)
     assert "validation_" + ("mae" if PIPELINES[pipeline].task == "regression" else "roc_auc") in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(champion.run_id, "evaluation")}
-    assert {"evaluation/performance.png", "evaluation/segments.csv"} <= artifacts
+    assert {"evaluation/performance.png", "evaluation/feature_importance.png", "evaluation/segments.csv"} <= artifacts
     # Artifacts live under the data dir, not in the working directory.
     assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(platform.settings.data_dir)
 

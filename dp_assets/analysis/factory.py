@@ -222,7 +222,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         champion = mlflow_tracking.model_version(name, CHAMPION)
         examples = warehouse.query(f"SELECT * FROM {table('features')} WHERE split IN ('train', 'validation') ORDER BY as_of, customer_id")
         train, validation = examples.filter(pl.col("split") == "train"), examples.filter(pl.col("split") == "validation")
-        predictors = {"challenger": (int(challenger.version), _predict(mlflow_tracking, name, challenger.version, validation, spec)),
+        booster = _booster(mlflow_tracking, name, challenger.version)
+        predictors = {"challenger": (int(challenger.version), booster.predict(feature_matrix(validation, spec))),
                       "baseline": (None, spec.baseline(train, validation))}  # fmt: skip
         if champion is not None and champion.version != challenger.version:
             predictors["champion"] = (int(champion.version), _predict(mlflow_tracking, name, champion.version, validation, spec))
@@ -236,7 +237,10 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         vs_baseline = improvement(task, overall[("challenger", primary)], overall[("baseline", primary)])
 
         y, p = validation["label"].to_numpy(), predictors["challenger"][1]
-        images = {"performance": plots.PLOTS[task](y, p)}
+        images = {
+            "performance": plots.PLOTS[task](y, p),
+            "feature_importance": plots.feature_importance(spec.feature_columns, booster.feature_importance("gain")),
+        }
         client = mlflow_tracking.client()
         run_id = challenger.run_id
         for metric, value in METRICS[task](y, p, k=spec.precision_at_k).items():
@@ -253,7 +257,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "validation rows": MetadataValue.int(validation.height),
             "validation window": f"{validation['as_of'].min()}..{validation['as_of'].max()}",
             "by segment": markdown(frame.filter((pl.col("metric") == primary) & (pl.col("model") == "challenger")), rows=20),
-            "plot": MetadataValue.md(_inline_png("performance", images["performance"])),
+            "plots": MetadataValue.md("\n\n".join(_inline_png(t, png) for t, png in images.items())),
         }
         with warehouse.transaction() as conn:
             conn.register("_evaluation", frame)
@@ -375,12 +379,15 @@ def _require(value, message: str):
     return value
 
 
-def _predict(tracking: MlflowTracking, name: str, model_version: str | int, frame: pl.DataFrame, spec: PipelineSpec) -> np.ndarray:
+def _booster(tracking: MlflowTracking, name: str, model_version: str | int):
     import mlflow.lightgbm
 
     tracking.client()  # the registry URI is process-global in MLflow: set it for this resource
-    booster = mlflow.lightgbm.load_model(f"models:/{name}/{model_version}")
-    return booster.predict(feature_matrix(frame, spec))
+    return mlflow.lightgbm.load_model(f"models:/{name}/{model_version}")
+
+
+def _predict(tracking: MlflowTracking, name: str, model_version: str | int, frame: pl.DataFrame, spec: PipelineSpec) -> np.ndarray:
+    return _booster(tracking, name, model_version).predict(feature_matrix(frame, spec))
 
 
 def feature_matrix(frame: pl.DataFrame, spec: PipelineSpec):
