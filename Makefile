@@ -12,11 +12,11 @@ PORT ?= 5001
 # Only the mlflow commands below get this; the platform reads MLFLOW_TRACKING_URI itself.
 MLFLOW_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(DP_DATA_DIR)/mlflow.db)
 
-.PHONY: demo test ui mlflow-ui serve summary home clean help
+.PHONY: demo test lint ui mlflow-ui serve summary home clean help
 
 help:
 	@echo "make demo   - install, generate sample data, materialize every asset, print a summary"
-	@echo "make test   - install and run the test suite"
+	@echo "make test   - install, lint and run the test suite"
 	@echo "make ui     - dagster dev (webserver + daemon) on http://$(HOST):$(UI_PORT)"
 	@echo "make mlflow-ui - MLflow's UI (runs, metrics, plots, registry) on http://$(HOST):5000"
 	@echo "make serve PIPELINE=energy_forecast [PORT=5001] - MLflow scoring server for the champion"
@@ -45,8 +45,12 @@ demo: $(BIN)/dp home
 summary: $(BIN)/dp
 	$(BIN)/dp summary
 
-test: $(BIN)/dp
+test: lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+lint: $(BIN)/dp
+	$(BIN)/ruff check dp_assets dp_assets_tests
+	$(BIN)/ruff format --check dp_assets dp_assets_tests
 
 ui: $(BIN)/dp home
 	$(BIN)/dagster dev -h $(HOST) -p $(UI_PORT)

@@ -22,6 +22,6 @@ setup(
         "pandas<3",
     ],
     # duckdb-cli: the `duckdb` shell for querying the warehouse, same version line as the library.
-    extras_require={"dev": ["pytest>=8", "pytest-xdist", "duckdb-cli>=1.1,<2"]},
+    extras_require={"dev": ["pytest>=8", "pytest-xdist", "ruff", "duckdb-cli>=1.1,<2"]},
     entry_points={"console_scripts": ["dp=dp_assets.cli:main"]},
 )

@@ -41,7 +41,8 @@ def build_defs(settings: Settings | None = None) -> Definitions:
             "data_dir": DataDir(path=str(settings.data_dir)),
             "warehouse": Warehouse(database=str(settings.warehouse)),
             "mlflow_tracking": MlflowTracking(
-                tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
+                tracking_uri=settings.mlflow_tracking_uri,
+                artifact_root=settings.mlflow_artifact_root,
             ),
         },
         # Every step that does real work holds the single DuckDB writer slot, so steps cannot run

@@ -66,7 +66,9 @@ def stored_table_results(
     """Materialization metadata of a stored table and its blocking schema check (named 'schema')."""
     stored = conn.execute(f"SELECT * FROM {table}").pl()
     return (
-        MaterializeResult(asset_key=key, metadata={**table_metadata(stored.height, stored), **extra}),
+        MaterializeResult(
+            asset_key=key, metadata={**table_metadata(stored.height, stored), **extra}
+        ),
         schema_check(schema, stored, asset_key=key),
     )
 
@@ -83,9 +85,15 @@ def schema_check(
             check_name=check_name,
             passed=False,
             severity=AssetCheckSeverity.ERROR,
-            metadata={"failures": MetadataValue.int(cases.height), "first failures": markdown(cases, 20)},
+            metadata={
+                "failures": MetadataValue.int(cases.height),
+                "first failures": markdown(cases, 20),
+            },
             **kwargs,
         )
     return AssetCheckResult(
-        check_name=check_name, passed=True, metadata={"rows validated": MetadataValue.int(frame.height)}, **kwargs
+        check_name=check_name,
+        passed=True,
+        metadata={"rows validated": MetadataValue.int(frame.height)},
+        **kwargs,
     )

@@ -11,7 +11,6 @@ from dp_assets.resources.warehouse import Warehouse
 from dp_assets.settings import Settings
 
 
-
 def summarize(settings: Settings, ui_hint: str = "make ui") -> str:
     if not settings.warehouse.exists():
         return f"No warehouse yet at {settings.warehouse}: run `make demo` first."
@@ -25,19 +24,29 @@ def summarize(settings: Settings, ui_hint: str = "make ui") -> str:
         ).fetchall()
         lines.append("Tables (rows):")
         for table, _ in tables:
-            lines.append(f"  {table:<42} {conn.execute(f'SELECT count(*) FROM {table}').fetchone()[0]:>10,}")
+            lines.append(
+                f"  {table:<42} {conn.execute(f'SELECT count(*) FROM {table}').fetchone()[0]:>10,}"
+            )
         lines.append("")
         lines.append("Rejected rows by source and reason:")
-        lines += _rows(conn, " UNION ALL ".join(
-            f"SELECT '{t.split('.')[1].removesuffix('_rejects')}' AS source, "
-            f"{reason_group()} AS reason FROM {t}"
-            for t, _ in tables if t.endswith("_rejects")
-        ) or "SELECT NULL AS source, NULL AS reason WHERE false", "SELECT source, reason, count(*) AS n FROM ({}) GROUP BY ALL ORDER BY source, n DESC")
+        lines += _rows(
+            conn,
+            " UNION ALL ".join(
+                f"SELECT '{t.split('.')[1].removesuffix('_rejects')}' AS source, "
+                f"{reason_group()} AS reason FROM {t}"
+                for t, _ in tables
+                if t.endswith("_rejects")
+            )
+            or "SELECT NULL AS source, NULL AS reason WHERE false",
+            "SELECT source, reason, count(*) AS n FROM ({}) GROUP BY ALL ORDER BY source, n DESC",
+        )
         lines.append("")
         lines.append(f"Quarantined files (copies and reasons under {settings.quarantine}):")
         lines += _rows(conn, _quarantine_query(conn), "{}")
         lines.append("")
-        lines.append(f"Re-delivered files recognised: {_scalar(conn, 'SELECT count(*) FROM landing.deliveries WHERE redelivery')}")
+        lines.append(
+            f"Re-delivered files recognised: {_scalar(conn, 'SELECT count(*) FROM landing.deliveries WHERE redelivery')}"
+        )
         lines.append("")
         lines.append("Models (validation window; the latest gate decision):")
         for name in PIPELINES:
@@ -61,9 +70,16 @@ _MODEL_QUERY = """
 
 
 def _quarantine_query(conn: duckdb.DuckDBPyConnection) -> str:
-    parts = ["SELECT source, original_name AS file, quarantine_reason AS reason FROM landing.deliveries WHERE quarantine_reason IS NOT NULL"]
-    if _scalar(conn, "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'formatted' AND table_name = 'file_outcomes'"):
-        parts.append("SELECT source, original_name, reason FROM formatted.file_outcomes WHERE status = 'quarantined'")
+    parts = [
+        "SELECT source, original_name AS file, quarantine_reason AS reason FROM landing.deliveries WHERE quarantine_reason IS NOT NULL"
+    ]
+    if _scalar(
+        conn,
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'formatted' AND table_name = 'file_outcomes'",
+    ):
+        parts.append(
+            "SELECT source, original_name, reason FROM formatted.file_outcomes WHERE status = 'quarantined'"
+        )
     return " UNION ALL ".join(parts) + " ORDER BY 1, 2"
 
 

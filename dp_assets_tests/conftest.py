@@ -28,12 +28,17 @@ class Platform:
         self.instance = DagsterInstance.from_config(str(home))
         self.defs: Definitions = build_defs(self.settings)
 
-    def materialize(self, selection: AssetSelection | None = None, raise_on_error: bool = True, run_config=None):
+    def materialize(
+        self, selection: AssetSelection | None = None, raise_on_error: bool = True, run_config=None
+    ):
         """Run the implicit asset job of the real defs, as `dagster asset materialize` does."""
         job = self.defs.resolve_implicit_global_asset_job_def()
         keys = sorted(selection.resolve(self.defs.resolve_asset_graph())) if selection else None
         return job.execute_in_process(
-            instance=self.instance, asset_selection=keys, raise_on_error=raise_on_error, run_config=run_config
+            instance=self.instance,
+            asset_selection=keys,
+            raise_on_error=raise_on_error,
+            run_config=run_config,
         )
 
     def drop(self, source: str, name: str, data: bytes) -> Path:

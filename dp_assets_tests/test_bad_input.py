@@ -51,8 +51,12 @@ def outcome(tmp_path_factory):
     platform.drop(*DUPLICATE)
     platform.drop("meters_vendor_a", "again (1).csv", DUPLICATE[2])
     platform.drop("meters_vendor_a", "2024/01/nested.csv", GOOD_A.replace("10:", "18:").encode())
-    platform.drop("meters_vendor_a", ".still_writing.csv", b"meter_id;timestamp;consumption_kwh\nMTR-0")
-    platform.drop("meters_vendor_a", "in_progress.csv.part", b"meter_id;timestamp;consumption_kwh\nMTR-0")
+    platform.drop(
+        "meters_vendor_a", ".still_writing.csv", b"meter_id;timestamp;consumption_kwh\nMTR-0"
+    )
+    platform.drop(
+        "meters_vendor_a", "in_progress.csv.part", b"meter_id;timestamp;consumption_kwh\nMTR-0"
+    )
     stray = platform.settings.inbox / "stray.txt"
     stray.write_bytes(b"who put this here?")
     selection = AssetSelection.groups("landing", "formatted")
@@ -98,7 +102,8 @@ def test_no_byte_lost(outcome, case):
     platform, _ = outcome
     source, name, data, *_ = CASES[case]
     (landed_path,) = platform.sql(
-        "SELECT landed_path FROM landing.deliveries WHERE source = ? AND original_name = ?", [source, name]
+        "SELECT landed_path FROM landing.deliveries WHERE source = ? AND original_name = ?",
+        [source, name],
     )[0]
     landed = platform.settings.data_dir / landed_path
     assert landed.read_bytes() == data
@@ -107,14 +112,26 @@ def test_no_byte_lost(outcome, case):
 
 def test_path_like_name_is_kept_but_never_used_as_a_path(outcome):
     platform, _ = outcome
-    (landed_path,) = platform.sql("SELECT landed_path FROM landing.deliveries WHERE original_name = ?", [WEIRD_NAME])[0]
-    assert ".." not in landed_path and "$" not in landed_path and ";" not in landed_path and "\\" not in landed_path
+    (landed_path,) = platform.sql(
+        "SELECT landed_path FROM landing.deliveries WHERE original_name = ?", [WEIRD_NAME]
+    )[0]
+    assert (
+        ".." not in landed_path
+        and "$" not in landed_path
+        and ";" not in landed_path
+        and "\\" not in landed_path
+    )
     assert not (platform.settings.data_dir.parent / "etc").exists()
 
 
 def test_nested_folders_are_kept_in_the_original_name(outcome):
     platform, _ = outcome
-    assert platform.sql("SELECT count(*) FROM landing.deliveries WHERE original_name = '2024/01/nested.csv'")[0][0] == 1
+    assert (
+        platform.sql(
+            "SELECT count(*) FROM landing.deliveries WHERE original_name = '2024/01/nested.csv'"
+        )[0][0]
+        == 1
+    )
 
 
 def test_files_still_being_written_are_left_in_the_inbox(outcome):
@@ -126,10 +143,13 @@ def test_files_still_being_written_are_left_in_the_inbox(outcome):
 def test_duplicate_delivery_is_recognised_and_formatted_once(outcome):
     platform, _ = outcome
     rows = platform.sql(
-        "SELECT original_name, redelivery FROM landing.deliveries WHERE sha256 = ? ORDER BY redelivery", [_sha(DUPLICATE[2])]
+        "SELECT original_name, redelivery FROM landing.deliveries WHERE sha256 = ? ORDER BY redelivery",
+        [_sha(DUPLICATE[2])],
     )
     assert [r[1] for r in rows] == [False, True]
-    (count,) = platform.sql("SELECT count(*) FROM formatted.meters_vendor_a WHERE file_sha256 = ?", [_sha(DUPLICATE[2])])[0]
+    (count,) = platform.sql(
+        "SELECT count(*) FROM formatted.meters_vendor_a WHERE file_sha256 = ?", [_sha(DUPLICATE[2])]
+    )[0]
     assert count == 2  # the file's two rows, once
 
 
@@ -146,9 +166,14 @@ def test_stray_file_is_quarantined_not_lost(outcome):
 def test_good_files_keep_flowing_and_quarantine_shows_as_failed_check(outcome):
     platform, result = outcome
     assert result.success
-    checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+    checks = {
+        (e.asset_key.to_user_string(), e.check_name): e.passed
+        for e in result.get_asset_check_evaluations()
+    }
     assert checks[("formatted/meters_vendor_a", "no_quarantined_files")] is False
     assert checks[("formatted/tariffs", "no_quarantined_files")] is True
     assert all(passed for (_, name), passed in checks.items() if name == "schema")
     (good,) = platform.sql("SELECT count(*) FROM formatted.meters_vendor_a")[0]
-    assert good == 2 + 2 + 2 + 2 + 2  # truncated (its complete rows), bom, path-like, duplicate, nested
+    assert (
+        good == 2 + 2 + 2 + 2 + 2
+    )  # truncated (its complete rows), bom, path-like, duplicate, nested

@@ -19,7 +19,9 @@ BIN = Path(sys.executable).parent
 
 def run(args: list[str], env: dict) -> subprocess.CompletedProcess:
     result = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    assert result.returncode == 0, (
+        f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
     return result
 
 
@@ -27,11 +29,18 @@ def test_dagster_asset_materialize_all_as_ci_would(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DP_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(home), "DP_PII_KEY": "cli-key"}
+    env = {
+        **os.environ,
+        "DP_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_HOME": str(home),
+        "DP_PII_KEY": "cli-key",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
 
     # Enough history for both analytical pipelines (a 30-day churn horizon, validation and training).
-    out = run([str(BIN / "dp"), "sample-data", "--days", "100", "--meters", "40", "--seed", "3"], env).stdout
+    out = run(
+        [str(BIN / "dp"), "sample-data", "--days", "100", "--meters", "40", "--seed", "3"], env
+    ).stdout
     assert "injected row problems" in out
     run([str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", "--select", "*"], env)
 
@@ -56,7 +65,11 @@ def test_sample_data_is_deterministic_per_seed(tmp_path):
     params = SampleParams(days=3, meters=5, seed=5)
     generate(tmp_path / "a", params)
     generate(tmp_path / "b", params)
-    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files = sorted(
+        p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()
+    )
     assert files
     for relative in files:
-        assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes(), relative
+        assert (tmp_path / "a" / relative).read_bytes() == (
+            tmp_path / "b" / relative
+        ).read_bytes(), relative

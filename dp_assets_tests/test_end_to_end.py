@@ -12,7 +12,12 @@ import shutil
 import polars as pl
 import pytest
 
-from dp_assets.sample_data.generator import EXPECTED_QUARANTINE, EXPECTED_REASON, SampleParams, generate
+from dp_assets.sample_data.generator import (
+    EXPECTED_QUARANTINE,
+    EXPECTED_REASON,
+    SampleParams,
+    generate,
+)
 
 PARAMS = SampleParams(days=6, meters=24, seed=11, start=dt.date(2024, 10, 24))
 pytestmark = pytest.mark.slow
@@ -40,11 +45,15 @@ def run(tmp_path_factory):
     late = [f for f in manifest.files if f["late"]]
     for f in late:
         (held / f["source"]).mkdir(parents=True, exist_ok=True)
-        shutil.move(platform.settings.inbox / f["source"] / f["name"], held / f["source"] / f["name"])
+        shutil.move(
+            platform.settings.inbox / f["source"] / f["name"], held / f["source"] / f["name"]
+        )
 
     first = platform.materialize(BACKBONE)
     for f in late:  # the late files arrive after the rest has been processed
-        shutil.move(held / f["source"] / f["name"], platform.settings.inbox / f["source"] / f["name"])
+        shutil.move(
+            held / f["source"] / f["name"], platform.settings.inbox / f["source"] / f["name"]
+        )
     second = platform.materialize(BACKBONE)
     snapshot = {t: platform.frame(f"SELECT * FROM {t}") for t in TABLES}
     third = platform.materialize(BACKBONE)
@@ -61,28 +70,50 @@ def test_runs_succeed_and_late_files_were_held(run):
 
 def test_every_file_is_in_the_persistent_landing(run):
     platform, manifest, *_ = run
-    delivered = platform.frame("SELECT source, original_name, sha256, landed_path, redelivery FROM landing.deliveries")
+    delivered = platform.frame(
+        "SELECT source, original_name, sha256, landed_path, redelivery FROM landing.deliveries"
+    )
     assert delivered.height == len(manifest.files)
-    assert set(zip(delivered["source"], delivered["original_name"])) == {(f["source"], f["name"]) for f in manifest.files}
+    assert set(zip(delivered["source"], delivered["original_name"])) == {
+        (f["source"], f["name"]) for f in manifest.files
+    }
     for path in delivered["landed_path"]:
         landed = platform.settings.data_dir / path
-        assert landed.is_file() and not landed.stat().st_mode & 0o222, f"{path} must exist read-only"
+        assert landed.is_file() and not landed.stat().st_mode & 0o222, (
+            f"{path} must exist read-only"
+        )
     assert not any(p.is_file() for p in platform.settings.inbox.rglob("*")), "the inbox is emptied"
 
 
 def test_duplicate_deliveries_recognised(run):
     platform, manifest, *_ = run
-    redelivered = {tuple(r) for r in platform.sql("SELECT source, original_name FROM landing.deliveries WHERE redelivery")}
+    redelivered = {
+        tuple(r)
+        for r in platform.sql(
+            "SELECT source, original_name FROM landing.deliveries WHERE redelivery"
+        )
+    }
     assert redelivered == {(d["source"], d["file"]) for d in manifest.duplicate_deliveries}
 
 
 def test_malformed_files_quarantined_with_reason(run):
     platform, manifest, *_ = run
-    outcomes = {(s, n): r for s, n, r in platform.sql("SELECT source, original_name, reason FROM formatted.file_outcomes WHERE status = 'quarantined'")}
+    outcomes = {
+        (s, n): r
+        for s, n, r in platform.sql(
+            "SELECT source, original_name, reason FROM formatted.file_outcomes WHERE status = 'quarantined'"
+        )
+    }
     assert set(outcomes) == {(p["source"], p["file"]) for p in manifest.file_problems}
     for problem in manifest.file_problems:
-        assert EXPECTED_QUARANTINE[problem["kind"]] in outcomes[(problem["source"], problem["file"])]
-        copies = list((platform.settings.quarantine / problem["source"]).glob("*" + problem["file"].replace(" ", "_")))
+        assert (
+            EXPECTED_QUARANTINE[problem["kind"]] in outcomes[(problem["source"], problem["file"])]
+        )
+        copies = list(
+            (platform.settings.quarantine / problem["source"]).glob(
+                "*" + problem["file"].replace(" ", "_")
+            )
+        )
         assert copies and copies[0].with_name(copies[0].name + ".reason.txt").exists()
 
 
@@ -95,7 +126,9 @@ def test_every_injected_row_problem_is_rejected_with_its_reason(run):
         )
         for s in ("meters_vendor_a", "meters_vendor_b", "weather", "customers", "tariffs")
     )
-    found = {(r["source"], r["file"], r["record_no"]): r["reason"] for r in rejects.iter_rows(named=True)}
+    found = {
+        (r["source"], r["file"], r["record_no"]): r["reason"] for r in rejects.iter_rows(named=True)
+    }
     assert manifest.row_problems
     for problem in manifest.row_problems:
         key = (problem["source"], problem["file"], problem["record_no"])
@@ -106,7 +139,9 @@ def test_every_injected_row_problem_is_rejected_with_its_reason(run):
 
 def test_every_input_row_is_formatted_or_rejected(run):
     platform, manifest, *_ = run
-    expected = {(f["source"], f["name"]): f["records"] for f in manifest.files if f["kind"] == "data"}
+    expected = {
+        (f["source"], f["name"]): f["records"] for f in manifest.files if f["kind"] == "data"
+    }
     counted = {}
     for source in ("meters_vendor_a", "meters_vendor_b", "weather", "customers", "tariffs"):
         for name, rows in platform.sql(
@@ -126,9 +161,17 @@ def test_exploitation_integrates_sources(run):
     # One row per person; a person whose only CRM record was rejected cannot be resolved.
     assert customers == people - len(manifest.orphaned_meters)
     # Readings: both vendors, deduplicated, kWh; the migration overlap is dropped, not doubled.
-    (dupes,) = platform.sql("SELECT count(*) - count(DISTINCT (meter_id, reading_start)) FROM exploitation.meter_readings")[0]
+    (dupes,) = platform.sql(
+        "SELECT count(*) - count(DISTINCT (meter_id, reading_start)) FROM exploitation.meter_readings"
+    )[0]
     assert dupes == 0
-    assert platform.sql("SELECT count(DISTINCT vendor) FROM exploitation.meter_readings WHERE meter_id IN (SELECT unnest(?))", [manifest.migrating_meters])[0][0] == 2
+    assert (
+        platform.sql(
+            "SELECT count(DISTINCT vendor) FROM exploitation.meter_readings WHERE meter_id IN (SELECT unnest(?))",
+            [manifest.migrating_meters],
+        )[0][0]
+        == 2
+    )
     # Every reading the generator dropped lies inside a reported gap (unless it was a meter's first
     # or last interval, which no gap can enclose).
     dropped = pl.DataFrame(manifest.dropped_readings).with_columns(
@@ -152,11 +195,15 @@ def test_exploitation_integrates_sources(run):
 def test_units_are_homogenized(run):
     platform, *_ = run
     # Late October in Poland: both providers (one reports Fahrenheit) give plausible Celsius.
-    per_provider = dict(platform.sql("SELECT provider, avg(temperature_c) FROM formatted.weather GROUP BY ALL"))
+    per_provider = dict(
+        platform.sql("SELECT provider, avg(temperature_c) FROM formatted.weather GROUP BY ALL")
+    )
     assert set(per_provider) == {"meteo", "skycast"}
     assert all(-10 < t < 25 for t in per_provider.values()), per_provider
     # Both vendors in kWh: a household's half-hour is a fraction of a kWh whichever vendor sent it.
-    per_vendor = dict(platform.sql("SELECT vendor, median(kwh) FROM exploitation.meter_readings GROUP BY ALL"))
+    per_vendor = dict(
+        platform.sql("SELECT vendor, median(kwh) FROM exploitation.meter_readings GROUP BY ALL")
+    )
     assert all(0.02 < v < 2 for v in per_vendor.values()), per_vendor
 
 
@@ -171,10 +218,21 @@ def test_checks_report_the_injected_cross_source_problems(run):
     from dp_assets_tests.conftest import BACKBONE
 
     guarded = {asset for (asset, name) in evaluations if name == "schema"}
-    assert guarded == {k.to_user_string() for k in BACKBONE.resolve(platform.defs.resolve_asset_graph())}
-    assert all(passed for (asset, name), passed in evaluations.items() if name in ("schema", "file_outcomes"))
+    assert guarded == {
+        k.to_user_string() for k in BACKBONE.resolve(platform.defs.resolve_asset_graph())
+    }
+    assert all(
+        passed
+        for (asset, name), passed in evaluations.items()
+        if name in ("schema", "file_outcomes")
+    )
     assert sum(name == "file_outcomes" for (_, name) in evaluations) == 5
-    unknown = {m for (m,) in platform.sql("SELECT DISTINCT meter_id FROM exploitation.meter_readings ANTI JOIN exploitation.customers USING (meter_id)")}
+    unknown = {
+        m
+        for (m,) in platform.sql(
+            "SELECT DISTINCT meter_id FROM exploitation.meter_readings ANTI JOIN exploitation.customers USING (meter_id)"
+        )
+    }
     assert unknown == set(manifest.unknown_meters) | set(manifest.orphaned_meters)
 
 

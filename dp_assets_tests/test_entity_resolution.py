@@ -12,8 +12,17 @@ D = dt.date(2020, 1, 1)
 
 
 def records(*rows):
-    columns = ["source_system", "source_customer_id", "meter_id", "email_pseudonym", "tariff", "contract_end"]
-    frame = pl.DataFrame([dict(zip(columns, r)) for r in rows], schema_overrides={"contract_end": pl.Date})
+    columns = [
+        "source_system",
+        "source_customer_id",
+        "meter_id",
+        "email_pseudonym",
+        "tariff",
+        "contract_end",
+    ]
+    frame = pl.DataFrame(
+        [dict(zip(columns, r)) for r in rows], schema_overrides={"contract_end": pl.Date}
+    )
     return frame.with_columns(
         name_pseudonym=pl.lit("n"), address_pseudonym=pl.lit("a"), city=pl.lit("c"), region=pl.lit("north"),
         contract_start=pl.lit(D), exported_at=pl.lit(dt.datetime(2024, 1, 1, tzinfo=dt.UTC)),
@@ -21,7 +30,9 @@ def records(*rows):
 
 
 def test_links_are_transitive():
-    frame = pl.DataFrame({"meter_id": ["m1", "m1", "m2", "m3"], "email_pseudonym": [None, "e1", "e1", None]})
+    frame = pl.DataFrame(
+        {"meter_id": ["m1", "m1", "m2", "m3"], "email_pseudonym": [None, "e1", "e1", None]}
+    )
     labels = cluster_labels(frame).to_list()
     assert labels[0] == labels[1] == labels[2] != labels[3]
 
@@ -34,7 +45,9 @@ def test_resolve_merges_people_and_prefers_alpha():
     ))  # fmt: skip
     assert customers.height == 2
     merged = customers.filter(pl.col("meter_id") == "MTR-000001").row(0, named=True)
-    assert merged["tariff"] == "G11" and merged["contract_end"] is None  # alpha wins, its null included
+    assert (
+        merged["tariff"] == "G11" and merged["contract_end"] is None
+    )  # alpha wins, its null included
     assert merged["email_pseudonym"] == "e1"  # filled from beta where alpha has nothing
     assert merged["source_systems"] == "crm_alpha,crm_beta" and merged["source_records"] == 2
     assert id_map.height == 3 and id_map["customer_id"].n_unique() == 2

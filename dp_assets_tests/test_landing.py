@@ -35,7 +35,11 @@ def test_land_files_is_content_addressed_and_read_only(settings):
     drop(settings, "tariffs/a.json", b"same")
     rows = land_files(settings, scan_inbox(settings.inbox, SOURCES), {})
     by_name = {(r["source"], r["original_name"]): r for r in rows}
-    a, b, t = by_name[("weather", "a.json")], by_name[("weather", "b.json")], by_name[("tariffs", "a.json")]
+    a, b, t = (
+        by_name[("weather", "a.json")],
+        by_name[("weather", "b.json")],
+        by_name[("tariffs", "a.json")],
+    )
     assert [a["redelivery"], b["redelivery"], t["redelivery"]].count(True) == 1  # same source only
     assert a["landed_path"] == b["landed_path"] != t["landed_path"]
     landed = settings.data_dir / t["landed_path"]
@@ -69,13 +73,19 @@ def test_sensor_requests_a_run_only_for_new_files(settings):
 def test_lock_conflict_names_the_holder(tmp_path):
     database = tmp_path / "w.duckdb"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect('{database}'); print('ready', flush=True); time.sleep(30)"],
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect('{database}'); print('ready', flush=True); time.sleep(30)",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(WarehouseLocked, match=rf"locked by .*PID {holder.pid}.*DuckDB allows one process"):
+        with pytest.raises(
+            WarehouseLocked, match=rf"locked by .*PID {holder.pid}.*DuckDB allows one process"
+        ):
             with Warehouse(database=str(database), lock_timeout_s=0.5).get_connection():
                 pass
     finally:
@@ -120,7 +130,9 @@ def test_crash_between_commit_and_inbox_clear_is_recovered(platform, monkeypatch
 
     import dp_assets.landing.assets as landing_assets
 
-    platform.drop("weather", "a.json", b'{"provider": "p", "units": {"temperature": "C"}, "observations": []}')
+    platform.drop(
+        "weather", "a.json", b'{"provider": "p", "units": {"temperature": "C"}, "observations": []}'
+    )
 
     def die(files):
         raise KeyboardInterrupt("killed after the manifest was committed")
@@ -130,5 +142,7 @@ def test_crash_between_commit_and_inbox_clear_is_recovered(platform, monkeypatch
         platform.materialize(AssetSelection.groups("landing"))
     monkeypatch.setattr(landing_assets, "clear_inbox", clear_inbox)
     assert platform.materialize(AssetSelection.groups("landing")).success
-    assert platform.sql("SELECT count(*), count(*) FILTER (redelivery) FROM landing.deliveries")[0] == (1, 0)
+    assert platform.sql("SELECT count(*), count(*) FILTER (redelivery) FROM landing.deliveries")[
+        0
+    ] == (1, 0)
     assert not (platform.settings.inbox / "weather" / "a.json").exists()

@@ -54,7 +54,8 @@ def tracking(platform):
 
 def overall(platform, pipeline: str, model: str = "challenger") -> dict[str, float]:
     rows = platform.sql(
-        f"SELECT metric, value FROM {pipeline}.evaluation WHERE segment_column = 'all' AND model = ?", [model]
+        f"SELECT metric, value FROM {pipeline}.evaluation WHERE segment_column = 'all' AND model = ?",
+        [model],
     )
     return dict(rows)
 
@@ -63,24 +64,39 @@ def overall(platform, pipeline: str, model: str = "challenger") -> dict[str, flo
 def test_pipeline_chain_materialized_with_metrics(world, pipeline):
     platform, result = world
     spec = PIPELINES[pipeline]
-    events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    events = {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     for step in ("sandbox", "features", "model", "evaluation", "champion", "predictions"):
         assert f"{pipeline}/{step}" in events
     metrics = events[f"{pipeline}/evaluation"]
     primary = "challenger mae" if spec.task == "regression" else "challenger roc_auc"
     assert primary in metrics and "improvement_vs_baseline_" + primary.split()[1] in metrics
     assert metrics["plots"].value.count("data:image/png;base64,") == 2
-    segments = {s for (s,) in platform.sql(f"SELECT DISTINCT segment_column FROM {pipeline}.evaluation")}
+    segments = {
+        s for (s,) in platform.sql(f"SELECT DISTINCT segment_column FROM {pipeline}.evaluation")
+    }
     assert segments == {"all", "region", "tariff"}
-    checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+    checks = {
+        (e.asset_key.to_user_string(), e.check_name): e.passed
+        for e in result.get_asset_check_evaluations()
+    }
     assert checks[(f"{pipeline}/features", "no_future_leakage")] is True
     assert checks[(f"{pipeline}/champion", "promotion_gate")] is True
-    assert all(passed for (asset, name), passed in checks.items() if asset.startswith(pipeline) and name == "schema")
+    assert all(
+        passed
+        for (asset, name), passed in checks.items()
+        if asset.startswith(pipeline) and name == "schema"
+    )
 
 
 def test_models_beat_their_baselines_on_small_data(world):
     platform, _ = world
-    energy, naive = overall(platform, "energy_forecast"), overall(platform, "energy_forecast", "baseline")
+    energy, naive = (
+        overall(platform, "energy_forecast"),
+        overall(platform, "energy_forecast", "baseline"),
+    )
     assert energy["mae"] < 0.85 * naive["mae"]
     assert overall(platform, "customer_churn")["roc_auc"] > 0.7
 
@@ -95,11 +111,20 @@ def test_registered_model_names_its_lineage_and_metrics_are_in_mlflow(world, pip
     assert champion.tags[f"data_version/{pipeline}/features"]
     assert champion.tags["gate"].startswith("promoted")
     run = client.get_run(champion.run_id)
-    assert "validation_" + ("mae" if PIPELINES[pipeline].task == "regression" else "roc_auc") in run.data.metrics
+    assert (
+        "validation_" + ("mae" if PIPELINES[pipeline].task == "regression" else "roc_auc")
+        in run.data.metrics
+    )
     artifacts = {a.path for a in client.list_artifacts(champion.run_id, "evaluation")}
-    assert {"evaluation/performance.png", "evaluation/feature_importance.png", "evaluation/segments.csv"} <= artifacts
+    assert {
+        "evaluation/performance.png",
+        "evaluation/feature_importance.png",
+        "evaluation/segments.csv",
+    } <= artifacts
     # Artifacts live under the data dir, not in the working directory.
-    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(platform.settings.data_dir)
+    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(
+        platform.settings.data_dir
+    )
 
 
 @pytest.mark.parametrize("pipeline", sorted(PIPELINES))
@@ -115,7 +140,9 @@ def test_predictions_record_model_version_and_time(world, pipeline):
 
 def test_retraining_is_reproducible_and_a_worse_model_is_not_promoted(world):
     platform, _ = world
-    chain = AssetSelection.assets(*[["energy_forecast", s] for s in ("model", "evaluation", "champion", "predictions")])
+    chain = AssetSelection.assets(
+        *[["energy_forecast", s] for s in ("model", "evaluation", "champion", "predictions")]
+    )
     first = overall(platform, "energy_forecast")
 
     # Same data, code and seed: the same metrics, and the gate promotes the new version.
@@ -129,12 +156,21 @@ def test_retraining_is_reproducible_and_a_worse_model_is_not_promoted(world):
     assert result.success, "a rejected challenger must not stop predictions"
     gate = [e for e in result.get_asset_check_evaluations() if e.check_name == "promotion_gate"][0]
     assert gate.passed is False and gate.severity.value == "WARN"
-    assert tracking(platform).model_version("energy_forecast", "champion").version == champion.version
+    assert (
+        tracking(platform).model_version("energy_forecast", "champion").version == champion.version
+    )
     ((promoted, reason, after),) = platform.sql(
         "SELECT promoted, reason, champion_after FROM energy_forecast.promotions ORDER BY decided_at DESC LIMIT 1"
     )
-    assert not promoted and "not promoted" in reason and "baseline" in reason and after == int(champion.version)
-    assert platform.sql("SELECT DISTINCT model_version FROM energy_forecast.predictions") == [(int(champion.version),)]
+    assert (
+        not promoted
+        and "not promoted" in reason
+        and "baseline" in reason
+        and after == int(champion.version)
+    )
+    assert platform.sql("SELECT DISTINCT model_version FROM energy_forecast.predictions") == [
+        (int(champion.version),)
+    ]
 
 
 def test_gate_rules():
@@ -159,12 +195,19 @@ def test_leakage_guard_catches_a_feature_that_looks_ahead(world, pipeline):
     future = pl.col("kwh").shift(-1).over("customer_id")
 
     def leaky_build(frame: pl.DataFrame) -> pl.DataFrame:
-        tomorrow = frame.sort("customer_id", "day").select("customer_id", pl.col("day").alias("as_of"), future.alias("_t"))
-        return spec.build_examples(frame).join(tomorrow, on=["customer_id", "as_of"], how="left").with_columns(
-            pl.col("_t").alias(first)
-        ).drop("_t")
+        tomorrow = frame.sort("customer_id", "day").select(
+            "customer_id", pl.col("day").alias("as_of"), future.alias("_t")
+        )
+        return (
+            spec.build_examples(frame)
+            .join(tomorrow, on=["customer_id", "as_of"], how="left")
+            .with_columns(pl.col("_t").alias(first))
+            .drop("_t")
+        )
 
-    leaks = future_leaks(dataclasses.replace(spec, build_examples=leaky_build), sandbox, spec.build_examples(sandbox))
+    leaks = future_leaks(
+        dataclasses.replace(spec, build_examples=leaky_build), sandbox, spec.build_examples(sandbox)
+    )
     assert leaks.height > 0 and set(leaks["column"]) == {first}
 
 
@@ -209,7 +252,8 @@ def test_a_third_pipeline_needs_no_change_to_the_factory(world):
     platform, _ = world
     assets = build_pipeline_assets(_weekly_spec())
     assert [a.key.to_user_string() for a in assets] == [
-        f"weekly_mean/{s}" for s in ("sandbox", "features", "model", "evaluation", "champion", "predictions")
+        f"weekly_mean/{s}"
+        for s in ("sandbox", "features", "model", "evaluation", "champion", "predictions")
     ]
     result = materialize(assets, resources=platform.defs.resources, instance=platform.instance)
     assert result.success
@@ -226,14 +270,31 @@ def _free_port() -> int:
 def test_served_champion_answers_a_real_request(world):
     platform, _ = world
     spec = PIPELINES["energy_forecast"]
-    score = platform.frame("SELECT * FROM energy_forecast.features WHERE split = 'score' ORDER BY customer_id LIMIT 3")
+    score = platform.frame(
+        "SELECT * FROM energy_forecast.features WHERE split = 'score' ORDER BY customer_id LIMIT 3"
+    )
     x = feature_matrix(score, spec)
     port = _free_port()
     venv_bin = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking(platform).tracking_uri, "PATH": f"{venv_bin}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking(platform).tracking_uri,
+        "PATH": f"{venv_bin}:{os.environ['PATH']}",
+    }
     server = subprocess.Popen(
-        [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m", "models:/energy_forecast@champion",
-         "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"],  # fmt: skip
+        [
+            str(Path(venv_bin) / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/energy_forecast@champion",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--env-manager",
+            "local",
+        ],  # fmt: skip
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -247,16 +308,24 @@ def test_served_champion_answers_a_real_request(world):
                     break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"scoring server did not start: {server.stderr.read().decode()[-2000:]}")
+                    raise AssertionError(
+                        f"scoring server did not start: {server.stderr.read().decode()[-2000:]}"
+                    ) from None
                 time.sleep(0.5)
-        body = json.dumps({"dataframe_split": json.loads(x.to_json(orient="split", index=False))}).encode()
+        body = json.dumps(
+            {"dataframe_split": json.loads(x.to_json(orient="split", index=False))}
+        ).encode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+            f"http://127.0.0.1:{port}/invocations",
+            data=body,
+            headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             served = np.array(json.loads(response.read())["predictions"], dtype=float)
     finally:
         os.killpg(server.pid, 9)
         server.wait()
-    stored = platform.frame("SELECT prediction FROM energy_forecast.predictions ORDER BY customer_id LIMIT 3")
+    stored = platform.frame(
+        "SELECT prediction FROM energy_forecast.predictions ORDER BY customer_id LIMIT 3"
+    )
     np.testing.assert_allclose(served, stored["prediction"].to_numpy(), rtol=1e-9)

@@ -77,7 +77,11 @@ def test_vendor_b_bad_lines_are_rejected_one_by_one():
     result = run("meters_vendor_b", '[1, 2]\n{"meter": "1", "ts": 1, "wh": -5}\nnot json\n')
     assert result.rows.height == 0
     reasons = result.rejects["reason"].to_list()
-    assert "not an object" in reasons[0] and "greater_than_or_equal_to" in reasons[1] and "invalid JSON" in reasons[2]
+    assert (
+        "not an object" in reasons[0]
+        and "greater_than_or_equal_to" in reasons[1]
+        and "invalid JSON" in reasons[2]
+    )
 
 
 def test_weather_fahrenheit_is_converted_using_the_declared_unit():
@@ -107,7 +111,15 @@ def test_customers_two_crms_normalize_to_the_same_pseudonyms():
         "CustomerNo,Name,E-mail,Address,City,Region,TariffPlan,MeterNo,StartDate,EndDate\n"
         '700001,"KOWALSKI, Jan", JAN.K@example.com ,ul.Polna 1/2,łódź,CENTRAL,g11,7,31.01.2020,\n',
     ).rows
-    for column in ("name_pseudonym", "email_pseudonym", "address_pseudonym", "meter_id", "region", "tariff", "contract_start"):
+    for column in (
+        "name_pseudonym",
+        "email_pseudonym",
+        "address_pseudonym",
+        "meter_id",
+        "region",
+        "tariff",
+        "contract_start",
+    ):
         assert alpha[column][0] == beta[column][0], column
     assert alpha["source_system"][0] == "crm_alpha" and beta["source_system"][0] == "crm_beta"
     assert "Kowalski" not in str(alpha.to_dicts()) + str(beta.to_dicts())
@@ -121,7 +133,10 @@ def test_customer_rejects_withhold_pii():
         CTX,
     )
     assert "region: failed isin" in result.rejects["reason"][0]
-    assert "Nowak" not in result.rejects["raw_record"][0] and "jan@x.pl" not in result.rejects["raw_record"][0]
+    assert (
+        "Nowak" not in result.rejects["raw_record"][0]
+        and "jan@x.pl" not in result.rejects["raw_record"][0]
+    )
 
 
 def test_unknown_crm_header_is_unparseable():
@@ -131,21 +146,33 @@ def test_unknown_crm_header_is_unparseable():
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("DOE, John", "John Doe"), ("  john   doe ", "John Doe"), ("KOWALSKA-NOWAK, Anna Maria", "Anna Maria Kowalska-Nowak")],
+    [
+        ("DOE, John", "John Doe"),
+        ("  john   doe ", "John Doe"),
+        ("KOWALSKA-NOWAK, Anna Maria", "Anna Maria Kowalska-Nowak"),
+    ],
 )
 def test_normalize_name(raw, expected):
     assert pl.DataFrame({"n": [raw]}).select(normalize_name("n")).item() == expected
 
 
 def test_canonical_meter_id():
-    values = pl.DataFrame({"m": ["MTR-000123", "mtr-123", "123", " 000123 ", "M-1", None, "1234567"]})
-    assert values.select(canonical_meter_id("m"))["literal"].to_list() == ["MTR-000123"] * 4 + [None, None, None]
+    values = pl.DataFrame(
+        {"m": ["MTR-000123", "mtr-123", "123", " 000123 ", "M-1", None, "1234567"]}
+    )
+    assert values.select(canonical_meter_id("m"))["literal"].to_list() == ["MTR-000123"] * 4 + [
+        None,
+        None,
+        None,
+    ]
 
 
 def test_pseudonyms_are_keyed_and_stable():
     names = pl.Series("n", ["John Doe", None, "John Doe"])
     first, second = pseudonymize(names, b"k1"), pseudonymize(names, b"k2")
-    assert first[0] == first[2] and first[1] is None and first[0] != second[0] and len(first[0]) == 32
+    assert (
+        first[0] == first[2] and first[1] is None and first[0] != second[0] and len(first[0]) == 32
+    )
 
 
 def test_decode_locates_problems():
@@ -162,12 +189,22 @@ def test_a_batch_validates_files_together_but_duplicates_only_within_a_file():
     from dp_assets.formatted.process import batched_by_records, format_batch, read_file
 
     text = "meter_id;timestamp;consumption_kwh\nMTR-000001;2024-01-15 10:00;1\nMTR-000001;2024-01-15 10:00;1\n"
-    reads = [read_file(SOURCES["meters_vendor_a"], text.encode(), FileContext(c * 64, c, b"")) for c in "ab"]
+    reads = [
+        read_file(SOURCES["meters_vendor_a"], text.encode(), FileContext(c * 64, c, b""))
+        for c in "ab"
+    ]
     reads.append(read_file(SOURCES["meters_vendor_a"], b"", FileContext("c" * 64, "empty", b"")))
     assert [len(b) for b in batched_by_records(reads, 4)] == [2, 1]
-    rows, rejects, outcomes = format_batch(SOURCES["meters_vendor_a"], reads, dt.datetime.now(dt.UTC))
-    assert sorted(rows["file_sha256"].str.slice(0, 1)) == ["a", "b"]  # same key in two files: both kept
-    assert rejects["reason"].to_list() == ["duplicate of record 2 (same meter_id, reading_start)"] * 2
+    rows, rejects, outcomes = format_batch(
+        SOURCES["meters_vendor_a"], reads, dt.datetime.now(dt.UTC)
+    )
+    assert sorted(rows["file_sha256"].str.slice(0, 1)) == [
+        "a",
+        "b",
+    ]  # same key in two files: both kept
+    assert (
+        rejects["reason"].to_list() == ["duplicate of record 2 (same meter_id, reading_start)"] * 2
+    )
     assert outcomes.select("original_name", "status", "records_in", "rows_formatted", "rows_rejected").rows() == [
         ("a", "formatted", 2, 1, 1), ("b", "formatted", 2, 1, 1), ("empty", "quarantined", 0, 0, 0),
     ]  # fmt: skip

@@ -77,7 +77,12 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         return f"{name}.{asset_name}"
 
     def schema_spec(asset_name: str) -> AssetCheckSpec:
-        return AssetCheckSpec("schema", asset=key(asset_name), blocking=True, description="Stored rows pass the Pandera schema")
+        return AssetCheckSpec(
+            "schema",
+            asset=key(asset_name),
+            blocking=True,
+            description="Stored rows pass the Pandera schema",
+        )
 
     common = dict(group_name=name, owners=[spec.owner], code_version=version, pool=WAREHOUSE_POOL)
 
@@ -93,7 +98,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     def sandbox(warehouse: Warehouse):
         with warehouse.transaction() as conn:
             replace_table(conn, table("sandbox"), spec.sandbox_query)
-            yield from stored_table_results(conn, table("sandbox"), spec.sandbox_schema, key("sandbox"))
+            yield from stored_table_results(
+                conn, table("sandbox"), spec.sandbox_schema, key("sandbox")
+            )
 
     @asset(
         key=key("features"),
@@ -123,14 +130,25 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         except NotEnoughHistory as error:
             raise Failure(f"{name}: {error}") from None
         with warehouse.transaction() as conn:
-            conn.register("_examples", examples.select(list(spec.features_schema.to_schema().columns)))
-            replace_table(conn, table("features"), "SELECT * FROM _examples ORDER BY as_of, customer_id")
+            conn.register(
+                "_examples", examples.select(list(spec.features_schema.to_schema().columns))
+            )
+            replace_table(
+                conn, table("features"), "SELECT * FROM _examples ORDER BY as_of, customer_id"
+            )
             conn.unregister("_examples")
             splits = examples.group_by("split").agg(
-                rows=pl.len(), label_mean=pl.col("label").mean(), first=pl.col("as_of").min(), last=pl.col("as_of").max()
+                rows=pl.len(),
+                label_mean=pl.col("label").mean(),
+                first=pl.col("as_of").min(),
+                last=pl.col("as_of").max(),
             )
             materialization, check = stored_table_results(
-                conn, table("features"), spec.features_schema, key("features"), splits=markdown(splits.sort("first"))
+                conn,
+                table("features"),
+                spec.features_schema,
+                key("features"),
+                splits=markdown(splits.sort("first")),
             )
         yield materialization
         yield check
@@ -151,7 +169,12 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         kinds={"lightgbm", "mlflow"},
         **common,
     )
-    def model(context: AssetExecutionContext, config: TrainConfig, warehouse: Warehouse, mlflow_tracking: MlflowTracking):
+    def model(
+        context: AssetExecutionContext,
+        config: TrainConfig,
+        warehouse: Warehouse,
+        mlflow_tracking: MlflowTracking,
+    ):
         import lightgbm as lgb
         import mlflow
         import mlflow.lightgbm
@@ -159,14 +182,20 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
 
         from dp_assets.analysis import plots
 
-        train = warehouse.query(f"SELECT * FROM {table('features')} WHERE split = 'train' ORDER BY as_of, customer_id")
+        train = warehouse.query(
+            f"SELECT * FROM {table('features')} WHERE split = 'train' ORDER BY as_of, customer_id"
+        )
         x, y = feature_matrix(train, spec), train["label"].to_numpy()
         params = spec.training_params(config.seed)
         rounds = config.num_boost_round or spec.num_boost_round
         booster = lgb.train(params, lgb.Dataset(x, y, feature_name=spec.feature_columns), rounds)
 
         features_event = context.instance.get_latest_materialization_event(key("features"))
-        data_version = features_event.asset_materialization.tags.get("dagster/data_version", "") if features_event else ""
+        data_version = (
+            features_event.asset_materialization.tags.get("dagster/data_version", "")
+            if features_event
+            else ""
+        )
         tags = {
             "pipeline": name,
             "dagster/run_id": context.run_id,
@@ -177,10 +206,23 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         }
         client = mlflow_tracking.client()
         gains = booster.feature_importance("gain")
-        with mlflow.start_run(experiment_id=mlflow_tracking.experiment_id(name), run_name=f"{name}-{context.run_id[:8]}", tags=tags) as run:
-            mlflow.log_params({**params, "num_boost_round": rounds, "features": ",".join(spec.feature_columns)})
-            mlflow.log_dict(dict(zip(spec.feature_columns, gains.tolist())), "feature_importance.json")
-            _log_files(client, run.info.run_id, "plots", {"feature_importance.png": plots.feature_importance(spec.feature_columns, gains)})
+        with mlflow.start_run(
+            experiment_id=mlflow_tracking.experiment_id(name),
+            run_name=f"{name}-{context.run_id[:8]}",
+            tags=tags,
+        ) as run:
+            mlflow.log_params(
+                {**params, "num_boost_round": rounds, "features": ",".join(spec.feature_columns)}
+            )
+            mlflow.log_dict(
+                dict(zip(spec.feature_columns, gains.tolist())), "feature_importance.json"
+            )
+            _log_files(
+                client,
+                run.info.run_id,
+                "plots",
+                {"feature_importance.png": plots.feature_importance(spec.feature_columns, gains)},
+            )
             info = mlflow.lightgbm.log_model(
                 booster,
                 name="model",
@@ -188,13 +230,19 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 input_example=x.head(5),
                 registered_model_name=name,
                 # Stated, not inferred: inference costs seconds per model (FIELD_NOTES).
-                pip_requirements=[f"lightgbm=={lgb.__version__}", f"mlflow=={mlflow.__version__}", "pandas<3"],
+                pip_requirements=[
+                    f"lightgbm=={lgb.__version__}",
+                    f"mlflow=={mlflow.__version__}",
+                    "pandas<3",
+                ],
             )
         registered = info.registered_model_version
         client.set_registered_model_alias(name, CHALLENGER, registered)
         for tag, value in tags.items():
             client.set_model_version_tag(name, registered, tag, value)
-        importance = pl.DataFrame({"feature": spec.feature_columns, "gain": gains.round(1)}).sort("gain", descending=True)
+        importance = pl.DataFrame({"feature": spec.feature_columns, "gain": gains.round(1)}).sort(
+            "gain", descending=True
+        )
         return MaterializeResult(
             metadata={
                 "model_version": MetadataValue.int(int(registered)),
@@ -218,52 +266,93 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     def evaluation(warehouse: Warehouse, mlflow_tracking: MlflowTracking):
         from dp_assets.analysis import plots
 
-        challenger = _require(mlflow_tracking.model_version(name, CHALLENGER), f"no '{CHALLENGER}' version of {name}: materialize {key('model').to_user_string()}")
+        challenger = _require(
+            mlflow_tracking.model_version(name, CHALLENGER),
+            f"no '{CHALLENGER}' version of {name}: materialize {key('model').to_user_string()}",
+        )
         champion = mlflow_tracking.model_version(name, CHAMPION)
-        examples = warehouse.query(f"SELECT * FROM {table('features')} WHERE split IN ('train', 'validation') ORDER BY as_of, customer_id")
-        train, validation = examples.filter(pl.col("split") == "train"), examples.filter(pl.col("split") == "validation")
+        examples = warehouse.query(
+            f"SELECT * FROM {table('features')} WHERE split IN ('train', 'validation') ORDER BY as_of, customer_id"
+        )
+        train, validation = (
+            examples.filter(pl.col("split") == "train"),
+            examples.filter(pl.col("split") == "validation"),
+        )
         booster = _booster(mlflow_tracking, name, challenger.version)
         predictors = {"challenger": (int(challenger.version), booster.predict(feature_matrix(validation, spec))),
                       "baseline": (None, spec.baseline(train, validation))}  # fmt: skip
         if champion is not None and champion.version != challenger.version:
-            predictors["champion"] = (int(champion.version), _predict(mlflow_tracking, name, champion.version, validation, spec))
+            predictors["champion"] = (
+                int(champion.version),
+                _predict(mlflow_tracking, name, champion.version, validation, spec),
+            )
         rows = [
             {"model": who, "model_version": model_version, **row}
             for who, (model_version, predicted) in predictors.items()
-            for row in by_segment(task, validation.with_columns(prediction=pl.Series(predicted)), spec.segments, spec.precision_at_k)
+            for row in by_segment(
+                task,
+                validation.with_columns(prediction=pl.Series(predicted)),
+                spec.segments,
+                spec.precision_at_k,
+            )
         ]
         frame = pl.DataFrame(rows, schema=polars_schema(EvaluationRow))
-        overall = {(r["model"], r["metric"]): r["value"] for r in rows if r["segment_column"] == "all"}
-        vs_baseline = improvement(task, overall[("challenger", primary)], overall[("baseline", primary)])
+        overall = {
+            (r["model"], r["metric"]): r["value"] for r in rows if r["segment_column"] == "all"
+        }
+        vs_baseline = improvement(
+            task, overall[("challenger", primary)], overall[("baseline", primary)]
+        )
 
         y, p = validation["label"].to_numpy(), predictors["challenger"][1]
         images = {
             "performance": plots.PLOTS[task](y, p),
-            "feature_importance": plots.feature_importance(spec.feature_columns, booster.feature_importance("gain")),
+            "feature_importance": plots.feature_importance(
+                spec.feature_columns, booster.feature_importance("gain")
+            ),
         }
         client = mlflow_tracking.client()
         run_id = challenger.run_id
         for metric, value in METRICS[task](y, p, k=spec.precision_at_k).items():
             client.log_metric(run_id, f"validation_{metric}", value)
-        for metric, value in METRICS[task](y, predictors["baseline"][1], k=spec.precision_at_k).items():
+        for metric, value in METRICS[task](
+            y, predictors["baseline"][1], k=spec.precision_at_k
+        ).items():
             client.log_metric(run_id, f"baseline_{metric}", value)
         client.log_metric(run_id, f"improvement_vs_baseline_{primary}", vs_baseline)
-        _log_files(client, run_id, "evaluation", {f"{t}.png": png for t, png in images.items()} | {"segments.csv": frame.write_csv().encode()})
+        _log_files(
+            client,
+            run_id,
+            "evaluation",
+            {f"{t}.png": png for t, png in images.items()}
+            | {"segments.csv": frame.write_csv().encode()},
+        )
 
         summary = {
-            **{f"{who} {m}": MetadataValue.float(round(v, 6)) for (who, m), v in overall.items() if v is not None},
+            **{
+                f"{who} {m}": MetadataValue.float(round(v, 6))
+                for (who, m), v in overall.items()
+                if v is not None
+            },
             f"improvement_vs_baseline_{primary}": MetadataValue.float(round(vs_baseline, 4)),
             "challenger_version": MetadataValue.int(int(challenger.version)),
             "validation rows": MetadataValue.int(validation.height),
             "validation window": f"{validation['as_of'].min()}..{validation['as_of'].max()}",
-            "by segment": markdown(frame.filter((pl.col("metric") == primary) & (pl.col("model") == "challenger")), rows=20),
-            "plots": MetadataValue.md("\n\n".join(_inline_png(t, png) for t, png in images.items())),
+            "by segment": markdown(
+                frame.filter((pl.col("metric") == primary) & (pl.col("model") == "challenger")),
+                rows=20,
+            ),
+            "plots": MetadataValue.md(
+                "\n\n".join(_inline_png(t, png) for t, png in images.items())
+            ),
         }
         with warehouse.transaction() as conn:
             conn.register("_evaluation", frame)
             replace_table(conn, table("evaluation"), "SELECT * FROM _evaluation")
             conn.unregister("_evaluation")
-            materialization, check = stored_table_results(conn, table("evaluation"), EvaluationRow, key("evaluation"), **summary)
+            materialization, check = stored_table_results(
+                conn, table("evaluation"), EvaluationRow, key("evaluation"), **summary
+            )
         yield materialization
         yield check
 
@@ -283,7 +372,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 blocking=True,
                 description="Passes when the challenger was promoted; WARN when the previous champion stays, "
                 "ERROR (stopping predictions) when there is no champion at all",
-            )
+            ),
         ],
         **common,
     )
@@ -297,8 +386,16 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         before = mlflow_tracking.model_version(name, CHAMPION)
         champion_metric = metric["champion"]["value"] if "champion" in metric else None
         if before is not None and int(before.version) == challenger_version:
-            champion_metric = None  # the challenger is the champion already: only the baseline counts
-        decision = decide(task, spec.gate, metric["challenger"]["value"], metric["baseline"]["value"], champion_metric)
+            champion_metric = (
+                None  # the challenger is the champion already: only the baseline counts
+            )
+        decision = decide(
+            task,
+            spec.gate,
+            metric["challenger"]["value"],
+            metric["baseline"]["value"],
+            champion_metric,
+        )
 
         client = mlflow_tracking.client()
         client.set_model_version_tag(name, challenger_version, "gate", decision.reason)
@@ -328,7 +425,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 table("promotions"),
                 Promotion,
                 key("champion"),
-                champion_version=MetadataValue.int(int(after.version)) if after else MetadataValue.text("none"),
+                champion_version=MetadataValue.int(int(after.version))
+                if after
+                else MetadataValue.text("none"),
                 decision=MetadataValue.text(decision.reason),
             )
         yield materialization
@@ -354,17 +453,26 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         **common,
     )
     def predictions(warehouse: Warehouse, mlflow_tracking: MlflowTracking):
-        current = _require(mlflow_tracking.model_version(name, CHAMPION), f"{name} has no '{CHAMPION}' yet: no model has passed the gate")
-        score = warehouse.query(f"SELECT * FROM {table('features')} WHERE split = 'score' ORDER BY customer_id")
+        current = _require(
+            mlflow_tracking.model_version(name, CHAMPION),
+            f"{name} has no '{CHAMPION}' yet: no model has passed the gate",
+        )
+        score = warehouse.query(
+            f"SELECT * FROM {table('features')} WHERE split = 'score' ORDER BY customer_id"
+        )
         frame = score.select("customer_id", "as_of").with_columns(
-            prediction=pl.Series(_predict(mlflow_tracking, name, current.version, score, spec), dtype=pl.Float64),
+            prediction=pl.Series(
+                _predict(mlflow_tracking, name, current.version, score, spec), dtype=pl.Float64
+            ),
             model_name=pl.lit(name),
             model_version=pl.lit(int(current.version), dtype=pl.Int64),
             predicted_at=pl.lit(dt.datetime.now(dt.UTC), dtype=pl.Datetime("us", "UTC")),
         )
         with warehouse.transaction() as conn:
             ensure_table(conn, table("predictions"), Prediction)
-            replace_where(conn, table("predictions"), "as_of", frame["as_of"].unique().to_list(), frame)
+            replace_where(
+                conn, table("predictions"), "as_of", frame["as_of"].unique().to_list(), frame
+            )
             yield from stored_table_results(
                 conn, table("predictions"), Prediction, key("predictions"),
                 scored=MetadataValue.int(frame.height), model_version=MetadataValue.int(int(current.version)),
@@ -386,7 +494,13 @@ def _booster(tracking: MlflowTracking, name: str, model_version: str | int):
     return mlflow.lightgbm.load_model(f"models:/{name}/{model_version}")
 
 
-def _predict(tracking: MlflowTracking, name: str, model_version: str | int, frame: pl.DataFrame, spec: PipelineSpec) -> np.ndarray:
+def _predict(
+    tracking: MlflowTracking,
+    name: str,
+    model_version: str | int,
+    frame: pl.DataFrame,
+    spec: PipelineSpec,
+) -> np.ndarray:
     return _booster(tracking, name, model_version).predict(feature_matrix(frame, spec))
 
 

@@ -17,10 +17,14 @@ class Decision:
     vs_champion: float | None
 
 
-def decide(task: str, gate: Gate, challenger: float, baseline: float, champion: float | None) -> Decision:
+def decide(
+    task: str, gate: Gate, challenger: float, baseline: float, champion: float | None
+) -> Decision:
     metric = PRIMARY[task][0]
     if not math.isfinite(challenger):
-        return Decision(False, f"challenger {metric} is not finite ({challenger})", float("nan"), None)
+        return Decision(
+            False, f"challenger {metric} is not finite ({challenger})", float("nan"), None
+        )
     vs_baseline = improvement(task, challenger, baseline)
     vs_champion = None if champion is None else improvement(task, challenger, champion)
     failures = []
@@ -37,4 +41,9 @@ def decide(task: str, gate: Gate, challenger: float, baseline: float, champion: 
     if failures:
         return Decision(False, "not promoted: " + "; ".join(failures), vs_baseline, vs_champion)
     against = "baseline" if champion is None else "baseline and champion"
-    return Decision(True, f"promoted: beats the {against} on {metric} by the required margins", vs_baseline, vs_champion)
+    return Decision(
+        True,
+        f"promoted: beats the {against} on {metric} by the required margins",
+        vs_baseline,
+        vs_champion,
+    )

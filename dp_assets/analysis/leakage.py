@@ -28,10 +28,13 @@ def future_leaks(spec: PipelineSpec, sandbox: pl.DataFrame, examples: pl.DataFra
         full = examples.filter(pl.col("as_of") <= cut).select(*KEY, *features)
         truncated = spec.build_examples(sandbox.filter(pl.col("day") <= cut))
         truncated = truncated.filter(pl.col("as_of") <= cut).select(*KEY, *features)
-        only_one = pl.concat([full.join(truncated, on=KEY, how="anti"), truncated.join(full, on=KEY, how="anti")])
+        only_one = pl.concat(
+            [full.join(truncated, on=KEY, how="anti"), truncated.join(full, on=KEY, how="anti")]
+        )
         both = full.join(truncated, on=KEY, suffix="__cut")
         found = [only_one.select(*KEY, column=pl.lit("<row>"))] + [
-            both.filter(~pl.col(c).eq_missing(pl.col(f"{c}__cut"))).select(*KEY, column=pl.lit(c)) for c in features
+            both.filter(~pl.col(c).eq_missing(pl.col(f"{c}__cut"))).select(*KEY, column=pl.lit(c))
+            for c in features
         ]
         leaks.append(pl.concat(found).with_columns(cut=pl.lit(cut)))
     return pl.concat(leaks).select("cut", *KEY, "column")

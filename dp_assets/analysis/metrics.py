@@ -15,7 +15,9 @@ def regression(y: np.ndarray, p: np.ndarray, **_) -> dict[str, float]:
     return {
         "mae": float(np.mean(np.abs(error))),
         "rmse": float(np.sqrt(np.mean(error**2))),
-        "mape": float(np.mean(np.abs(error[nonzero] / y[nonzero]))) if nonzero.any() else float("nan"),
+        "mape": float(np.mean(np.abs(error[nonzero] / y[nonzero])))
+        if nonzero.any()
+        else float("nan"),
     }
 
 
@@ -43,10 +45,15 @@ def by_segment(task: str, frame: pl.DataFrame, segments: tuple[str, ...], k: int
     """Metrics overall and per segment value: rows of (segment_column, segment, metric, value, rows)."""
     groups = [("all", "all", frame)]
     for column in segments:
-        groups += [(column, str(value), part) for (value,), part in frame.group_by(column, maintain_order=True)]
+        groups += [
+            (column, str(value), part)
+            for (value,), part in frame.group_by(column, maintain_order=True)
+        ]
     rows = []
     for column, value, part in sorted(groups, key=lambda g: (g[0] != "all", g[0], g[1])):
-        for metric, result in METRICS[task](part["label"].to_numpy(), part["prediction"].to_numpy(), k=k).items():
+        for metric, result in METRICS[task](
+            part["label"].to_numpy(), part["prediction"].to_numpy(), k=k
+        ).items():
             rows.append({"segment_column": column, "segment": value, "metric": metric,
                          "value": None if np.isnan(result) else result, "rows": part.height})  # fmt: skip
     return rows

@@ -16,7 +16,9 @@ SPLITS = ("train", "validation", "score")
 class Example(pa.DataFrameModel):
     """The columns every features table has; a pipeline's model adds its feature columns."""
 
-    customer_id: str = pa.Field(str_matches=CUSTOMER_ID_PATTERN, description="Customer the example is about")
+    customer_id: str = pa.Field(
+        str_matches=CUSTOMER_ID_PATTERN, description="Customer the example is about"
+    )
     as_of: pl.Date = pa.Field(
         description="Prediction time: the example uses only data up to the end of this day (UTC)"
     )
@@ -25,9 +27,19 @@ class Example(pa.DataFrameModel):
         description="train (the past), validation (the most recent labelled window) or score "
         "(the latest day, label not known yet)",
     )
-    label: Optional[float] = pa.Field(nullable=True, description="What the model learns to predict; null when not known yet")
-    region: Optional[str] = pa.Field(nullable=True, isin=REGIONS, description="Customer's region (a segment for evaluation, not a feature)")
-    tariff: Optional[str] = pa.Field(nullable=True, isin=TARIFFS, description="Customer's tariff (a segment for evaluation, not a feature)")
+    label: Optional[float] = pa.Field(
+        nullable=True, description="What the model learns to predict; null when not known yet"
+    )
+    region: Optional[str] = pa.Field(
+        nullable=True,
+        isin=REGIONS,
+        description="Customer's region (a segment for evaluation, not a feature)",
+    )
+    tariff: Optional[str] = pa.Field(
+        nullable=True,
+        isin=TARIFFS,
+        description="Customer's tariff (a segment for evaluation, not a feature)",
+    )
 
     class Config:
         strict = True
@@ -37,12 +49,22 @@ class Example(pa.DataFrameModel):
 class EvaluationRow(pa.DataFrameModel):
     """One metric of one model on the validation window, overall or for one segment."""
 
-    model: str = pa.Field(isin=("challenger", "baseline", "champion"), description="Which predictor")
-    model_version: Optional[int] = pa.Field(nullable=True, description="Registered model version; null for the baseline")
-    segment_column: str = pa.Field(description="'all', or the column the rows were grouped by (region, tariff)")
+    model: str = pa.Field(
+        isin=("challenger", "baseline", "champion"), description="Which predictor"
+    )
+    model_version: Optional[int] = pa.Field(
+        nullable=True, description="Registered model version; null for the baseline"
+    )
+    segment_column: str = pa.Field(
+        description="'all', or the column the rows were grouped by (region, tariff)"
+    )
     segment: str = pa.Field(description="'all', or the segment's value")
-    metric: str = pa.Field(description="Metric name (mae, rmse, mape, roc_auc, log_loss, precision_at_k)")
-    value: Optional[float] = pa.Field(nullable=True, description="Metric value; null where undefined (one class only)")
+    metric: str = pa.Field(
+        description="Metric name (mae, rmse, mape, roc_auc, log_loss, precision_at_k)"
+    )
+    value: Optional[float] = pa.Field(
+        nullable=True, description="Metric value; null where undefined (one class only)"
+    )
     rows: int = pa.Field(ge=0, description="Validation examples the metric was computed on")
 
     class Config:
@@ -52,8 +74,12 @@ class EvaluationRow(pa.DataFrameModel):
 class Prediction(pa.DataFrameModel):
     """A batch prediction by the champion: the record monitoring later joins with actuals."""
 
-    customer_id: str = pa.Field(str_matches=CUSTOMER_ID_PATTERN, description="Customer predicted for")
-    as_of: pl.Date = pa.Field(description="Prediction time: data up to the end of this day was used")
+    customer_id: str = pa.Field(
+        str_matches=CUSTOMER_ID_PATTERN, description="Customer predicted for"
+    )
+    as_of: pl.Date = pa.Field(
+        description="Prediction time: data up to the end of this day was used"
+    )
     prediction: float = pa.Field(description="The model's output (kWh, or churn probability)")
     model_name: str = pa.Field(description="Registered model name (the pipeline)")
     model_version: int = pa.Field(ge=1, description="Registered model version that predicted")
@@ -69,13 +95,23 @@ class Promotion(pa.DataFrameModel):
 
     decided_at: UtcTimestamp = pa.Field(description="When the gate decided, UTC")
     challenger_version: int = pa.Field(ge=1, description="Registered version that was evaluated")
-    champion_before: Optional[int] = pa.Field(nullable=True, description="Champion version before the decision")
-    champion_after: Optional[int] = pa.Field(nullable=True, description="Champion version after the decision")
+    champion_before: Optional[int] = pa.Field(
+        nullable=True, description="Champion version before the decision"
+    )
+    champion_after: Optional[int] = pa.Field(
+        nullable=True, description="Champion version after the decision"
+    )
     promoted: bool = pa.Field(description="Whether the challenger became champion")
     metric: str = pa.Field(description="The primary metric the gate compared")
-    challenger_value: float = pa.Field(description="The challenger's primary metric on the validation window")
-    baseline_value: float = pa.Field(description="The naive baseline's primary metric on the same window")
-    champion_value: Optional[float] = pa.Field(nullable=True, description="The previous champion's, when there was one")
+    challenger_value: float = pa.Field(
+        description="The challenger's primary metric on the validation window"
+    )
+    baseline_value: float = pa.Field(
+        description="The naive baseline's primary metric on the same window"
+    )
+    champion_value: Optional[float] = pa.Field(
+        nullable=True, description="The previous champion's, when there was one"
+    )
     reason: str = pa.Field(description="Why the challenger was or was not promoted")
 
     class Config:

@@ -36,12 +36,16 @@ class PipelineSpec:
     build_examples: Callable[[pl.DataFrame], pl.DataFrame]  # sandbox -> Example columns but split
     horizon_days: int  # how far past the as-of day a label looks
     features_schema: type[pa.DataFrameModel]  # Example plus the feature columns, described
-    baseline: Callable[[pl.DataFrame, pl.DataFrame], np.ndarray]  # (train, examples) -> naive predictions
+    baseline: Callable[
+        [pl.DataFrame, pl.DataFrame], np.ndarray
+    ]  # (train, examples) -> naive predictions
     gate: Gate
     validation_days: int = 14  # the most recent labelled as-of days are the validation window
     lgbm_params: dict = field(default_factory=dict)
     num_boost_round: int = 300
-    monotone: dict[str, int] = field(default_factory=dict)  # feature -> +1 / -1 (LightGBM constraint)
+    monotone: dict[str, int] = field(
+        default_factory=dict
+    )  # feature -> +1 / -1 (LightGBM constraint)
     precision_at_k: int = 20  # classification: how many top-scored customers count
     segments: tuple[str, ...] = ("region", "tariff")
     owner: str = "team:data-science"

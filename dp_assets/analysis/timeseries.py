@@ -21,7 +21,8 @@ DAILY_KWH = f"""
 
 class DailySandbox(DailyConsumption):
     kwh: float = pa.Field(
-        ge=0.0, description=f"Daily kWh scaled to 48 half-hours (days with at least {MIN_INTERVALS} readings)"
+        ge=0.0,
+        description=f"Daily kWh scaled to 48 half-hours (days with at least {MIN_INTERVALS} readings)",
     )
 
 
@@ -33,9 +34,15 @@ def complete_days(frame: pl.DataFrame, constant: list[str], carried: list[str]) 
     columns are the same on every row of a customer; ``carried`` ones are carried forward from the
     last known day (never backward: that would copy the future into the past).
     """
-    spans = frame.group_by(ENTITY).agg(pl.col("day").min().alias("first")).with_columns(last=frame["day"].max())
+    spans = (
+        frame.group_by(ENTITY)
+        .agg(pl.col("day").min().alias("first"))
+        .with_columns(last=frame["day"].max())
+    )
     grid = spans.select(ENTITY, pl.date_ranges("first", "last", "1d").alias("day")).explode("day")
-    constants = frame.group_by(ENTITY).agg(pl.col(c).first() for c in constant) if constant else None
+    constants = (
+        frame.group_by(ENTITY).agg(pl.col(c).first() for c in constant) if constant else None
+    )
     measured = frame.drop(constant)
     grid = grid.join(measured, on=[ENTITY, "day"], how="left").sort(ENTITY, "day")
     if constants is not None:
@@ -45,7 +52,9 @@ def complete_days(frame: pl.DataFrame, constant: list[str], carried: list[str]) 
 
 def codes(column: str, values: tuple[str, ...]) -> pl.Expr:
     """A stable integer code per known value (numbers serve the same in training and in serving)."""
-    return pl.col(column).replace_strict({v: i for i, v in enumerate(values)}, default=None, return_dtype=pl.Int64)
+    return pl.col(column).replace_strict(
+        {v: i for i, v in enumerate(values)}, default=None, return_dtype=pl.Int64
+    )
 
 
 def region_code() -> pl.Expr:
@@ -73,7 +82,12 @@ def split_by_time(examples: pl.DataFrame, validation_days: int, horizon_days: in
         .when(pl.col("as_of") >= validation_start).then(pl.lit("validation"))
         .when(pl.col("as_of") <= pl.lit(validation_start) - pl.duration(days=horizon_days)).then(pl.lit("train"))
     )  # fmt: skip
-    if validation_start is None or examples.filter(pl.col("as_of") <= pl.lit(validation_start) - pl.duration(days=horizon_days)).is_empty():
+    if (
+        validation_start is None
+        or examples.filter(
+            pl.col("as_of") <= pl.lit(validation_start) - pl.duration(days=horizon_days)
+        ).is_empty()
+    ):
         raise NotEnoughHistory(
             f"{len(labelled)} labelled as-of days (days whose {horizon_days}-day label horizon lies within "
             f"the data), but the {validation_days}-day validation window, a {horizon_days}-day gap and a "

@@ -5,7 +5,6 @@ Each run formats only the landed files it has not formatted yet with the current
 re-running never duplicates, and late files slot in wherever their timestamps fall.
 """
 
-
 import datetime as dt
 from pathlib import Path
 
@@ -28,7 +27,14 @@ from dp_assets.formatted.schema import FileOutcome, Reject, reason_group
 from dp_assets.landing.assets import MANIFEST
 from dp_assets.landing.schema import Delivery
 from dp_assets.landing.store import quarantine
-from dp_assets.metadata import OWNER, WAREHOUSE_POOL, markdown, schema_check, spec_metadata, table_metadata
+from dp_assets.metadata import (
+    OWNER,
+    WAREHOUSE_POOL,
+    markdown,
+    schema_check,
+    spec_metadata,
+    table_metadata,
+)
 from dp_assets.resources import DataDir, Warehouse
 from dp_assets.resources.tables import ensure_table, insert, replace_where, row_count
 from dp_assets.sources import SOURCES
@@ -57,8 +63,16 @@ ORDER BY d.arrival_time, d.original_name
 
 def build_formatted_asset(source: Source):
     table, rejects_table = f"formatted.{source.name}", f"formatted.{source.name}_rejects"
-    key, rejects_key = AssetKey(["formatted", source.name]), AssetKey(["formatted", f"{source.name}_rejects"])
-    common = dict(group_name="formatted", owners=[OWNER], code_version=source.version, deps=[["landing", source.name]])
+    key, rejects_key = (
+        AssetKey(["formatted", source.name]),
+        AssetKey(["formatted", f"{source.name}_rejects"]),
+    )
+    common = dict(
+        group_name="formatted",
+        owners=[OWNER],
+        code_version=source.version,
+        deps=[["landing", source.name]],
+    )
 
     @multi_asset(
         name=f"formatted_{source.name}",
@@ -81,8 +95,15 @@ def build_formatted_asset(source: Source):
             ),
         ],
         check_specs=[
-            AssetCheckSpec("schema", asset=key, blocking=True, description="Stored rows pass the Pandera schema"),
-            AssetCheckSpec("schema", asset=rejects_key, blocking=True, description="Rejects are well-formed"),
+            AssetCheckSpec(
+                "schema",
+                asset=key,
+                blocking=True,
+                description="Stored rows pass the Pandera schema",
+            ),
+            AssetCheckSpec(
+                "schema", asset=rejects_key, blocking=True, description="Rejects are well-formed"
+            ),
             AssetCheckSpec(
                 "file_outcomes",
                 asset=key,
@@ -98,14 +119,25 @@ def build_formatted_asset(source: Source):
         ],
         pool=WAREHOUSE_POOL,
     )
-    def _formatted(context: AssetExecutionContext, config: FormatConfig, data_dir: DataDir, warehouse: Warehouse):
+    def _formatted(
+        context: AssetExecutionContext,
+        config: FormatConfig,
+        data_dir: DataDir,
+        warehouse: Warehouse,
+    ):
         settings = data_dir.settings
         pii_key = settings.pii_key() if source.pii_columns else b""
         with warehouse.transaction() as conn:
-            for name, schema in ((MANIFEST, Delivery), (table, source.schema), (rejects_table, Reject), (OUTCOMES, FileOutcome)):
+            for name, schema in (
+                (MANIFEST, Delivery),
+                (table, source.schema),
+                (rejects_table, Reject),
+                (OUTCOMES, FileOutcome),
+            ):
                 ensure_table(conn, name, schema)
             pending = conn.execute(
-                PENDING, {"source": source.name, "version": source.version, "all": config.reformat_all}
+                PENDING,
+                {"source": source.name, "version": source.version, "all": config.reformat_all},
             ).fetchall()
 
             def reads():
@@ -113,7 +145,14 @@ def build_formatted_asset(source: Source):
                     data = (settings.data_dir / landed_path).read_bytes()
                     read = read_file(source, data, FileContext(sha, name, pii_key))
                     if read.quarantine_reason:
-                        quarantine(settings, source.name, Path(landed_path), sha, name, read.quarantine_reason)
+                        quarantine(
+                            settings,
+                            source.name,
+                            Path(landed_path),
+                            sha,
+                            name,
+                            read.quarantine_reason,
+                        )
                         context.log.warning(f"quarantined {name}: {read.quarantine_reason}")
                     yield read
 
@@ -127,17 +166,23 @@ def build_formatted_asset(source: Source):
                 outcomes.append(batch_outcomes)
             outcomes = pl.concat(outcomes)
             shas = outcomes["file_sha256"].to_list()
-            conn.execute(f"DELETE FROM {OUTCOMES} WHERE source = ? AND file_sha256 IN (SELECT unnest(?))", [source.name, shas])
+            conn.execute(
+                f"DELETE FROM {OUTCOMES} WHERE source = ? AND file_sha256 IN (SELECT unnest(?))",
+                [source.name, shas],
+            )
             insert(conn, OUTCOMES, outcomes)
             # The checks validate what was stored this run, read back through DuckDB's types.
-            written = f"WHERE file_sha256 IN (SELECT unnest(?))"
+            written = "WHERE file_sha256 IN (SELECT unnest(?))"
             stored = conn.execute(f"SELECT * FROM {table} {written}", [shas]).pl()
             stored_rejects = conn.execute(f"SELECT * FROM {rejects_table} {written}", [shas]).pl()
             stored_outcomes = conn.execute(
-                f"SELECT * FROM {OUTCOMES} WHERE source = ? AND file_sha256 IN (SELECT unnest(?))", [source.name, shas]
+                f"SELECT * FROM {OUTCOMES} WHERE source = ? AND file_sha256 IN (SELECT unnest(?))",
+                [source.name, shas],
             ).pl()
             counts = {t: row_count(conn, t) for t in (table, rejects_table)}
-            previews = {t: conn.execute(f"SELECT * FROM {t} LIMIT 5").pl() for t in (table, rejects_table)}
+            previews = {
+                t: conn.execute(f"SELECT * FROM {t} LIMIT 5").pl() for t in (table, rejects_table)
+            }
             reasons = conn.execute(
                 f"SELECT {reason_group()} AS reason, count(*) AS rows "
                 f"FROM {rejects_table} GROUP BY 1 ORDER BY 2 DESC LIMIT 10"
@@ -156,7 +201,10 @@ def build_formatted_asset(source: Source):
         )
         yield MaterializeResult(
             asset_key=rejects_key,
-            metadata={**table_metadata(counts[rejects_table], previews[rejects_table]), "rejects by reason": markdown(reasons, 10)},
+            metadata={
+                **table_metadata(counts[rejects_table], previews[rejects_table]),
+                "rejects by reason": markdown(reasons, 10),
+            },
         )
         yield schema_check(source.schema, stored, asset_key=key)
         yield schema_check(Reject, stored_rejects, asset_key=rejects_key)
@@ -168,7 +216,9 @@ def build_formatted_asset(source: Source):
             severity=AssetCheckSeverity.WARN,
             metadata={
                 "quarantined": MetadataValue.int(quarantined.height),
-                "files": markdown(quarantined.select("original_name", "reason"), rows=max(quarantined.height, 1)),
+                "files": markdown(
+                    quarantined.select("original_name", "reason"), rows=max(quarantined.height, 1)
+                ),
                 "quarantine dir": MetadataValue.path(str(settings.quarantine / source.name)),
             },
         )

@@ -114,9 +114,11 @@ def split_valid(
     if failures.height:
         positions = candidates.select("_i").with_row_index("_pos")
         failures = failures.join(positions, left_on="index", right_on="_pos").select("_i", "reason")
-        frame = frame.join(failures, on="_i", how="left").with_columns(
-            reject_reason=pl.coalesce("reject_reason", "reason")
-        ).drop("reason")
+        frame = (
+            frame.join(failures, on="_i", how="left")
+            .with_columns(reject_reason=pl.coalesce("reject_reason", "reason"))
+            .drop("reason")
+        )
     # Within one file a key must be unique: a later record with the same key is a duplicate.
     first = pl.col("record_no").first().over(pl.col("reject_reason").is_null(), "file_sha256", *key)
     frame = frame.with_columns(
@@ -127,7 +129,10 @@ def split_valid(
     ok = pl.col("reject_reason").is_null()
     rows = frame.filter(ok).select(columns)
     rejects = frame.filter(~ok).select(
-        "file_sha256", "record_no", pl.col("raw_record").fill_null(""), pl.col("reject_reason").alias("reason")
+        "file_sha256",
+        "record_no",
+        pl.col("raw_record").fill_null(""),
+        pl.col("reject_reason").alias("reason"),
     )
     return rows, rejects
 
@@ -145,13 +150,19 @@ def schema_failures(frame: pl.DataFrame, schema: type[pa.DataFrameModel]) -> pl.
     else:
         return pl.DataFrame(schema={"index": pl.UInt32, "reason": pl.String})
     if cases["index"].null_count():
-        raise TypeError(f"{schema.__name__}: schema-level failures\n{cases.filter(pl.col('index').is_null())}")
+        raise TypeError(
+            f"{schema.__name__}: schema-level failures\n{cases.filter(pl.col('index').is_null())}"
+        )
     reason = (
         pl.when(pl.col("schema_context") == "DataFrameSchema")
         .then(pl.col("check"))
         .when(pl.col("check") == "not_nullable")
         .then(pl.format("{}: missing value", pl.col("column")))
-        .otherwise(pl.format("{}: failed {} (got {})", pl.col("column"), pl.col("check"), pl.col("failure_case")))
+        .otherwise(
+            pl.format(
+                "{}: failed {} (got {})", pl.col("column"), pl.col("check"), pl.col("failure_case")
+            )
+        )
     )
     return (
         cases.select(pl.col("index").cast(pl.UInt32), reason.alias("reason"))

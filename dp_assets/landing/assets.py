@@ -1,13 +1,26 @@
 """Dagster wiring of the landing zone: one asset per source, landed together in one step."""
 
-
 import polars as pl
-from dagster import AssetCheckSpec, AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetSpec,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
 
 from dp_assets.frames import polars_schema
 from dp_assets.landing.schema import UNKNOWN_SOURCE, Delivery
 from dp_assets.landing.store import clear_inbox, delivery_key, land_files, scan_inbox
-from dp_assets.metadata import OWNER, WAREHOUSE_POOL, markdown, schema_check, spec_metadata, table_metadata
+from dp_assets.metadata import (
+    OWNER,
+    WAREHOUSE_POOL,
+    markdown,
+    schema_check,
+    spec_metadata,
+    table_metadata,
+)
 from dp_assets.resources import DataDir, Warehouse
 from dp_assets.resources.tables import ensure_table, insert
 from dp_assets.sources import SOURCES
@@ -38,7 +51,12 @@ SPECS = [
     name="landing",
     specs=SPECS,
     check_specs=[
-        AssetCheckSpec("schema", asset=spec.key, blocking=True, description="Manifest rows pass the Pandera schema")
+        AssetCheckSpec(
+            "schema",
+            asset=spec.key,
+            blocking=True,
+            description="Manifest rows pass the Pandera schema",
+        )
         for spec in SPECS
     ],
     pool=WAREHOUSE_POOL,
@@ -57,21 +75,33 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
         )
         recorded = {
             delivery_key(*row)
-            for row in conn.execute(f"SELECT source, original_name, inbox_changed_ns FROM {MANIFEST}").fetchall()
+            for row in conn.execute(
+                f"SELECT source, original_name, inbox_changed_ns FROM {MANIFEST}"
+            ).fetchall()
         }
-        rows = pl.DataFrame(land_files(settings, files, landed, recorded), schema=polars_schema(Delivery))
+        rows = pl.DataFrame(
+            land_files(settings, files, landed, recorded), schema=polars_schema(Delivery)
+        )
         insert(conn, MANIFEST, rows)
-        totals = dict(conn.execute(f"SELECT source, count(*) FROM {MANIFEST} GROUP BY source").fetchall())
+        totals = dict(
+            conn.execute(f"SELECT source, count(*) FROM {MANIFEST} GROUP BY source").fetchall()
+        )
         previews = conn.execute(
             f"SELECT * FROM {MANIFEST} QUALIFY row_number() OVER (PARTITION BY source ORDER BY landed_at DESC) <= 5"
         ).pl()
         # What this run stored, read back through DuckDB's types, for the schema checks.
-        stored = conn.execute(f"SELECT * FROM {MANIFEST} WHERE landed_at = ?", [rows["landed_at"].max()]).pl()
-    clear_inbox(files)  # only after the manifest is committed: a crash before this re-lands, never loses
+        stored = conn.execute(
+            f"SELECT * FROM {MANIFEST} WHERE landed_at = ?", [rows["landed_at"].max()]
+        ).pl()
+    clear_inbox(
+        files
+    )  # only after the manifest is committed: a crash before this re-lands, never loses
 
     stray = rows.filter(pl.col("source") == UNKNOWN_SOURCE)
     for row in stray.iter_rows(named=True):
-        context.log.warning(f"quarantined stray file {row['original_name']!r}: {row['quarantine_reason']}")
+        context.log.warning(
+            f"quarantined stray file {row['original_name']!r}: {row['quarantine_reason']}"
+        )
     for name in SOURCES:
         taken = rows.filter(pl.col("source") == name)
         yield MaterializeResult(
@@ -85,4 +115,6 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
                 "files": markdown(taken.select(LISTED_COLUMNS), rows=max(taken.height, 1)),
             },
         )
-        yield schema_check(Delivery, stored.filter(pl.col("source") == name), asset_key=["landing", name])
+        yield schema_check(
+            Delivery, stored.filter(pl.col("source") == name), asset_key=["landing", name]
+        )

@@ -13,12 +13,16 @@ UNKNOWN_SOURCE = "_unknown"
 
 class Delivery(pa.DataFrameModel):
     source: str = pa.Field(description="Raw source (the inbox folder); _unknown for stray files")
-    original_name: str = pa.Field(description="Path of the file inside its inbox folder, as delivered")
+    original_name: str = pa.Field(
+        description="Path of the file inside its inbox folder, as delivered"
+    )
     size_bytes: int = pa.Field(ge=0, description="File size in bytes")
     sha256: str = pa.Field(
         str_length={"min_value": 64, "max_value": 64}, description="SHA-256 of the file content"
     )
-    arrival_time: UtcTimestamp = pa.Field(description="When the file arrived in the inbox (mtime), UTC")
+    arrival_time: UtcTimestamp = pa.Field(
+        description="When the file arrived in the inbox (mtime), UTC"
+    )
     inbox_changed_ns: int = pa.Field(
         description="Inode change time of the inbox file, ns: set anew by every delivery (even one that "
         "keeps the mtime), so with the name it tells a new delivery from a file a crashed run left behind"

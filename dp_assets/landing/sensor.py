@@ -5,7 +5,6 @@ gets a fresh ctime when it is created or moved into the inbox, even if the colle
 modification time, so comparing against the cursor finds exactly the new arrivals.
 """
 
-
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
 
 from dp_assets.landing.store import scan_inbox

@@ -23,7 +23,12 @@ from pathlib import Path
 from dp_assets.landing.schema import UNKNOWN_SOURCE
 from dp_assets.settings import Settings
 
-IGNORED_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload")  # still being written by a collector
+IGNORED_SUFFIXES = (
+    ".part",
+    ".tmp",
+    ".partial",
+    ".crdownload",
+)  # still being written by a collector
 SAFE_NAME_CHARS = 100
 
 
@@ -110,7 +115,9 @@ def copy_immutable(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def quarantine(settings: Settings, source: str, landed: Path, sha256: str, name: str, reason: str) -> Path:
+def quarantine(
+    settings: Settings, source: str, landed: Path, sha256: str, name: str, reason: str
+) -> Path:
     """Put a copy of a landed file in ``quarantine/<source>/`` beside a ``.reason.txt``."""
     target = settings.quarantine / source / f"{sha256[:12]}_{safe_name(name)}"
     if not target.exists():

@@ -9,7 +9,9 @@ import polars as pl
 from dp_assets.frames import empty_frame
 
 
-def ensure_table(conn: duckdb.DuckDBPyConnection, table: str, schema: type[pa.DataFrameModel]) -> None:
+def ensure_table(
+    conn: duckdb.DuckDBPyConnection, table: str, schema: type[pa.DataFrameModel]
+) -> None:
     """Create ``schema.table`` with the model's columns and types if it does not exist."""
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
     empty = empty_frame(schema)  # noqa: F841 - read by DuckDB's replacement scan

@@ -74,7 +74,9 @@ class Manifest:
     duplicate_deliveries: list[dict] = field(default_factory=list)
     dropped_readings: list[dict] = field(default_factory=list)
     unknown_meters: list[str] = field(default_factory=list)  # readings of meters no CRM lists
-    orphaned_meters: list[str] = field(default_factory=list)  # meters whose only CRM record is rejected
+    orphaned_meters: list[str] = field(
+        default_factory=list
+    )  # meters whose only CRM record is rejected
     migrating_meters: list[str] = field(default_factory=list)
     people: list[dict] = field(default_factory=list)
 
@@ -93,8 +95,14 @@ class Writer:
         stamp = arrival.timestamp()
         os.utime(path, (stamp, stamp))
         self.manifest.files.append(
-            {"source": source, "name": name, "records": records, "kind": kind, "late": late,
-             "arrival": arrival.isoformat()}  # fmt: skip
+            {
+                "source": source,
+                "name": name,
+                "records": records,
+                "kind": kind,
+                "late": late,
+                "arrival": arrival.isoformat(),
+            }  # fmt: skip
         )
         return path
 
@@ -113,7 +121,9 @@ def generate(data_dir: Path, params: SampleParams = SampleParams()) -> Manifest:
     write_weather(rng, weather, writer, params)
     write_customers(rng, people, writer, params)
     write_tariffs(writer, params)
-    manifest.people = people.frame.select("first_name", "last_name", "email", "street", "meter_id").to_dicts()
+    manifest.people = people.frame.select(
+        "first_name", "last_name", "email", "street", "meter_id"
+    ).to_dicts()
     path = Path(data_dir) / "sample_data_manifest.json"
     path.write_text(json.dumps(asdict(manifest), indent=1, default=str, ensure_ascii=False))
     return manifest
@@ -128,55 +138,102 @@ def _utc(day: dt.date, hours: float = 0) -> dt.datetime:
 
 def make_weather(rng: np.random.Generator, start: dt.date, days: int) -> pl.DataFrame:
     """Hourly temperature (C) and humidity per region: season, region offset, weather noise, day cycle."""
-    hours = pl.datetime_range(_utc(start), _utc(start, 24 * days - 1), "1h", time_zone="UTC", eager=True)
+    hours = pl.datetime_range(
+        _utc(start), _utc(start, 24 * days - 1), "1h", time_zone="UTC", eager=True
+    )
     frames = []
     for offset, region in zip((-2.0, 2.0, -1.0, 1.0, 0.0), REGIONS):
         doy = hours.dt.ordinal_day().to_numpy()
         hour = hours.dt.hour().to_numpy()
-        noise = np.repeat(np.cumsum(rng.normal(0, 1.2, days)) * 0.6, 24)  # multi-day weather systems
-        temp = 8 - 11 * np.cos(2 * np.pi * (doy - 20) / 365) + offset + noise - 4 * np.cos(2 * np.pi * (hour - 3) / 24)
+        noise = np.repeat(
+            np.cumsum(rng.normal(0, 1.2, days)) * 0.6, 24
+        )  # multi-day weather systems
+        temp = (
+            8
+            - 11 * np.cos(2 * np.pi * (doy - 20) / 365)
+            + offset
+            + noise
+            - 4 * np.cos(2 * np.pi * (hour - 3) / 24)
+        )
         frames.append(
-            pl.DataFrame({"region": region, "utc": hours, "temp_c": temp.round(1),
-                          "humidity": rng.uniform(45, 98, len(hours)).round(0)})  # fmt: skip
+            pl.DataFrame(
+                {
+                    "region": region,
+                    "utc": hours,
+                    "temp_c": temp.round(1),
+                    "humidity": rng.uniform(45, 98, len(hours)).round(0),
+                }
+            )  # fmt: skip
         )
     return pl.concat(frames)
 
 
-def make_readings(rng, people: People, weather: pl.DataFrame, start: dt.date, days: int, manifest: Manifest) -> pl.DataFrame:
+def make_readings(
+    rng, people: People, weather: pl.DataFrame, start: dt.date, days: int, manifest: Manifest
+) -> pl.DataFrame:
     """Half-hourly kWh per meter: daily profile, weekends, heating when cold, churners fading out."""
-    slots = pl.datetime_range(_utc(start), _utc(start, 24 * days - 0.5), "30m", time_zone="UTC", eager=True)
-    daily_temp = weather.group_by("region", pl.col("utc").dt.date().alias("day")).agg(pl.col("temp_c").mean().alias("day_temp"))
+    slots = pl.datetime_range(
+        _utc(start), _utc(start, 24 * days - 0.5), "30m", time_zone="UTC", eager=True
+    )
+    daily_temp = weather.group_by("region", pl.col("utc").dt.date().alias("day")).agg(
+        pl.col("temp_c").mean().alias("day_temp")
+    )
     frame = (
-        people.frame.select("meter_id", "region", "vendor", "base_kwh", "contract_start", "contract_end")
+        people.frame.select(
+            "meter_id", "region", "vendor", "base_kwh", "contract_start", "contract_end"
+        )
         .join(pl.DataFrame({"utc": slots}), how="cross")
-        .with_columns(day=pl.col("utc").dt.date(), local_hour=pl.col("utc").dt.convert_time_zone(TIME_ZONE).dt.hour())
-        .filter((pl.col("day") >= pl.col("contract_start")) & (pl.col("contract_end").is_null() | (pl.col("day") <= pl.col("contract_end"))))
+        .with_columns(
+            day=pl.col("utc").dt.date(),
+            local_hour=pl.col("utc").dt.convert_time_zone(TIME_ZONE).dt.hour(),
+        )
+        .filter(
+            (pl.col("day") >= pl.col("contract_start"))
+            & (pl.col("contract_end").is_null() | (pl.col("day") <= pl.col("contract_end")))
+        )
         .join(daily_temp, on=["region", "day"], how="left")
     )
     hour = frame["local_hour"].cast(pl.Float64).to_numpy()  # int8 from polars would overflow below
-    profile = 0.6 + 0.5 * np.exp(-((hour - 8) ** 2) / 4) + 0.9 * np.exp(-((hour - 19) ** 2) / 6) - 0.3 * ((hour >= 1) & (hour <= 5))
+    profile = (
+        0.6
+        + 0.5 * np.exp(-((hour - 8) ** 2) / 4)
+        + 0.9 * np.exp(-((hour - 19) ** 2) / 6)
+        - 0.3 * ((hour >= 1) & (hour <= 5))
+    )
     weekend = np.where(frame["day"].dt.weekday().to_numpy() >= 6, 1.12, 1.0)
     heating = 1 + 0.035 * np.clip(15 - frame["day_temp"].to_numpy(), 0, None)
     days_left = (frame["contract_end"] - frame["day"]).dt.total_days().fill_null(10_000).to_numpy()
     fading = np.clip(0.55 + 0.45 * days_left / CHURN_DECLINE_DAYS, 0.55, 1.0)
     noise = rng.lognormal(0, 0.25, frame.height)
     kwh = frame["base_kwh"].to_numpy() * profile * weekend * heating * fading * noise
-    frame = frame.select("meter_id", "vendor", "utc", "day").with_columns(kwh=pl.Series(np.round(kwh, 3)))
+    frame = frame.select("meter_id", "vendor", "utc", "day").with_columns(
+        kwh=pl.Series(np.round(kwh, 3))
+    )
 
     # A few vendor A meters migrate to vendor B; both vendors report them for a couple of days.
     a_meters = frame.filter(pl.col("vendor") == "a")["meter_id"].unique().sort()
-    migrating = rng.choice(a_meters.to_numpy(), size=max(1, int(len(a_meters) * MIGRATING_SHARE)), replace=False)
-    switch = {m: start + dt.timedelta(days=int(rng.integers(days // 3, max(days // 3 + 1, 2 * days // 3)))) for m in migrating}
+    migrating = rng.choice(
+        a_meters.to_numpy(), size=max(1, int(len(a_meters) * MIGRATING_SHARE)), replace=False
+    )
+    switch = {
+        m: start
+        + dt.timedelta(days=int(rng.integers(days // 3, max(days // 3 + 1, 2 * days // 3))))
+        for m in migrating
+    }
     manifest.migrating_meters = sorted(switch)
     switch_day = pl.col("meter_id").replace_strict(switch, default=None, return_dtype=pl.Date)
-    moved = frame.filter(switch_day.is_not_null() & (pl.col("day") >= switch_day)).with_columns(vendor=pl.lit("b"))
+    moved = frame.filter(switch_day.is_not_null() & (pl.col("day") >= switch_day)).with_columns(
+        vendor=pl.lit("b")
+    )
     frame = pl.concat([
         frame.filter(switch_day.is_null() | (pl.col("day") < switch_day + dt.timedelta(days=OVERLAP_DAYS))),
         moved,
     ])  # fmt: skip
     # Readings of a meter no customer owns (a meter swapped in the field, not yet in the CRM).
-    unknown = frame.filter(pl.col("meter_id") == frame["meter_id"][0]).head(96).with_columns(
-        meter_id=pl.lit(f"MTR-{UNKNOWN_METER}"), vendor=pl.lit("b")
+    unknown = (
+        frame.filter(pl.col("meter_id") == frame["meter_id"][0])
+        .head(96)
+        .with_columns(meter_id=pl.lit(f"MTR-{UNKNOWN_METER}"), vendor=pl.lit("b"))
     )
     manifest.unknown_meters = [f"MTR-{UNKNOWN_METER}"]
     return pl.concat([frame, unknown]).sort("meter_id", "utc", "vendor")
@@ -185,7 +242,9 @@ def make_readings(rng, people: People, weather: pl.DataFrame, start: dt.date, da
 # --- row problems ---------------------------------------------------------------------------------
 
 
-def assign_problems(rng, frame: pl.DataFrame, rates: dict[str, float], drop_rate: float = 0.0) -> pl.DataFrame:
+def assign_problems(
+    rng, frame: pl.DataFrame, rates: dict[str, float], drop_rate: float = 0.0
+) -> pl.DataFrame:
     """Mark disjoint random rows with a problem kind (or ``drop``); null where the row is clean."""
     n = frame.height
     order = rng.permutation(n)
@@ -198,7 +257,9 @@ def assign_problems(rng, frame: pl.DataFrame, rates: dict[str, float], drop_rate
     return frame.with_columns(problem=pl.Series(kinds.tolist(), dtype=pl.String))
 
 
-def finish_rows(frame: pl.DataFrame, manifest: Manifest, source: str, first_record: int) -> pl.DataFrame:
+def finish_rows(
+    frame: pl.DataFrame, manifest: Manifest, source: str, first_record: int
+) -> pl.DataFrame:
     """Drop the 'drop' rows (recorded as gaps), duplicate the 'duplicate_row' ones right after."""
     dropped = frame.filter(pl.col("problem") == "drop")
     manifest.dropped_readings += dropped.select(
@@ -209,15 +270,19 @@ def finish_rows(frame: pl.DataFrame, manifest: Manifest, source: str, first_reco
     kept = kept.with_columns(
         copy=pl.lit(0), problem=pl.when(pl.col("problem") != "duplicate_row").then("problem")
     )
-    return pl.concat([kept, copies]).sort("file", "meter_id", "utc", "copy").with_columns(
-        record_no=pl.int_range(pl.len()).over("file") + first_record
+    return (
+        pl.concat([kept, copies])
+        .sort("file", "meter_id", "utc", "copy")
+        .with_columns(record_no=pl.int_range(pl.len()).over("file") + first_record)
     )
 
 
 def record_problems(frame: pl.DataFrame, manifest: Manifest, source: str) -> None:
     manifest.row_problems += (
         frame.filter(pl.col("problem").is_not_null())
-        .select(pl.lit(source).alias("source"), "file", "record_no", pl.col("problem").alias("kind"))
+        .select(
+            pl.lit(source).alias("source"), "file", "record_no", pl.col("problem").alias("kind")
+        )
         .to_dicts()
     )
 
@@ -229,16 +294,22 @@ def arrival_for(day: dt.date, late: bool) -> dt.datetime:
 # --- writers per source ---------------------------------------------------------------------------
 
 
-def write_vendor_a(rng, readings: pl.DataFrame, writer: Writer, params: SampleParams, late_days: set) -> None:
+def write_vendor_a(
+    rng, readings: pl.DataFrame, writer: Writer, params: SampleParams, late_days: set
+) -> None:
     local = pl.col("utc").dt.convert_time_zone(TIME_ZONE)
     frame = assign_problems(rng, readings, ROW_PROBLEM_RATES, DROP_RATE).with_columns(
         file=local.dt.strftime("readings_%Y-%m-%d.csv"), local_day=local.dt.date()
     )
     # In the repeated autumn hour a duplicated row cannot be told from the repeat itself (the
     # format has no offset), so no duplicates are injected there.
-    repeated_hour = local.dt.replace_time_zone(None).dt.replace_time_zone(TIME_ZONE, ambiguous="null").is_null()
+    repeated_hour = (
+        local.dt.replace_time_zone(None).dt.replace_time_zone(TIME_ZONE, ambiguous="null").is_null()
+    )
     frame = frame.with_columns(
-        problem=pl.when((pl.col("problem") == "duplicate_row") & repeated_hour).then(None).otherwise("problem")
+        problem=pl.when((pl.col("problem") == "duplicate_row") & repeated_hour)
+        .then(None)
+        .otherwise("problem")
     )
     frame = finish_rows(frame, writer.manifest, "meters_vendor_a", first_record=2)
     value = pl.col("kwh").cast(pl.String).str.replace(".", ",", literal=True)
@@ -261,19 +332,41 @@ def write_vendor_a(rng, readings: pl.DataFrame, writer: Writer, params: SamplePa
         day = part["local_day"][0]
         late = (day - params.start).days in late_days
         text = header + "\n".join(part["line"]) + "\n"
-        writer.write("meters_vendor_a", name, text.encode(), arrival_for(day, late), part.height, late=late)
+        writer.write(
+            "meters_vendor_a", name, text.encode(), arrival_for(day, late), part.height, late=late
+        )
         first_day = first_day or (name, text, day)
     name, text, day = first_day
     # A re-delivery of the first day under another name, and a re-send with the wrong delimiter.
     copy = name.replace(".csv", " (1).csv")
-    writer.write("meters_vendor_a", copy, text.encode(), arrival_for(day, True), text.count("\n") - 1, kind="duplicate_delivery")
-    writer.manifest.duplicate_deliveries.append({"source": "meters_vendor_a", "file": copy, "copy_of": name})
+    writer.write(
+        "meters_vendor_a",
+        copy,
+        text.encode(),
+        arrival_for(day, True),
+        text.count("\n") - 1,
+        kind="duplicate_delivery",
+    )
+    writer.manifest.duplicate_deliveries.append(
+        {"source": "meters_vendor_a", "file": copy, "copy_of": name}
+    )
     resend = name.replace(".csv", "_resend.csv")
-    writer.write("meters_vendor_a", resend, text.replace(";", ",").encode(), arrival_for(day, True), None, kind="malformed")
-    writer.manifest.file_problems.append({"source": "meters_vendor_a", "file": resend, "kind": "wrong_delimiter"})
+    writer.write(
+        "meters_vendor_a",
+        resend,
+        text.replace(";", ",").encode(),
+        arrival_for(day, True),
+        None,
+        kind="malformed",
+    )
+    writer.manifest.file_problems.append(
+        {"source": "meters_vendor_a", "file": resend, "kind": "wrong_delimiter"}
+    )
 
 
-def write_vendor_b(rng, readings: pl.DataFrame, writer: Writer, params: SampleParams, late_days: set) -> None:
+def write_vendor_b(
+    rng, readings: pl.DataFrame, writer: Writer, params: SampleParams, late_days: set
+) -> None:
     drift_day = params.start + dt.timedelta(days=int(params.days * SCHEMA_DRIFT_AT))
     frame = assign_problems(rng, readings, ROW_PROBLEM_RATES, DROP_RATE).with_columns(
         file=pl.col("utc").dt.strftime("%Y%m%d.jsonl")
@@ -301,11 +394,27 @@ def write_vendor_b(rng, readings: pl.DataFrame, writer: Writer, params: SamplePa
     for (name,), part in frame.group_by("file", maintain_order=True):
         day = part["day"][0]
         late = (day - params.start).days in late_days
-        writer.write("meters_vendor_b", name, ("\n".join(part["line"]) + "\n").encode(), arrival_for(day, late), part.height, late=late)
+        writer.write(
+            "meters_vendor_b",
+            name,
+            ("\n".join(part["line"]) + "\n").encode(),
+            arrival_for(day, late),
+            part.height,
+            late=late,
+        )
         first = first or (name, day)
     garbage = first[0].replace(".jsonl", "_corrupt.jsonl")
-    writer.write("meters_vendor_b", garbage, bytes(rng.integers(0, 256, 4096, dtype=np.uint8)), arrival_for(first[1], True), None, kind="malformed")
-    writer.manifest.file_problems.append({"source": "meters_vendor_b", "file": garbage, "kind": "binary_garbage"})
+    writer.write(
+        "meters_vendor_b",
+        garbage,
+        bytes(rng.integers(0, 256, 4096, dtype=np.uint8)),
+        arrival_for(first[1], True),
+        None,
+        kind="malformed",
+    )
+    writer.manifest.file_problems.append(
+        {"source": "meters_vendor_b", "file": garbage, "kind": "binary_garbage"}
+    )
 
 
 def write_weather(rng, weather: pl.DataFrame, writer: Writer, params: SampleParams) -> None:
@@ -313,7 +422,9 @@ def write_weather(rng, weather: pl.DataFrame, writer: Writer, params: SamplePara
     for day_index in range(params.days):
         day = params.start + dt.timedelta(days=day_index)
         for provider, (unit, regions) in PROVIDERS.items():
-            part = frame.filter((pl.col("utc").dt.date() == day) & pl.col("region").is_in(regions)).sort("region", "utc")
+            part = frame.filter(
+                (pl.col("utc").dt.date() == day) & pl.col("region").is_in(regions)
+            ).sort("region", "utc")
             temp = part["temp_c"] if unit == "C" else (part["temp_c"] * 9 / 5 + 32).round(1)
             observations = [
                 {"region": r, "time": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "temperature": None if p == "null_value" else v, "humidity": h}
@@ -321,18 +432,38 @@ def write_weather(rng, weather: pl.DataFrame, writer: Writer, params: SamplePara
             ]  # fmt: skip
             name = f"{provider}_{day:%Y-%m-%d}.json"
             document = json.dumps({"provider": provider, "generated_at": _utc(day, 25).isoformat(), "units": {"temperature": unit}, "observations": observations}, indent=1)  # fmt: skip
-            writer.write("weather", name, document.encode(), arrival_for(day, False), len(observations))
+            writer.write(
+                "weather", name, document.encode(), arrival_for(day, False), len(observations)
+            )
             writer.manifest.row_problems += [
                 {"source": "weather", "file": name, "record_no": i, "kind": "null_value"}
                 for i, p in enumerate(part["problem"]) if p == "null_value"
             ]  # fmt: skip
             if day_index == 0 and provider == "skycast":
                 copy = name.replace(".json", "_resent.json")
-                writer.write("weather", copy, document.encode(), arrival_for(day, True), len(observations), kind="duplicate_delivery")
-                writer.manifest.duplicate_deliveries.append({"source": "weather", "file": copy, "copy_of": name})
+                writer.write(
+                    "weather",
+                    copy,
+                    document.encode(),
+                    arrival_for(day, True),
+                    len(observations),
+                    kind="duplicate_delivery",
+                )
+                writer.manifest.duplicate_deliveries.append(
+                    {"source": "weather", "file": copy, "copy_of": name}
+                )
                 partial = name.replace(".json", "_partial.json")
-                writer.write("weather", partial, document[: len(document) // 2].encode(), arrival_for(day, True), None, kind="malformed")
-                writer.manifest.file_problems.append({"source": "weather", "file": partial, "kind": "truncated_json"})
+                writer.write(
+                    "weather",
+                    partial,
+                    document[: len(document) // 2].encode(),
+                    arrival_for(day, True),
+                    None,
+                    kind="malformed",
+                )
+                writer.manifest.file_problems.append(
+                    {"source": "weather", "file": partial, "kind": "truncated_json"}
+                )
 
 
 def write_customers(rng, people: People, writer: Writer, params: SampleParams) -> None:
@@ -355,7 +486,14 @@ def write_customers(rng, people: People, writer: Writer, params: SampleParams) -
     dup_at = int(rng.integers(0, len(alpha_rows)))
     alpha_rows.insert(dup_at + 1, list(alpha_rows[dup_at]))
     alpha_name = f"crm_alpha_export_{export_day:%Y%m%d}.csv"
-    writer.manifest.row_problems.append({"source": "customers", "file": alpha_name, "record_no": dup_at + 3, "kind": "duplicate_row"})
+    writer.manifest.row_problems.append(
+        {
+            "source": "customers",
+            "file": alpha_name,
+            "record_no": dup_at + 3,
+            "kind": "duplicate_row",
+        }
+    )
     writer.write("customers", alpha_name, render(alpha_rows, ["customer_id", "full_name", "email", "address", "city", "region", "tariff", "meter_id", "contract_start", "contract_end"]), _utc(export_day, 2), len(alpha_rows))  # fmt: skip
 
     beta_rows = []
@@ -365,8 +503,17 @@ def write_customers(rng, people: People, writer: Writer, params: SampleParams) -
         start, end = p["contract_start"], p["contract_end"]
         if i in broken:  # a typo'd end date, years before the start
             end = start - dt.timedelta(days=400)
-            writer.manifest.row_problems.append({"source": "customers", "file": beta_name, "record_no": i + 2, "kind": "bad_contract_dates"})
-            if p["membership"] == "beta":  # their only CRM record is rejected: the meter has no owner
+            writer.manifest.row_problems.append(
+                {
+                    "source": "customers",
+                    "file": beta_name,
+                    "record_no": i + 2,
+                    "kind": "bad_contract_dates",
+                }
+            )
+            if (
+                p["membership"] == "beta"
+            ):  # their only CRM record is rejected: the meter has no owner
                 writer.manifest.orphaned_meters.append(p["meter_id"])
         email = p["email"].upper() if i % 3 == 0 else f" {p['email']} "
         beta_rows.append([
@@ -377,7 +524,11 @@ def write_customers(rng, people: People, writer: Writer, params: SampleParams) -
     writer.write("customers", beta_name, render(beta_rows, ["CustomerNo", "Name", "E-mail", "Address", "City", "Region", "TariffPlan", "MeterNo", "StartDate", "EndDate"]), _utc(export_day, 3), len(beta_rows))  # fmt: skip
 
 
-TARIFF_NET = {"G11": (0.62, 0.025), "G12": (0.55, 0.005), "G12W": (0.58, 0.005)}  # base, monthly rise
+TARIFF_NET = {
+    "G11": (0.62, 0.025),
+    "G12": (0.55, 0.005),
+    "G12W": (0.58, 0.005),
+}  # base, monthly rise
 
 
 def write_tariffs(writer: Writer, params: SampleParams) -> None:
@@ -395,7 +546,9 @@ def write_tariffs(writer: Writer, params: SampleParams) -> None:
         month = (month + dt.timedelta(days=32)).replace(day=1)
         index += 1
     writer.write("tariffs", "tariffs_empty.csv", b"", _utc(first, 1), None, kind="malformed")
-    writer.manifest.file_problems.append({"source": "tariffs", "file": "tariffs_empty.csv", "kind": "empty_file"})
+    writer.manifest.file_problems.append(
+        {"source": "tariffs", "file": "tariffs_empty.csv", "kind": "empty_file"}
+    )
 
 
 def clear_inbox_tree(data_dir: Path) -> None:

@@ -47,7 +47,9 @@ def make_people(rng: np.random.Generator, n: int, start: dt.date, days: int) -> 
     ]
     # Churn is likelier on G11 (its price rises fastest), for short tenure and for small users.
     base_kwh = rng.lognormal(mean=np.log(0.2), sigma=0.45, size=n)
-    logit = CHURN_INTERCEPT + 1.0 * (tariff == "G11") - 0.0006 * tenure_days - 1.5 * (base_kwh - 0.2)
+    logit = (
+        CHURN_INTERCEPT + 1.0 * (tariff == "G11") - 0.0006 * tenure_days - 1.5 * (base_kwh - 0.2)
+    )
     churn = rng.random(n) < 1 / (1 + np.exp(-logit))
     ends = [
         max(s, start) + dt.timedelta(days=int(rng.integers(14, max(days, 15)))) if c else None
@@ -60,8 +62,13 @@ def make_people(rng: np.random.Generator, n: int, start: dt.date, days: int) -> 
             "person": np.arange(n),
             "first_name": first,
             "last_name": last,
-            "email": [f"{f}.{l}{i}@example.com".lower() for i, (f, l) in enumerate(zip(first, last))],
-            "street": [f"ul. {rng.choice(STREETS)} {rng.integers(1, 120)}/{rng.integers(1, 40)}" for _ in range(n)],
+            "email": [
+                f"{f}.{l}{i}@example.com".lower() for i, (f, l) in enumerate(zip(first, last))
+            ],
+            "street": [
+                f"ul. {rng.choice(STREETS)} {rng.integers(1, 120)}/{rng.integers(1, 40)}"
+                for _ in range(n)
+            ],
             "city": [rng.choice(CITIES[r]) for r in region],
             "region": region,
             "tariff": tariff,

@@ -155,9 +155,7 @@ def read_delimited(
             ),
             "",
         )
-        raise Unparseable(
-            f"missing required columns {missing} (header: {lines[0][:200]!r}){hint}"
-        )
+        raise Unparseable(f"missing required columns {missing} (header: {lines[0][:200]!r}){hint}")
     if len(set(names)) != len(names):
         raise Unparseable(f"duplicate column names in header {header}")
     notes = []
@@ -217,7 +215,12 @@ def records_from_objects(objects: list, fields: list[str]) -> Parsed:
     for index, obj in enumerate(objects):
         ok = isinstance(obj, dict)
         reason = None if ok else f"record is a JSON {type(obj).__name__}, not an object"
-        records.add([_as_text(obj.get(f)) if ok else None for f in fields], index, json.dumps(obj, ensure_ascii=False), reason)
+        records.add(
+            [_as_text(obj.get(f)) if ok else None for f in fields],
+            index,
+            json.dumps(obj, ensure_ascii=False),
+            reason,
+        )
     return Parsed(records.frame("no records"))
 
 
@@ -240,7 +243,9 @@ class _Records:
         self.raws: list[str] = []
         self.reasons: list[str | None] = []
 
-    def add(self, values: list[str | None], record_no: int, raw: str, reason: str | None = None) -> None:
+    def add(
+        self, values: list[str | None], record_no: int, raw: str, reason: str | None = None
+    ) -> None:
         self.rows.append(values)
         self.record_nos.append(record_no)
         self.raws.append(raw)
@@ -254,7 +259,10 @@ class _Records:
             last = self.reasons[-1]
             self.reasons[-1] = f"{last}; {note}" if last else note
         frame = pl.DataFrame(
-            self.rows, schema=self.names, orient="row", schema_overrides=dict.fromkeys(self.names, pl.String)
+            self.rows,
+            schema=self.names,
+            orient="row",
+            schema_overrides=dict.fromkeys(self.names, pl.String),
         )
         return frame.with_columns(
             record_no=pl.Series(self.record_nos, dtype=pl.Int64),
@@ -272,8 +280,9 @@ def parse_failures(typed_from_raw: dict[str, str]) -> pl.Expr:
     The reason names the raw field, which is what a person looking at the file sees.
     """
     parts = [
-        pl.when(pl.col(typed).is_null() & pl.col(raw).str.strip_chars().ne(""))
-        .then(pl.format("{}: cannot parse '{}'", pl.lit(raw), pl.col(raw).str.slice(0, 80)))
+        pl.when(pl.col(typed).is_null() & pl.col(raw).str.strip_chars().ne("")).then(
+            pl.format("{}: cannot parse '{}'", pl.lit(raw), pl.col(raw).str.slice(0, 80))
+        )
         for typed, raw in typed_from_raw.items()
     ]
     return _joined(parts)
@@ -292,6 +301,8 @@ def _joined(parts: list[pl.Expr]) -> pl.Expr:
 def decimal_comma(col: str) -> pl.Expr:
     """'1 234,5' -> 1234.5: decimal comma, optional spaces as thousands separators."""
     return (
-        pl.col(col).str.replace_all(r"[\s\u00a0]", "").str.replace(",", ".", literal=True)
+        pl.col(col)
+        .str.replace_all(r"[\s\u00a0]", "")
+        .str.replace(",", ".", literal=True)
         .cast(pl.Float64, strict=False)
     )

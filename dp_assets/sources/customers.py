@@ -52,12 +52,15 @@ class CustomerAttributes(pa.DataFrameModel):
         nullable=True, description="Keyed hash of the lower-cased email (PII, pseudonymized)"
     )
     address_pseudonym: Optional[str] = pa.Field(
-        nullable=True, description="Keyed hash of the normalized street address (PII, pseudonymized)"
+        nullable=True,
+        description="Keyed hash of the normalized street address (PII, pseudonymized)",
     )
     city: Optional[str] = pa.Field(nullable=True, description="City of the supply address")
     region: str = pa.Field(isin=REGIONS, description="Service region of the supply address")
     tariff: str = pa.Field(isin=TARIFFS, description="Tariff the customer is billed on")
-    meter_id: str = pa.Field(str_matches=METER_ID_PATTERN, description="Meter at the supply address")
+    meter_id: str = pa.Field(
+        str_matches=METER_ID_PATTERN, description="Meter at the supply address"
+    )
     contract_start: pl.Date = pa.Field(description="First day of the supply contract")
     contract_end: Optional[pl.Date] = pa.Field(
         nullable=True, description="Last day of the supply contract; null while it runs"
@@ -110,7 +113,10 @@ def homogenize(raw: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
     frame = raw.with_columns(
         name=normalize_name("full_name"),
         email_norm=pl.col("email").str.strip_chars().str.to_lowercase(),
-        address_norm=pl.col("address").str.strip_chars().str.replace_all(r"[\s,.]+", " ").str.to_uppercase(),
+        address_norm=pl.col("address")
+        .str.strip_chars()
+        .str.replace_all(r"[\s,.]+", " ")
+        .str.to_uppercase(),
         region_clean=pl.col("region").str.strip_chars().str.to_lowercase(),
         tariff_clean=pl.col("tariff").str.strip_chars().str.to_uppercase(),
         meter=canonical_meter_id("meter_id"),

@@ -31,12 +31,18 @@ def parse(text: str) -> Parsed:
 
 
 def homogenize(raw: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
-    local = pl.col("timestamp").str.strip_chars().str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M", strict=False)
+    local = (
+        pl.col("timestamp")
+        .str.strip_chars()
+        .str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M", strict=False)
+    )
     frame = raw.with_columns(
         meter=canonical_meter_id("meter_id"), local=local, kwh=decimal_comma("consumption_kwh")
     ).with_columns(occurrence=pl.col("local").cum_count().over("meter", "local"))
     # The repeated autumn hour: first occurrence per meter is the earlier (summer-time) instant.
-    ambiguous = pl.when(pl.col("occurrence") <= 1).then(pl.lit("earliest")).otherwise(pl.lit("latest"))
+    ambiguous = (
+        pl.when(pl.col("occurrence") <= 1).then(pl.lit("earliest")).otherwise(pl.lit("latest"))
+    )
     frame = frame.with_columns(
         reading_start=pl.col("local")
         .dt.replace_time_zone(TIME_ZONE, ambiguous=ambiguous, non_existent="null")
@@ -46,10 +52,16 @@ def homogenize(raw: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
         add_reasons(
             parse_failures({"meter": "meter_id", "local": "timestamp", "kwh": "consumption_kwh"}),
             pl.when(pl.col("local").is_not_null() & pl.col("reading_start").is_null()).then(
-                pl.format("timestamp: '{}' does not exist in {} (DST gap)", pl.col("timestamp"), pl.lit(TIME_ZONE))
+                pl.format(
+                    "timestamp: '{}' does not exist in {} (DST gap)",
+                    pl.col("timestamp"),
+                    pl.lit(TIME_ZONE),
+                )
             ),
             pl.when(pl.col("occurrence") > 2).then(
-                pl.format("timestamp: '{}' occurs more than twice for this meter", pl.col("timestamp"))
+                pl.format(
+                    "timestamp: '{}' occurs more than twice for this meter", pl.col("timestamp")
+                )
             ),
         )
     ).select(

@@ -33,7 +33,9 @@ def homogenize(raw: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
         epoch_ms=pl.col("ts").cast(pl.Int64, strict=False),
         kwh=pl.col("wh").cast(pl.Float64, strict=False) / 1000.0,
     ).with_columns(
-        reading_start=pl.from_epoch("epoch_ms", time_unit="ms").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
+        reading_start=pl.from_epoch("epoch_ms", time_unit="ms")
+        .dt.cast_time_unit("us")
+        .dt.replace_time_zone("UTC")
     )
     return frame.with_columns(
         add_reasons(parse_failures({"meter_id": "meter", "epoch_ms": "ts", "kwh": "wh"}))

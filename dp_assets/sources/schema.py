@@ -55,5 +55,6 @@ def canonical_meter_id(col: str) -> pl.Expr:
     digits = pl.col(col).str.strip_chars().str.to_uppercase().str.extract(r"^(?:MTR-?)?(\d{1,6})$")
     return pl.concat_str(pl.lit("MTR-"), digits.str.zfill(6))
 
+
 REGIONS = ("north", "south", "east", "west", "central")
 TARIFFS = ("G11", "G12", "G12W")

@@ -31,7 +31,9 @@ class WeatherObservation(Lineage):
     provider: str = pa.Field(description="Weather data provider that reported the observation")
     region: str = pa.Field(isin=REGIONS, description="Service region the observation stands for")
     observed_at: UtcTimestamp = pa.Field(description="Time of the hourly observation, UTC")
-    temperature_c: float = pa.Field(ge=-50.0, le=50.0, description="Air temperature, degrees Celsius")
+    temperature_c: float = pa.Field(
+        ge=-50.0, le=50.0, description="Air temperature, degrees Celsius"
+    )
     humidity_pct: float = pa.Field(
         ge=0.0, le=100.0, nullable=True, description="Relative humidity, percent"
     )
@@ -43,7 +45,9 @@ def parse(text: str) -> Parsed:
         raise Unparseable("expected a JSON object with an 'observations' array")
     unit = (document.get("units") or {}).get("temperature")
     if unit not in TO_CELSIUS:
-        raise Unparseable(f"unknown temperature unit {unit!r}; expected one of {sorted(TO_CELSIUS)}")
+        raise Unparseable(
+            f"unknown temperature unit {unit!r}; expected one of {sorted(TO_CELSIUS)}"
+        )
     parsed = records_from_objects(document["observations"], FIELDS)
     records = parsed.records.with_columns(
         provider=pl.lit(str(document.get("provider", "unknown"))), unit=pl.lit(unit)
@@ -55,8 +59,7 @@ def homogenize(raw: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
     unit = raw["unit"][0]
     frame = raw.with_columns(
         region_clean=pl.col("region").str.strip_chars().str.to_lowercase(),
-        observed_at=pl.col("time")
-        .str.to_datetime(time_unit="us", time_zone="UTC", strict=False),
+        observed_at=pl.col("time").str.to_datetime(time_unit="us", time_zone="UTC", strict=False),
         temperature_c=TO_CELSIUS[unit](pl.col("temperature").cast(pl.Float64, strict=False)),
         humidity_pct=pl.col("humidity").cast(pl.Float64, strict=False),
     )

@@ -26,18 +26,31 @@ kwh = pl.col("kwh")
 
 class Sandbox(DailySandbox):
     contract_start: pl.Date = pa.Field(description="First day of the customer's supply contract")
-    contract_end: Optional[pl.Date] = pa.Field(nullable=True, description="Last day of the contract; null while it runs")
+    contract_end: Optional[pl.Date] = pa.Field(
+        nullable=True, description="Last day of the contract; null while it runs"
+    )
 
 
 class Features(Example):
     # Relative to the other customers on the same day: consumption and prices move with the season
     # for everyone, so absolute levels or trends would act as a clock, not as a churn signal.
-    level_vs_peers: float = pa.Field(nullable=True, description="Mean daily kWh over 28 days / the median customer's that day")
-    trend_7_28_vs_peers: float = pa.Field(nullable=True, description="(7-day / 28-day mean kWh) / the median customer's that day")
-    trend_7_prev_vs_peers: float = pa.Field(nullable=True, description="(7-day mean / the 7 days before) / the median customer's that day")
-    days_without_data_7: int = pa.Field(ge=0, le=7, description="Days of the last 7 without enough readings")
+    level_vs_peers: float = pa.Field(
+        nullable=True, description="Mean daily kWh over 28 days / the median customer's that day"
+    )
+    trend_7_28_vs_peers: float = pa.Field(
+        nullable=True, description="(7-day / 28-day mean kWh) / the median customer's that day"
+    )
+    trend_7_prev_vs_peers: float = pa.Field(
+        nullable=True,
+        description="(7-day mean / the 7 days before) / the median customer's that day",
+    )
+    days_without_data_7: int = pa.Field(
+        ge=0, le=7, description="Days of the last 7 without enough readings"
+    )
     tenure_days: int = pa.Field(description="Days since the contract started")
-    price_change_30d: float = pa.Field(nullable=True, description="Net tariff price now / 30 days earlier")
+    price_change_30d: float = pa.Field(
+        nullable=True, description="Net tariff price now / 30 days earlier"
+    )
     region_code: int = pa.Field(nullable=True, description="Region as a stable integer code")
     tariff_code: int = pa.Field(nullable=True, description="Tariff as a stable integer code")
 
@@ -47,10 +60,16 @@ def vs_peers(column: str) -> pl.Expr:
 
 
 def build_examples(sandbox: pl.DataFrame) -> pl.DataFrame:
-    days = complete_days(sandbox, constant=["contract_start", "contract_end"], carried=["region", "tariff", "price_net_pln_per_kwh"])
+    days = complete_days(
+        sandbox,
+        constant=["contract_start", "contract_end"],
+        carried=["region", "tariff", "price_net_pln_per_kwh"],
+    )
     by, last_day = ENTITY, sandbox["day"].max()
     mean_7 = kwh.rolling_mean(7, min_samples=4).over(by)
-    ends_soon = pl.col("contract_end").is_not_null() & (pl.col("contract_end") <= pl.col("day") + pl.duration(days=HORIZON_DAYS))
+    ends_soon = pl.col("contract_end").is_not_null() & (
+        pl.col("contract_end") <= pl.col("day") + pl.duration(days=HORIZON_DAYS)
+    )
     price = pl.col("price_net_pln_per_kwh")
     return (
         days.with_columns(
@@ -62,13 +81,20 @@ def build_examples(sandbox: pl.DataFrame) -> pl.DataFrame:
             tenure_days=(pl.col("day") - pl.col("contract_start")).dt.total_days(),
             price_change_30d=price / price.shift(30).over(by),
             # Known only once the horizon has passed within the data: later days are scored, not learned.
-            label=pl.when(pl.col("day") + pl.duration(days=HORIZON_DAYS) <= last_day).then(ends_soon.cast(pl.Float64)),
+            label=pl.when(pl.col("day") + pl.duration(days=HORIZON_DAYS) <= last_day).then(
+                ends_soon.cast(pl.Float64)
+            ),
         )
         .filter(
             pl.col("mean_28").is_not_null()
-            & (pl.col("contract_end").is_null() | (pl.col("contract_end") > pl.col("day")))  # still a customer
+            & (
+                pl.col("contract_end").is_null() | (pl.col("contract_end") > pl.col("day"))
+            )  # still a customer
         )
-        .with_columns(trend_7_28=pl.col("mean_7") / pl.col("mean_28"), trend_7_prev=pl.col("mean_7") / pl.col("prev_7"))
+        .with_columns(
+            trend_7_28=pl.col("mean_7") / pl.col("mean_28"),
+            trend_7_prev=pl.col("mean_7") / pl.col("prev_7"),
+        )
         .with_columns(
             level_vs_peers=vs_peers("mean_28"),
             trend_7_28_vs_peers=vs_peers("trend_7_28"),
@@ -78,7 +104,6 @@ def build_examples(sandbox: pl.DataFrame) -> pl.DataFrame:
         )
         .select([c for c in Features.to_schema().columns if c != "split"])
     )
-
 
 
 SPEC = PipelineSpec(
@@ -92,10 +117,18 @@ SPEC = PipelineSpec(
     build_examples=build_examples,
     horizon_days=HORIZON_DAYS,
     features_schema=Features,
-    baseline=lambda train, frame: pl.repeat(train["label"].mean(), frame.height, eager=True).to_numpy(),  # base rate
+    baseline=lambda train, frame: pl.repeat(
+        train["label"].mean(), frame.height, eager=True
+    ).to_numpy(),  # base rate
     gate=Gate(min_improvement_vs_baseline=0.2, min_improvement_vs_champion=0.0),
-    lgbm_params={"objective": "binary", "learning_rate": 0.03, "num_leaves": 7, "min_data_in_leaf": 200,
-                 "lambda_l2": 50.0, "min_sum_hessian_in_leaf": 10.0},  # fmt: skip
+    lgbm_params={
+        "objective": "binary",
+        "learning_rate": 0.03,
+        "num_leaves": 7,
+        "min_data_in_leaf": 200,
+        "lambda_l2": 50.0,
+        "min_sum_hessian_in_leaf": 10.0,
+    },  # fmt: skip
     num_boost_round=200,
     # Domain knowledge as constraints: longer tenure and rising consumption never raise churn risk.
     monotone={"tenure_days": -1, "trend_7_28_vs_peers": -1, "trend_7_prev_vs_peers": -1},

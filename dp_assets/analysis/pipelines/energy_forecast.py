@@ -24,19 +24,33 @@ kwh = pl.col("kwh")
 class Features(Example):
     lag_1: float = pa.Field(nullable=True, description="kWh on the as-of day")
     lag_2: float = pa.Field(nullable=True, description="kWh the day before the as-of day")
-    lag_7: float = pa.Field(nullable=True, description="kWh on the target's weekday one week earlier")
-    mean_7: float = pa.Field(nullable=True, description="Mean daily kWh over the 7 days up to the as-of day")
-    mean_28: float = pa.Field(nullable=True, description="Mean daily kWh over the 28 days up to the as-of day")
-    temperature_c: float = pa.Field(nullable=True, description="Mean temperature on the as-of day, Celsius")
-    temperature_3d_c: float = pa.Field(nullable=True, description="Mean temperature over the 3 days up to the as-of day")
-    target_weekday: int = pa.Field(ge=1, le=7, description="ISO weekday of the target day (as-of day + 1)")
+    lag_7: float = pa.Field(
+        nullable=True, description="kWh on the target's weekday one week earlier"
+    )
+    mean_7: float = pa.Field(
+        nullable=True, description="Mean daily kWh over the 7 days up to the as-of day"
+    )
+    mean_28: float = pa.Field(
+        nullable=True, description="Mean daily kWh over the 28 days up to the as-of day"
+    )
+    temperature_c: float = pa.Field(
+        nullable=True, description="Mean temperature on the as-of day, Celsius"
+    )
+    temperature_3d_c: float = pa.Field(
+        nullable=True, description="Mean temperature over the 3 days up to the as-of day"
+    )
+    target_weekday: int = pa.Field(
+        ge=1, le=7, description="ISO weekday of the target day (as-of day + 1)"
+    )
     price: float = pa.Field(nullable=True, description="Net tariff price on the as-of day, PLN/kWh")
     region_code: int = pa.Field(nullable=True, description="Region as a stable integer code")
     tariff_code: int = pa.Field(nullable=True, description="Tariff as a stable integer code")
 
 
 def build_examples(sandbox: pl.DataFrame) -> pl.DataFrame:
-    days = complete_days(sandbox, constant=[], carried=["region", "tariff", "price_net_pln_per_kwh"])
+    days = complete_days(
+        sandbox, constant=[], carried=["region", "tariff", "price_net_pln_per_kwh"]
+    )
     by = ENTITY
     return (
         days.with_columns(
@@ -58,7 +72,6 @@ def build_examples(sandbox: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-
 SPEC = PipelineSpec(
     name="energy_forecast",
     description="Next-day consumption per customer (kWh), from lags, rolling means, calendar, weather, tariff",
@@ -69,8 +82,15 @@ SPEC = PipelineSpec(
     build_examples=build_examples,
     horizon_days=1,
     features_schema=Features,
-    baseline=lambda train, frame: frame["lag_7"].fill_null(frame["mean_7"]).to_numpy(),  # seasonal naive
+    baseline=lambda train, frame: (
+        frame["lag_7"].fill_null(frame["mean_7"]).to_numpy()
+    ),  # seasonal naive
     gate=Gate(min_improvement_vs_baseline=0.15, min_improvement_vs_champion=0.0),
-    lgbm_params={"objective": "regression_l1", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 40},
+    lgbm_params={
+        "objective": "regression_l1",
+        "learning_rate": 0.05,
+        "num_leaves": 15,
+        "min_data_in_leaf": 40,
+    },
     num_boost_round=400,
 )
