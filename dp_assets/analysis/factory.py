@@ -43,7 +43,13 @@ from dp_assets.analysis.timeseries import NotEnoughHistory, split_by_time
 from dp_assets.frames import polars_schema
 from dp_assets.metadata import WAREHOUSE_POOL, markdown, spec_metadata, stored_table_results
 from dp_assets.resources import MlflowTracking, Warehouse
-from dp_assets.resources.tables import ensure_table, insert, replace_table, replace_where
+from dp_assets.resources.tables import (
+    ensure_table,
+    insert,
+    replace_table,
+    replace_table_with,
+    replace_where,
+)
 
 FACTORY_VERSION = "1"
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -130,13 +136,10 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         except NotEnoughHistory as error:
             raise Failure(f"{name}: {error}") from None
         with warehouse.transaction() as conn:
-            conn.register(
-                "_examples", examples.select(list(spec.features_schema.to_schema().columns))
+            columns = list(spec.features_schema.to_schema().columns)
+            replace_table_with(
+                conn, table("features"), examples.select(columns).sort("as_of", "customer_id")
             )
-            replace_table(
-                conn, table("features"), "SELECT * FROM _examples ORDER BY as_of, customer_id"
-            )
-            conn.unregister("_examples")
             splits = examples.group_by("split").agg(
                 rows=pl.len(),
                 label_mean=pl.col("label").mean(),
@@ -180,8 +183,6 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         import mlflow.lightgbm
         from mlflow.models import infer_signature
 
-        from dp_assets.analysis import plots
-
         train = warehouse.query(
             f"SELECT * FROM {table('features')} WHERE split = 'train' ORDER BY as_of, customer_id"
         )
@@ -216,12 +217,6 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             )
             mlflow.log_dict(
                 dict(zip(spec.feature_columns, gains.tolist())), "feature_importance.json"
-            )
-            _log_files(
-                client,
-                run.info.run_id,
-                "plots",
-                {"feature_importance.png": plots.feature_importance(spec.feature_columns, gains)},
             )
             info = mlflow.lightgbm.log_model(
                 booster,
@@ -347,9 +342,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             ),
         }
         with warehouse.transaction() as conn:
-            conn.register("_evaluation", frame)
-            replace_table(conn, table("evaluation"), "SELECT * FROM _evaluation")
-            conn.unregister("_evaluation")
+            replace_table_with(conn, table("evaluation"), frame)
             materialization, check = stored_table_results(
                 conn, table("evaluation"), EvaluationRow, key("evaluation"), **summary
             )

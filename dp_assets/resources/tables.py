@@ -42,5 +42,14 @@ def replace_table(conn: duckdb.DuckDBPyConnection, table: str, query: str) -> No
     conn.execute(f"CREATE OR REPLACE TABLE {table} AS {query}")
 
 
+def replace_table_with(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Rebuild a table from a polars frame (inside the caller's transaction, so atomic)."""
+    conn.register("_frame", frame)
+    try:
+        replace_table(conn, table, "SELECT * FROM _frame")
+    finally:
+        conn.unregister("_frame")
+
+
 def row_count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
     return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
