@@ -36,7 +36,7 @@ from dagster import (
 
 from dp_assets.analysis.gate import decide
 from dp_assets.analysis.leakage import future_leaks
-from dp_assets.analysis.metrics import METRICS, PRIMARY, by_segment, improvement
+from dp_assets.analysis.metrics import PRIMARY, by_segment, improvement
 from dp_assets.analysis.schema import EvaluationRow, Prediction, Promotion
 from dp_assets.analysis.spec import PipelineSpec
 from dp_assets.analysis.timeseries import NotEnoughHistory, split_by_time
@@ -299,21 +299,20 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             task, overall[("challenger", primary)], overall[("baseline", primary)]
         )
 
-        y, p = validation["label"].to_numpy(), predictors["challenger"][1]
         images = {
-            "performance": plots.PLOTS[task](y, p),
+            "performance": plots.PLOTS[task](
+                validation["label"].to_numpy(), predictors["challenger"][1]
+            ),
             "feature_importance": plots.feature_importance(
                 spec.feature_columns, booster.feature_importance("gain")
             ),
         }
         client = mlflow_tracking.client()
         run_id = challenger.run_id
-        for metric, value in METRICS[task](y, p, k=spec.precision_at_k).items():
-            client.log_metric(run_id, f"validation_{metric}", value)
-        for metric, value in METRICS[task](
-            y, predictors["baseline"][1], k=spec.precision_at_k
-        ).items():
-            client.log_metric(run_id, f"baseline_{metric}", value)
+        prefix = {"challenger": "validation", "baseline": "baseline", "champion": "champion"}
+        for (who, metric), value in overall.items():
+            if value is not None:
+                client.log_metric(run_id, f"{prefix[who]}_{metric}", value)
         client.log_metric(run_id, f"improvement_vs_baseline_{primary}", vs_baseline)
         _log_files(
             client,
@@ -377,11 +376,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         metric = {row["model"]: row for row in overall.iter_rows(named=True)}
         challenger_version = metric["challenger"]["model_version"]
         before = mlflow_tracking.model_version(name, CHAMPION)
+        # Evaluation scores the champion only when it is another version than the challenger.
         champion_metric = metric["champion"]["value"] if "champion" in metric else None
-        if before is not None and int(before.version) == challenger_version:
-            champion_metric = (
-                None  # the challenger is the champion already: only the baseline counts
-            )
         decision = decide(
             task,
             spec.gate,
