@@ -1,5 +1,5 @@
-"""Assembles ``defs``: every zone's assets, one asset chain per analytical pipeline, the ingest
-job and sensor, resources, policy.
+"""Assembles ``defs``: every zone's assets, one asset chain per analytical pipeline, the jobs,
+schedule and sensors that keep them current (``automation.py``), resources, policy.
 
 ``build_defs(settings)`` lets tests and the CLI point the platform at another data dir without
 editing code; ``defs`` is the default, configured from the environment.
@@ -14,29 +14,40 @@ from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.exploitation.assets import EXPLOITATION_ASSETS, EXPLOITATION_CHECKS
 from dp_assets.formatted.assets import FORMATTED_ASSETS
 from dp_assets.landing.assets import landing
-from dp_assets.landing.sensor import INGEST_JOB, build_inbox_sensor
+from dp_assets.automation import (
+    automation_sensor,
+    fail_dead_runs,
+    training,
+    with_automation_policy,
+)
+from dp_assets.landing.sensor import LAND_JOB, build_inbox_sensor
 from dp_assets.resources import DataDir, MlflowTracking, Warehouse
 from dp_assets.settings import Settings
 
-ingest_job = define_asset_job(
-    INGEST_JOB,
-    selection=AssetSelection.groups("landing", "formatted", "exploitation"),
-    description="Land new inbox files, format them and rebuild the exploitation zone",
+land_job = define_asset_job(
+    LAND_JOB,
+    selection=AssetSelection.groups("landing"),
+    description="Take new inbox files into the persistent landing; the rest follows by automation",
 )
 
 
 def build_defs(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
+    pipelines = list(PIPELINES.values())
+    assets = [
+        landing,
+        *FORMATTED_ASSETS,
+        *EXPLOITATION_ASSETS,
+        *(a for spec in pipelines for a in build_pipeline_assets(spec)),
+    ]
+    train_job, train_schedule, retrain_sensor = training(pipelines)
     return Definitions(
-        assets=[
-            landing,
-            *FORMATTED_ASSETS,
-            *EXPLOITATION_ASSETS,
-            *(a for spec in PIPELINES.values() for a in build_pipeline_assets(spec)),
-        ],
+        # Cross-cutting policy in one place: what automation keeps current.
+        assets=with_automation_policy(assets, pipelines),
         asset_checks=EXPLOITATION_CHECKS,
-        jobs=[ingest_job],
-        sensors=[build_inbox_sensor(settings)],
+        jobs=[land_job, train_job],
+        schedules=[train_schedule],
+        sensors=[build_inbox_sensor(settings), automation_sensor, retrain_sensor, fail_dead_runs],
         resources={
             "data_dir": DataDir(path=str(settings.data_dir)),
             "warehouse": Warehouse(database=str(settings.warehouse)),

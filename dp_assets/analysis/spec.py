@@ -48,6 +48,11 @@ class PipelineSpec:
     )  # feature -> +1 / -1 (LightGBM constraint)
     precision_at_k: int = 20  # classification: how many top-scored customers count
     segments: tuple[str, ...] = ("region", "tariff")
+    # (asset, check) under the pipeline whose failure starts a retraining: the monitoring signals.
+    retrain_on: tuple[tuple[str, str], ...] = (
+        ("drift", "psi_below_threshold"),
+        ("live_accuracy", "accuracy_holds"),
+    )
     owner: str = "team:data-science"
 
     def training_params(self, seed: int) -> dict:

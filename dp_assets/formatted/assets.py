@@ -22,6 +22,7 @@ from dagster import (
     multi_asset,
 )
 
+from dp_assets.failpoints import crash_point
 from dp_assets.formatted.process import batched_by_records, format_batch, read_file
 from dp_assets.formatted.schema import FileOutcome, Reject, reason_group
 from dp_assets.landing.assets import MANIFEST
@@ -163,6 +164,7 @@ def build_formatted_asset(source: Source):
                 shas = [r.ctx.sha256 for r in batch]
                 replace_where(conn, table, "file_sha256", shas, rows)
                 replace_where(conn, rejects_table, "file_sha256", shas, rejects)
+                crash_point(f"{table}:written")  # rows written, transaction not committed
                 outcomes.append(batch_outcomes)
             outcomes = pl.concat(outcomes)
             shas = outcomes["file_sha256"].to_list()

@@ -10,6 +10,7 @@ from dagster import (
     multi_asset,
 )
 
+from dp_assets.failpoints import crash_point
 from dp_assets.frames import polars_schema
 from dp_assets.landing.schema import UNKNOWN_SOURCE, Delivery
 from dp_assets.landing.store import clear_inbox, delivery_key, land_files, scan_inbox
@@ -83,6 +84,7 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
             land_files(settings, files, landed, recorded), schema=polars_schema(Delivery)
         )
         insert(conn, MANIFEST, rows)
+        crash_point("landing:copied")  # files copied, manifest not committed
         totals = dict(
             conn.execute(f"SELECT source, count(*) FROM {MANIFEST} GROUP BY source").fetchall()
         )

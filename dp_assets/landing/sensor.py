@@ -1,4 +1,4 @@
-"""The inbox sensor: asks for an ingest run when files arrive, without rescanning what it saw.
+"""The inbox sensor: asks for a landing run when files arrive, without rescanning what it saw.
 
 The cursor is the newest inode change time (``st_ctime_ns``) already handed to a run. A new file
 gets a fresh ctime when it is created or moved into the inbox, even if the collector preserved its
@@ -11,13 +11,13 @@ from dp_assets.landing.store import scan_inbox
 from dp_assets.settings import Settings
 from dp_assets.sources import SOURCES
 
-INGEST_JOB = "ingest"
+LAND_JOB = "land"
 
 
 def build_inbox_sensor(settings: Settings):
     @sensor(
         name="inbox_sensor",
-        job_name=INGEST_JOB,
+        job_name=LAND_JOB,
         minimum_interval_seconds=15,
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Requests an ingest run when new files appear under {settings.inbox}",

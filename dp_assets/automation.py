@@ -1,0 +1,178 @@
+"""Unattended operation: what keeps the platform current without anybody clicking.
+
+- The inbox sensor starts a ``land`` run when files arrive (``landing/sensor.py``).
+- Formatted, exploitation, each pipeline's sandbox and features, and predictions follow through
+  declarative automation (``AutomationCondition.eager()``): a run for whatever is downstream of an
+  update, no hand-written job chains.
+- Training (model -> evaluation -> champion) runs daily on a schedule, and when a monitoring signal
+  of a pipeline fails (``retrain_on_degradation``).
+- ``fail_dead_runs`` fails runs whose process was killed, so the run queue moves on.
+- Freshness policies flag exploitation tables and predictions not updated for a day (the UI shows
+  their state; Dagster evaluates them without a sensor).
+"""
+
+import datetime as dt
+import json
+import os
+
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
+    DagsterEventType,
+    DagsterRunStatus,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    FreshnessPolicy,
+    RunRequest,
+    RunsFilter,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    define_asset_job,
+    sensor,
+)
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from dp_assets.analysis.spec import PipelineSpec
+
+TRAINING_STEPS = ("model", "evaluation", "champion")
+FRESH_TABLES = ("customers", "meter_readings", "daily_consumption")
+FRESHNESS = dt.timedelta(hours=26)  # daily data, with two hours of slack for a late delivery
+FRESHNESS_WARN = dt.timedelta(hours=24)
+TRAIN_CRON = "0 3 * * *"  # daily, after the night's deliveries
+
+
+def with_automation_policy(assets: list, pipelines: list[PipelineSpec]) -> list:
+    """The same assets with the platform's automation policy applied in one place:
+
+    - ``AutomationCondition.eager()`` on everything that follows new data by itself: all but
+      landing (started by the inbox sensor) and training (scheduled);
+    - a freshness policy on the integrated tables and the predictions.
+    """
+    from dagster import map_asset_specs
+
+    follow = {
+        AssetKey([p.name, s]) for p in pipelines for s in ("sandbox", "features", "predictions")
+    }
+    fresh = {AssetKey(["exploitation", n]) for n in FRESH_TABLES} | {
+        AssetKey([p.name, "predictions"]) for p in pipelines
+    }
+
+    def policy(spec):
+        if spec.group_name in ("formatted", "exploitation") or spec.key in follow:
+            spec = spec.replace_attributes(automation_condition=AutomationCondition.eager())
+        if spec.key in fresh:
+            spec = spec.replace_attributes(
+                freshness_policy=FreshnessPolicy.time_window(
+                    fail_window=FRESHNESS, warn_window=FRESHNESS_WARN
+                )
+            )
+        return spec
+
+    return list(map_asset_specs(policy, assets))
+
+
+automation_sensor = AutomationConditionSensorDefinition(
+    "automation",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,  # the implicit default sensor starts stopped
+    minimum_interval_seconds=15,
+    description="Evaluates the eager automation conditions: formatted, exploitation, features, predictions",
+)
+
+
+def training(pipelines: list[PipelineSpec]):
+    """The training job, its daily schedule and the retraining hook."""
+    keys = [AssetKey([p.name, step]) for p in pipelines for step in TRAINING_STEPS]
+    job = define_asset_job(
+        "train_models",
+        selection=AssetSelection.assets(*keys),
+        description="Train, evaluate and gate every pipeline's model",
+    )
+    schedule = ScheduleDefinition(
+        name="train_daily",
+        job=job,
+        cron_schedule=TRAIN_CRON,
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
+    )
+    return job, schedule, build_retrain_sensor(pipelines, job.name)
+
+
+def build_retrain_sensor(pipelines: list[PipelineSpec], job_name: str):
+    """Retrain a pipeline when one of its monitoring checks (``spec.retrain_on``) newly fails."""
+
+    @sensor(
+        name="retrain_on_degradation",
+        job_name=job_name,
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Starts training for a pipeline whose drift or live-accuracy check failed",
+    )
+    def retrain_on_degradation(context: SensorEvaluationContext):
+        seen = json.loads(context.cursor or "{}")
+        requests = []
+        for spec in pipelines:
+            for asset_name, check_name in spec.retrain_on:
+                check = AssetCheckKey(AssetKey([spec.name, asset_name]), check_name)
+                record = context.instance.get_latest_asset_check_evaluation_record(check)
+                if record is None or record.id <= seen.get(check.to_user_string(), 0):
+                    continue
+                seen[check.to_user_string()] = record.id
+                if record.status == AssetCheckExecutionRecordStatus.FAILED:
+                    requests.append(
+                        RunRequest(
+                            run_key=f"retrain-{spec.name}-{record.id}",
+                            asset_selection=[AssetKey([spec.name, s]) for s in TRAINING_STEPS],
+                            tags={"dp/retrain_reason": check.to_user_string()},
+                        )
+                    )
+        context.update_cursor(json.dumps(seen))
+        return requests or SkipReason("no monitoring check newly failed")
+
+    return retrain_on_degradation
+
+
+@sensor(
+    name="fail_dead_runs",
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Marks as failed a started run whose process is gone (killed, machine rebooted), "
+    "so the run queue and the warehouse pool move on. Local deployments only",
+)
+def fail_dead_runs(context: SensorEvaluationContext):
+    from dagster._core.launcher import DefaultRunLauncher
+
+    instance = context.instance
+    if not isinstance(instance.run_launcher, DefaultRunLauncher):
+        return SkipReason("only for the local run launcher: other launchers monitor their workers")
+    failed = []
+    for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED])):
+        pid = worker_pid(instance, run.run_id)
+        if pid is not None and not process_alive(pid):
+            instance.report_run_failed(
+                run, message=f"the run's process (pid {pid}) is gone: killed or lost"
+            )
+            failed.append(run.run_id)
+    return SkipReason(f"failed dead runs: {failed}" if failed else "no dead runs")
+
+
+def worker_pid(instance, run_id: str) -> int | None:
+    records = instance.get_records_for_run(
+        run_id, of_type=DagsterEventType.RUN_START, limit=1
+    ).records
+    event = records[0].event_log_entry.dagster_event if records else None
+    return event.pid if event else None
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
