@@ -129,6 +129,10 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     )
     def features(warehouse: Warehouse):
         source = warehouse.query(f"SELECT * FROM {table('sandbox')}")
+        if source.is_empty():
+            raise Failure(
+                f"{name}: the sandbox is empty: the exploitation zone has no data for it yet"
+            )
         built = spec.build_examples(source)
         leaks = future_leaks(spec, source, built)  # on all examples, before the split drops some
         try:
