@@ -12,7 +12,7 @@ PORT ?= 5001
 # Only the mlflow commands below get this; the platform reads MLFLOW_TRACKING_URI itself.
 MLFLOW_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(DP_DATA_DIR)/mlflow.db)
 
-.PHONY: demo test lint ui mlflow-ui serve summary home clean help
+.PHONY: demo test lint system-deps ui mlflow-ui serve summary home clean help
 
 help:
 	@echo "make demo   - install, generate sample data, materialize every asset, print a summary"
@@ -45,8 +45,22 @@ demo: $(BIN)/dp home
 summary: $(BIN)/dp
 	$(BIN)/dp summary
 
-test: lint
+test: lint system-deps
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+# System packages the end-to-end tests use: headless Chromium (the lineage page) and a PostgreSQL
+# server (the Postgres-backed instance). Installed with apt when missing; without root those
+# tests skip and say why.
+MISSING_SYSTEM := $(if $(shell command -v chromium),,chromium) $(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql)
+system-deps:
+	@if [ -n "$(strip $(MISSING_SYSTEM))" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(strip $(MISSING_SYSTEM)) with apt"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(MISSING_SYSTEM) >/dev/null; \
+	  else \
+	    echo "missing $(strip $(MISSING_SYSTEM)) and not root: the browser and PostgreSQL tests will skip"; \
+	  fi; \
+	fi
 
 lint: $(BIN)/dp
 	$(BIN)/ruff check dp_assets dp_assets_tests

@@ -12,6 +12,7 @@ setup(
         "dagster-duckdb",
         "dagster-duckdb-polars",
         "dagster-mlflow",
+        "dagster-postgres",  # deploy/dagster.yaml: PostgreSQL instance storage
         "mlflow>=3,<4",
         # duckdb 2.0 breaks dagster-duckdb-polars (no DuckDBPyConnection.arrow); see FIELD_NOTES.
         "duckdb>=1.1,<2",
