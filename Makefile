@@ -45,8 +45,10 @@ demo: $(BIN)/dp home
 summary: $(BIN)/dp
 	$(BIN)/dp summary
 
+# The daemon test holds a two-minute deadline: it runs alone, after the parallel tests.
 test: lint system-deps
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 # System packages the end-to-end tests use: headless Chromium (the lineage page) and a PostgreSQL
 # server (the Postgres-backed instance). Installed with apt when missing; without root those

@@ -21,7 +21,7 @@ import pytest
 from dp_assets.sample_data import SampleParams, generate
 from dp_assets_tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 BIN = Path(sys.executable).parent
 DROPPED = 50
 GROUPS = ("landing", "formatted", "exploitation", "energy_forecast", "customer_churn")
