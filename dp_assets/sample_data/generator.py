@@ -106,6 +106,22 @@ class Writer:
         )
         return path
 
+    def redeliver(
+        self, source: str, name: str, copy_of: str, data: bytes, arrival: dt.datetime, records: int
+    ) -> None:
+        """The same content again under another name: the landing must recognise it."""
+        self.write(source, name, data, arrival, records, kind="duplicate_delivery")
+        self.manifest.duplicate_deliveries.append(
+            {"source": source, "file": name, "copy_of": copy_of}
+        )
+
+    def malformed(
+        self, source: str, name: str, data: bytes, arrival: dt.datetime, problem: str
+    ) -> None:
+        """A file the formatted zone must quarantine, with a reason matching ``problem``."""
+        self.write(source, name, data, arrival, None, kind="malformed")
+        self.manifest.file_problems.append({"source": source, "file": name, "kind": problem})
+
 
 def generate(data_dir: Path, params: SampleParams = SampleParams()) -> Manifest:
     rng = np.random.default_rng(params.seed)
@@ -339,28 +355,16 @@ def write_vendor_a(
     name, text, day = first_day
     # A re-delivery of the first day under another name, and a re-send with the wrong delimiter.
     copy = name.replace(".csv", " (1).csv")
-    writer.write(
-        "meters_vendor_a",
-        copy,
-        text.encode(),
-        arrival_for(day, True),
-        text.count("\n") - 1,
-        kind="duplicate_delivery",
-    )
-    writer.manifest.duplicate_deliveries.append(
-        {"source": "meters_vendor_a", "file": copy, "copy_of": name}
+    writer.redeliver(
+        "meters_vendor_a", copy, name, text.encode(), arrival_for(day, True), text.count("\n") - 1
     )
     resend = name.replace(".csv", "_resend.csv")
-    writer.write(
+    writer.malformed(
         "meters_vendor_a",
         resend,
         text.replace(";", ",").encode(),
         arrival_for(day, True),
-        None,
-        kind="malformed",
-    )
-    writer.manifest.file_problems.append(
-        {"source": "meters_vendor_a", "file": resend, "kind": "wrong_delimiter"}
+        "wrong_delimiter",
     )
 
 
@@ -404,16 +408,9 @@ def write_vendor_b(
         )
         first = first or (name, day)
     garbage = first[0].replace(".jsonl", "_corrupt.jsonl")
-    writer.write(
-        "meters_vendor_b",
-        garbage,
-        bytes(rng.integers(0, 256, 4096, dtype=np.uint8)),
-        arrival_for(first[1], True),
-        None,
-        kind="malformed",
-    )
-    writer.manifest.file_problems.append(
-        {"source": "meters_vendor_b", "file": garbage, "kind": "binary_garbage"}
+    noise = bytes(rng.integers(0, 256, 4096, dtype=np.uint8))
+    writer.malformed(
+        "meters_vendor_b", garbage, noise, arrival_for(first[1], True), "binary_garbage"
     )
 
 
@@ -440,29 +437,18 @@ def write_weather(rng, weather: pl.DataFrame, writer: Writer, params: SamplePara
                 for i, p in enumerate(part["problem"]) if p == "null_value"
             ]  # fmt: skip
             if day_index == 0 and provider == "skycast":
-                copy = name.replace(".json", "_resent.json")
-                writer.write(
+                late = arrival_for(day, True)
+                writer.redeliver(
                     "weather",
-                    copy,
+                    name.replace(".json", "_resent.json"),
+                    name,
                     document.encode(),
-                    arrival_for(day, True),
+                    late,
                     len(observations),
-                    kind="duplicate_delivery",
                 )
-                writer.manifest.duplicate_deliveries.append(
-                    {"source": "weather", "file": copy, "copy_of": name}
-                )
-                partial = name.replace(".json", "_partial.json")
-                writer.write(
-                    "weather",
-                    partial,
-                    document[: len(document) // 2].encode(),
-                    arrival_for(day, True),
-                    None,
-                    kind="malformed",
-                )
-                writer.manifest.file_problems.append(
-                    {"source": "weather", "file": partial, "kind": "truncated_json"}
+                cut = document[: len(document) // 2].encode()
+                writer.malformed(
+                    "weather", name.replace(".json", "_partial.json"), cut, late, "truncated_json"
                 )
 
 
@@ -545,10 +531,7 @@ def write_tariffs(writer: Writer, params: SampleParams) -> None:
         writer.write("tariffs", f"tariffs_{month:%Y-%m}.csv", ("tariff,month,price_pln_per_kwh\n" + "\n".join(rows) + "\n").encode(), _utc(month, 0), len(rows))  # fmt: skip
         month = (month + dt.timedelta(days=32)).replace(day=1)
         index += 1
-    writer.write("tariffs", "tariffs_empty.csv", b"", _utc(first, 1), None, kind="malformed")
-    writer.manifest.file_problems.append(
-        {"source": "tariffs", "file": "tariffs_empty.csv", "kind": "empty_file"}
-    )
+    writer.malformed("tariffs", "tariffs_empty.csv", b"", _utc(first, 1), "empty_file")
 
 
 def clear_inbox_tree(data_dir: Path) -> None:
