@@ -32,6 +32,7 @@ from dagster import (
     SensorEvaluationContext,
     SkipReason,
     define_asset_job,
+    map_asset_specs,
     sensor,
 )
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
@@ -52,8 +53,6 @@ def with_automation_policy(assets: list, pipelines: list[PipelineSpec]) -> list:
       landing (started by the inbox sensor) and training (scheduled);
     - a freshness policy on the integrated tables and the predictions.
     """
-    from dagster import map_asset_specs
-
     follow = {
         AssetKey([p.name, s]) for p in pipelines for s in ("sandbox", "features", "predictions")
     }
@@ -116,6 +115,7 @@ def build_retrain_sensor(pipelines: list[PipelineSpec], job_name: str):
         seen = json.loads(context.cursor or "{}")
         requests = []
         for spec in pipelines:
+            failed = []  # one training per pipeline, however many of its signals failed
             for asset_name, check_name in spec.retrain_on:
                 check = AssetCheckKey(AssetKey([spec.name, asset_name]), check_name)
                 record = context.instance.get_latest_asset_check_evaluation_record(check)
@@ -123,13 +123,15 @@ def build_retrain_sensor(pipelines: list[PipelineSpec], job_name: str):
                     continue
                 seen[check.to_user_string()] = record.id
                 if record.status == AssetCheckExecutionRecordStatus.FAILED:
-                    requests.append(
-                        RunRequest(
-                            run_key=f"retrain-{spec.name}-{record.id}",
-                            asset_selection=[AssetKey([spec.name, s]) for s in TRAINING_STEPS],
-                            tags={"dp/retrain_reason": check.to_user_string()},
-                        )
+                    failed.append((record.id, check.to_user_string()))
+            if failed:
+                requests.append(
+                    RunRequest(
+                        run_key=f"retrain-{spec.name}-{max(failed)[0]}",
+                        asset_selection=[AssetKey([spec.name, s]) for s in TRAINING_STEPS],
+                        tags={"dp/retrain_reason": ", ".join(name for _, name in sorted(failed))},
                     )
+                )
         context.update_cursor(json.dumps(seen))
         return requests or SkipReason("no monitoring check newly failed")
 
