@@ -68,12 +68,10 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
     files = scan_inbox(settings.inbox, SOURCES)
     with warehouse.transaction() as conn:
         ensure_table(conn, MANIFEST, Delivery)
-        landed = dict(
-            ((source, sha), path)
-            for source, sha, path in conn.execute(
-                f"SELECT source, sha256, landed_path FROM {MANIFEST} WHERE NOT redelivery"
-            ).fetchall()
-        )
+        first_copies = f"SELECT source, sha256, landed_path FROM {MANIFEST} WHERE NOT redelivery"
+        landed = {
+            (source, sha): path for source, sha, path in conn.execute(first_copies).fetchall()
+        }
         recorded = {
             delivery_key(*row)
             for row in conn.execute(
@@ -95,9 +93,8 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
         stored = conn.execute(
             f"SELECT * FROM {MANIFEST} WHERE landed_at = ?", [rows["landed_at"].max()]
         ).pl()
-    clear_inbox(
-        files
-    )  # only after the manifest is committed: a crash before this re-lands, never loses
+    # Only after the manifest is committed: a crash before this lands the files again, never loses.
+    clear_inbox(files)
 
     stray = rows.filter(pl.col("source") == UNKNOWN_SOURCE)
     for row in stray.iter_rows(named=True):
