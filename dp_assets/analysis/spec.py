@@ -43,9 +43,8 @@ class PipelineSpec:
     validation_days: int = 14  # the most recent labelled as-of days are the validation window
     lgbm_params: dict = field(default_factory=dict)
     num_boost_round: int = 300
-    monotone: dict[str, int] = field(
-        default_factory=dict
-    )  # feature -> +1 / -1 (LightGBM constraint)
+    # Feature -> +1 or -1: a LightGBM monotone constraint (the prediction only rises, or falls).
+    monotone: dict[str, int] = field(default_factory=dict)
     precision_at_k: int = 20  # classification: how many top-scored customers count
     segments: tuple[str, ...] = ("region", "tariff")
     # (asset, check) under the pipeline whose failure starts a retraining: the monitoring signals.

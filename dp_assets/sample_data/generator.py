@@ -74,9 +74,8 @@ class Manifest:
     duplicate_deliveries: list[dict] = field(default_factory=list)
     dropped_readings: list[dict] = field(default_factory=list)
     unknown_meters: list[str] = field(default_factory=list)  # readings of meters no CRM lists
-    orphaned_meters: list[str] = field(
-        default_factory=list
-    )  # meters whose only CRM record is rejected
+    # Meters whose only CRM record is rejected: their readings have no known owner.
+    orphaned_meters: list[str] = field(default_factory=list)
     migrating_meters: list[str] = field(default_factory=list)
     people: list[dict] = field(default_factory=list)
 
@@ -161,9 +160,8 @@ def make_weather(rng: np.random.Generator, start: dt.date, days: int) -> pl.Data
     for offset, region in zip((-2.0, 2.0, -1.0, 1.0, 0.0), REGIONS):
         doy = hours.dt.ordinal_day().to_numpy()
         hour = hours.dt.hour().to_numpy()
-        noise = np.repeat(
-            np.cumsum(rng.normal(0, 1.2, days)) * 0.6, 24
-        )  # multi-day weather systems
+        # A random walk per day: weather systems that last several days.
+        noise = np.repeat(np.cumsum(rng.normal(0, 1.2, days)) * 0.6, 24)
         temp = (
             8
             - 11 * np.cos(2 * np.pi * (doy - 20) / 365)
