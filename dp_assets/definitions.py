@@ -13,6 +13,7 @@ from dp_assets.analysis.factory import build_pipeline_assets
 from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.exploitation.assets import EXPLOITATION_ASSETS, EXPLOITATION_CHECKS
 from dp_assets.formatted.assets import FORMATTED_ASSETS
+from dp_assets.governance.assets import build_data_dictionary_asset
 from dp_assets.landing.assets import landing
 from dp_assets.automation import (
     automation_sensor,
@@ -40,6 +41,7 @@ def build_defs(settings: Settings | None = None) -> Definitions:
         *EXPLOITATION_ASSETS,
         *(a for spec in pipelines for a in build_pipeline_assets(spec)),
     ]
+    assets.append(build_data_dictionary_asset(assets))
     train_job, train_schedule, retrain_sensor = training(pipelines)
     return Definitions(
         # Cross-cutting policy in one place: what automation keeps current.

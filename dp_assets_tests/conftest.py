@@ -10,6 +10,7 @@ from dagster import AssetSelection, DagsterInstance, Definitions
 
 from dp_assets.definitions import build_defs
 from dp_assets.resources import Warehouse
+from dp_assets.sample_data import SampleParams, generate
 from dp_assets.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,3 +72,22 @@ def platform(tmp_path, monkeypatch) -> Platform:
     platform = Platform(tmp_path)
     yield platform
     platform.instance.dispose()
+
+
+# Enough history for the 30-day churn horizon, a validation window and training; seed 3 has
+# churners in both windows.
+WORLD = SampleParams(days=100, meters=40, seed=3)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Sample data materialized through every asset, pipelines and governance included."""
+    mp = pytest.MonkeyPatch()
+    isolate(mp)
+    platform = Platform(tmp_path_factory.mktemp("world"))
+    generate(platform.settings.data_dir, WORLD)
+    result = platform.materialize()
+    assert result.success
+    yield platform, result
+    platform.instance.dispose()
+    mp.undo()

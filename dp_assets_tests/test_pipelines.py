@@ -25,27 +25,8 @@ from dp_assets.analysis.leakage import future_leaks
 from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.analysis.schema import Example
 from dp_assets.analysis.spec import Gate, PipelineSpec
-from dp_assets.sample_data import SampleParams, generate
 
 pytestmark = pytest.mark.slow
-# Enough history for the 30-day churn horizon, a validation window and training; seed 3 has
-# churners in both windows.
-PARAMS = SampleParams(days=100, meters=40, seed=3)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from dp_assets_tests.conftest import Platform, isolate
-
-    mp = pytest.MonkeyPatch()
-    isolate(mp)
-    platform = Platform(tmp_path_factory.mktemp("pipelines"))
-    generate(platform.settings.data_dir, PARAMS)
-    result = platform.materialize()
-    assert result.success
-    yield platform, result
-    platform.instance.dispose()
-    mp.undo()
 
 
 def tracking(platform):

@@ -1,0 +1,148 @@
+"""Dagster wiring of the governance zone: the data dictionary as a table and a document."""
+
+import os
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetKey,
+    MetadataValue,
+    asset,
+)
+
+from dp_assets.governance.dictionary import (
+    CatalogTable,
+    DataDictionaryRow,
+    build_dictionary,
+    catalog_entry,
+    markdown_document,
+)
+from dp_assets.metadata import OWNER, WAREHOUSE_POOL, markdown, spec_metadata, stored_table_results
+from dp_assets.resources import DataDir, Warehouse
+from dp_assets.resources.tables import replace_table_with
+
+TABLE = "governance.data_dictionary"
+KEY = AssetKey(["governance", "data_dictionary"])
+STORED_COLUMNS = """
+    SELECT schema_name || '.' || table_name AS table_name, column_name, data_type AS stored_type
+    FROM duckdb_columns() WHERE database_name = current_database() AND NOT internal
+"""
+
+
+def _value(metadata_value):
+    return getattr(metadata_value, "value", metadata_value)
+
+
+def catalog(specs: list) -> list[CatalogTable]:
+    """One entry per stored table, from the asset specs (the first asset writing a shared table)."""
+    by_key = {spec.key: spec for spec in specs}
+    tables: dict[str, CatalogTable] = {}
+    for spec in sorted(specs, key=lambda s: s.key):
+        table = _value(spec.metadata.get("dagster/table_name"))
+        if not table or table in tables:
+            continue
+        zone, name = spec.key.path[0], spec.key.path[-1]
+        landing = (
+            by_key.get(AssetKey(["landing", name.removesuffix("_rejects")]))
+            if zone == "formatted"
+            else None
+        )
+        tables[table] = CatalogTable(
+            table=table,
+            asset=spec.key.to_user_string(),
+            zone=spec.group_name,
+            owner=", ".join(spec.owners),
+            description=spec.description or "",
+            upstream=[dep.asset_key.to_user_string() for dep in spec.deps],
+            source_format=_value(landing.metadata.get("physical/format")) if landing else None,
+            columns=[
+                (c.name, c.type, c.description)
+                for c in spec.metadata["dagster/column_schema"].columns
+            ],
+        )
+    return list(tables.values()) + bookkeeping_tables()
+
+
+def bookkeeping_tables() -> list[CatalogTable]:
+    """Tables several assets share, declared here since no single asset owns them."""
+    from dp_assets.formatted.assets import OUTCOMES
+    from dp_assets.formatted.schema import FileOutcome
+    from dp_assets.sources import SOURCES
+
+    return [
+        catalog_entry(
+            OUTCOMES,
+            FileOutcome,
+            asset="formatted/<source> (each its own rows)",
+            zone="formatted",
+            owner=OWNER,
+            upstream=[f"landing/{s}" for s in SOURCES],
+            source_format=None,
+        )  # fmt: skip
+    ]
+
+
+def build_data_dictionary_asset(assets: list):
+    """The dictionary of the tables ``assets`` store; lineage shows it downstream of them all."""
+    specs = [spec for a in assets for spec in a.specs]
+    itself = catalog_entry(
+        TABLE, DataDictionaryRow, asset=KEY.to_user_string(), zone="governance", owner=OWNER,
+        upstream=["every table above"], source_format=None,
+    )  # fmt: skip
+    tables = [*catalog(specs), itself]
+    upstream = [spec.key for spec in specs if "dagster/table_name" in spec.metadata]
+
+    @asset(
+        key=KEY,
+        description=f"Every table of every zone with its columns, types, descriptions, PII flag, owner, "
+        f"source format and upstream assets ({TABLE}, and docs/data_dictionary.md in the data dir), "
+        "generated from the Pandera schemas and the asset graph",
+        group_name="governance",
+        owners=[OWNER],
+        kinds={"duckdb", "markdown"},
+        code_version="1",
+        deps=upstream,
+        metadata=spec_metadata(DataDictionaryRow, TABLE),
+        check_specs=[
+            AssetCheckSpec(
+                "schema",
+                asset=KEY,
+                blocking=True,
+                description="Stored rows pass the Pandera schema",
+            ),
+            AssetCheckSpec(
+                "every_column_described",
+                asset=KEY,
+                description="Every column stored in the warehouse has a description in a Pandera schema",
+            ),
+        ],
+        pool=WAREHOUSE_POOL,
+    )
+    def data_dictionary(data_dir: DataDir, warehouse: Warehouse):
+        with warehouse.transaction() as conn:
+            dictionary = build_dictionary(tables, conn.execute(STORED_COLUMNS).pl())
+            replace_table_with(conn, TABLE, dictionary)
+            document = data_dir.settings.data_dir / "docs" / "data_dictionary.md"
+            document.parent.mkdir(parents=True, exist_ok=True)
+            tmp = document.with_suffix(".tmp")
+            tmp.write_text(markdown_document(dictionary, tables))
+            os.replace(tmp, document)
+            materialization, check = stored_table_results(
+                conn, TABLE, DataDictionaryRow, KEY, tables=MetadataValue.int(len(tables)),
+                document=MetadataValue.path(str(document)),
+            )  # fmt: skip
+        undescribed = dictionary.filter(dictionary["description"].is_null())
+        yield materialization
+        yield check
+        yield AssetCheckResult(
+            check_name="every_column_described",
+            passed=undescribed.is_empty(),
+            metadata={
+                "undescribed columns": MetadataValue.int(undescribed.height),
+                "columns": markdown(
+                    undescribed.select("table_name", "column_name", "stored_type"), rows=50
+                ),
+            },
+        )
+
+    return data_dictionary
