@@ -10,6 +10,7 @@ import pandera.polars as pa
 import polars as pl
 from dagster import (
     AssetCheckResult,
+    AssetCheckSpec,
     AssetCheckSeverity,
     AssetKey,
     MaterializeResult,
@@ -71,6 +72,13 @@ def stored_table_results(
         ),
         schema_check(schema, stored, asset_key=key),
     )
+
+
+def schema_check_spec(
+    key, description: str = "Stored rows pass the Pandera schema"
+) -> AssetCheckSpec:
+    """The blocking check every stored table has; ``schema_check`` yields its result."""
+    return AssetCheckSpec("schema", asset=key, blocking=True, description=description)
 
 
 def schema_check(

@@ -41,7 +41,13 @@ from dp_assets.analysis.schema import EvaluationRow, Prediction, Promotion
 from dp_assets.analysis.spec import PipelineSpec
 from dp_assets.analysis.timeseries import NotEnoughHistory, split_by_time
 from dp_assets.frames import polars_schema
-from dp_assets.metadata import WAREHOUSE_POOL, markdown, spec_metadata, stored_table_results
+from dp_assets.metadata import (
+    WAREHOUSE_POOL,
+    markdown,
+    spec_metadata,
+    stored_table_results,
+    schema_check_spec,
+)
 from dp_assets.resources import MlflowTracking, Warehouse
 from dp_assets.resources.tables import (
     ensure_table,
@@ -83,12 +89,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         return f"{name}.{asset_name}"
 
     def schema_spec(asset_name: str) -> AssetCheckSpec:
-        return AssetCheckSpec(
-            "schema",
-            asset=key(asset_name),
-            blocking=True,
-            description="Stored rows pass the Pandera schema",
-        )
+        return schema_check_spec(key(asset_name))
 
     common = dict(group_name=name, owners=[spec.owner], code_version=version, pool=WAREHOUSE_POOL)
 

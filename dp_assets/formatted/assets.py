@@ -35,6 +35,7 @@ from dp_assets.metadata import (
     schema_check,
     spec_metadata,
     table_metadata,
+    schema_check_spec,
 )
 from dp_assets.resources import DataDir, Warehouse
 from dp_assets.resources.tables import ensure_table, insert, replace_where, row_count
@@ -96,15 +97,8 @@ def build_formatted_asset(source: Source):
             ),
         ],
         check_specs=[
-            AssetCheckSpec(
-                "schema",
-                asset=key,
-                blocking=True,
-                description="Stored rows pass the Pandera schema",
-            ),
-            AssetCheckSpec(
-                "schema", asset=rejects_key, blocking=True, description="Rejects are well-formed"
-            ),
+            schema_check_spec(key),
+            schema_check_spec(rejects_key, "Rejects are well-formed"),
             AssetCheckSpec(
                 "file_outcomes",
                 asset=key,

@@ -17,7 +17,14 @@ from dp_assets.governance.dictionary import (
     catalog_entry,
     markdown_document,
 )
-from dp_assets.metadata import OWNER, WAREHOUSE_POOL, markdown, spec_metadata, stored_table_results
+from dp_assets.metadata import (
+    OWNER,
+    WAREHOUSE_POOL,
+    markdown,
+    spec_metadata,
+    stored_table_results,
+    schema_check_spec,
+)
 from dp_assets.resources import DataDir, Warehouse
 from dp_assets.resources.tables import replace_table_with
 
@@ -104,12 +111,7 @@ def build_data_dictionary_asset(assets: list):
         deps=upstream,
         metadata=spec_metadata(DataDictionaryRow, TABLE),
         check_specs=[
-            AssetCheckSpec(
-                "schema",
-                asset=KEY,
-                blocking=True,
-                description="Stored rows pass the Pandera schema",
-            ),
+            schema_check_spec(KEY),
             AssetCheckSpec(
                 "every_column_described",
                 asset=KEY,

@@ -2,7 +2,6 @@
 
 import polars as pl
 from dagster import (
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetSpec,
     MaterializeResult,
@@ -21,6 +20,7 @@ from dp_assets.metadata import (
     schema_check,
     spec_metadata,
     table_metadata,
+    schema_check_spec,
 )
 from dp_assets.resources import DataDir, Warehouse
 from dp_assets.resources.tables import ensure_table, insert
@@ -52,13 +52,7 @@ SPECS = [
     name="landing",
     specs=SPECS,
     check_specs=[
-        AssetCheckSpec(
-            "schema",
-            asset=spec.key,
-            blocking=True,
-            description="Manifest rows pass the Pandera schema",
-        )
-        for spec in SPECS
+        schema_check_spec(spec.key, "Manifest rows pass the Pandera schema") for spec in SPECS
     ],
     pool=WAREHOUSE_POOL,
 )
