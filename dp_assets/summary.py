@@ -11,19 +11,19 @@ from dp_assets.resources.warehouse import Warehouse
 from dp_assets.settings import Settings
 
 
-def summarize(settings: Settings, ui_hint: str = "make ui") -> str:
+def summarize(settings: Settings) -> str:
     if not settings.warehouse.exists():
         return f"No warehouse yet at {settings.warehouse}: run `make demo` first."
     lines = []
     with Warehouse(database=str(settings.warehouse), lock_timeout_s=5).get_connection() as conn:
-        zones = ("landing", "formatted", "exploitation", *PIPELINES)
+        zones = ("landing", "formatted", "exploitation", *PIPELINES, "governance")
         tables = conn.execute(
-            "SELECT schema_name || '.' || table_name AS table, estimated_size FROM duckdb_tables() "
+            "SELECT schema_name || '.' || table_name AS table FROM duckdb_tables() "
             "WHERE list_contains(?, schema_name) ORDER BY list_position(?, schema_name), table_name",
             [list(zones), list(zones)],
         ).fetchall()
         lines.append("Tables (rows):")
-        for table, _ in tables:
+        for (table,) in tables:
             lines.append(
                 f"  {table:<42} {conn.execute(f'SELECT count(*) FROM {table}').fetchone()[0]:>10,}"
             )
@@ -34,7 +34,7 @@ def summarize(settings: Settings, ui_hint: str = "make ui") -> str:
             " UNION ALL ".join(
                 f"SELECT '{t.split('.')[1].removesuffix('_rejects')}' AS source, "
                 f"{reason_group()} AS reason FROM {t}"
-                for t, _ in tables
+                for (t,) in tables
                 if t.endswith("_rejects")
             )
             or "SELECT NULL AS source, NULL AS reason WHERE false",
@@ -56,7 +56,8 @@ def summarize(settings: Settings, ui_hint: str = "make ui") -> str:
         f"Warehouse: {settings.warehouse}",
         f"  query it: .venv/bin/duckdb -readonly {settings.warehouse}",
         "  (close the shell before the next run: DuckDB lets one process at a time open the file)",
-        f"UI: `{ui_hint}` then open http://127.0.0.1:3000 (lineage, checks, metadata)",
+        f"Data dictionary: {settings.data_dir / 'docs' / 'data_dictionary.md'}",
+        "UI: `make ui` then open http://127.0.0.1:3000 (lineage, checks, metadata)",
     ]
     return "\n".join(lines)
 
