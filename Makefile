@@ -65,8 +65,8 @@ system-deps:
 	fi
 
 lint: $(BIN)/dp
-	$(BIN)/ruff check dp_assets dp_assets_tests
-	$(BIN)/ruff format --check dp_assets dp_assets_tests
+	$(BIN)/ruff check dp_assets dp_assets_tests bench
+	$(BIN)/ruff format --check dp_assets dp_assets_tests bench
 
 ui: $(BIN)/dp home
 	$(BIN)/dagster dev -h $(HOST) -p $(UI_PORT)
