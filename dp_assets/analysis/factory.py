@@ -278,7 +278,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             examples.filter(pl.col("split") == "train"),
             examples.filter(pl.col("split") == "validation"),
         )
-        booster = _booster(mlflow_tracking, name, challenger.version)
+        booster = mlflow_tracking.load_lightgbm(name, challenger.version)
         predictors = {"challenger": (int(challenger.version), booster.predict(feature_matrix(validation, spec))),
                       "baseline": (None, spec.baseline(train, validation))}  # fmt: skip
         if champion is not None and champion.version != challenger.version:
@@ -481,13 +481,6 @@ def _require(value, message: str):
     return value
 
 
-def _booster(tracking: MlflowTracking, name: str, model_version: str | int):
-    import mlflow.lightgbm
-
-    tracking.client()  # the registry URI is process-global in MLflow: set it for this resource
-    return mlflow.lightgbm.load_model(f"models:/{name}/{model_version}")
-
-
 def _predict(
     tracking: MlflowTracking,
     name: str,
@@ -495,7 +488,7 @@ def _predict(
     frame: pl.DataFrame,
     spec: PipelineSpec,
 ) -> np.ndarray:
-    return _booster(tracking, name, model_version).predict(feature_matrix(frame, spec))
+    return tracking.load_lightgbm(name, model_version).predict(feature_matrix(frame, spec))
 
 
 def feature_matrix(frame: pl.DataFrame, spec: PipelineSpec):

@@ -42,3 +42,10 @@ class MlflowTracking(ConfigurableResource):
             return self.client().get_model_version_by_alias(name, alias)
         except MlflowException:
             return None
+
+    def load_lightgbm(self, name: str, version: str | int):
+        """A registered LightGBM model version, from this resource's registry."""
+        import mlflow.lightgbm
+
+        self.client()  # MLflow's registry URI is process-global: point it at this resource first
+        return mlflow.lightgbm.load_model(f"models:/{name}/{version}")
