@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -58,6 +59,20 @@ class Platform:
 
     def frame(self, query: str):
         return self.warehouse.query(query)
+
+
+def cli_env(
+    root: Path, instance_yaml: Path = REPO / "dagster.yaml", **extra: str
+) -> dict[str, str]:
+    """Environment for running `dagster`/`dp` as subprocesses: a data dir and a Dagster home under
+    ``root`` (``instance_yaml`` copied in), a fixed PII key, MLflow in the data dir."""
+    home = root / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(instance_yaml, home / "dagster.yaml")
+    env = {**os.environ, "DP_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(home)}
+    env.update(DP_PII_KEY="test-key-not-a-secret", **extra)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dp_assets_tests.conftest import REPO
+from dp_assets_tests.conftest import REPO, cli_env
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -26,16 +24,7 @@ def run(args: list[str], env: dict) -> subprocess.CompletedProcess:
 
 
 def test_dagster_asset_materialize_all_as_ci_would(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DP_DATA_DIR": str(tmp_path / "data"),
-        "DAGSTER_HOME": str(home),
-        "DP_PII_KEY": "cli-key",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = cli_env(tmp_path)
 
     # Enough history for both analytical pipelines (a 30-day churn horizon, validation and training).
     out = run(

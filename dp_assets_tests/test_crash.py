@@ -4,7 +4,6 @@ writing and before committing), run through the same CLI as CI and users."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import duckdb
 import pytest
 
 from dp_assets.sample_data import SampleParams, generate
-from dp_assets_tests.conftest import REPO
+from dp_assets_tests.conftest import REPO, cli_env
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -60,11 +59,8 @@ def snapshot(data_dir: Path, queries: list[str]) -> dict:
     ["landing:copied", "formatted.meters_vendor_b:written", "exploitation.meter_readings:written"],
 )
 def test_sigkill_mid_write_keeps_the_last_good_tables(tmp_path, point):
-    data, home = tmp_path / "data", tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DP_DATA_DIR": str(data), "DAGSTER_HOME": str(home), "DP_PII_KEY": "crash"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = cli_env(tmp_path)
+    data, home = Path(env["DP_DATA_DIR"]), Path(env["DAGSTER_HOME"])
     manifest = generate(data, SampleParams(days=6, meters=12, seed=4))
     late = [f for f in manifest.files if f["late"]]
     held = tmp_path / "held"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dp_assets.sample_data import SampleParams, generate
-from dp_assets_tests.conftest import REPO
+from dp_assets_tests.conftest import REPO, cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 BIN = Path(sys.executable).parent
@@ -80,16 +80,8 @@ def test_files_dropped_while_the_daemon_runs_flow_through_every_zone(tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("chromium is not installed: `make test` installs Debian's chromium package")
-    data, home = tmp_path / "data", tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DP_DATA_DIR": str(data),
-        "DAGSTER_HOME": str(home),
-        "DP_PII_KEY": "daemon",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = cli_env(tmp_path)
+    data = Path(env["DP_DATA_DIR"])
 
     # History first (as CI would materialize it), then the last 50 deliveries arrive at once.
     manifest = generate(data, SampleParams(days=112, meters=40, seed=3))

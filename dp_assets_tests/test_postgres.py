@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dp_assets.sample_data import SampleParams, generate
-from dp_assets_tests.conftest import REPO
+from dp_assets_tests.conftest import REPO, cli_env
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -79,23 +79,15 @@ def postgres():
 def test_backbone_materializes_on_a_postgres_instance(tmp_path, postgres):
     import psycopg2
 
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    connection = {
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_PORT": str(postgres),
-        "DAGSTER_PG_USERNAME": "dagster",
-        "DAGSTER_PG_PASSWORD": "trust-auth-ignores-it",
-        "DAGSTER_PG_DB": "dagster",
-    }
-    env = {
-        **os.environ,
-        **connection,
-        "DP_DATA_DIR": str(tmp_path / "data"),
-        "DAGSTER_HOME": str(home),
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = cli_env(
+        tmp_path,
+        REPO / "deploy" / "dagster.yaml",
+        DAGSTER_PG_HOST="127.0.0.1",
+        DAGSTER_PG_PORT=str(postgres),
+        DAGSTER_PG_USERNAME="dagster",
+        DAGSTER_PG_PASSWORD="trust-auth-ignores-it",
+        DAGSTER_PG_DB="dagster",
+    )
     generate(tmp_path / "data", SampleParams(days=4, meters=6, seed=8))
     result = subprocess.run(
         [str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", "--select",
