@@ -5,7 +5,7 @@
   declarative automation (``AutomationCondition.eager()``): a run for whatever is downstream of an
   update, no hand-written job chains.
 - Training (model -> evaluation -> champion) runs daily on a schedule, and when a monitoring signal
-  of a pipeline fails (``retrain_on_degradation``).
+  of a pipeline fails or an erasure removed someone it learned from (``retrain_on_degradation``).
 - ``fail_dead_runs`` fails runs whose process was killed, so the run queue moves on.
 - Freshness policies flag exploitation tables and predictions not updated for a day (the UI shows
   their state; Dagster evaluates them without a sensor).
@@ -18,6 +18,7 @@ import os
 from dagster import (
     AssetCheckKey,
     AssetKey,
+    AssetRecordsFilter,
     AssetSelection,
     AutomationCondition,
     AutomationConditionSensorDefinition,
@@ -38,12 +39,14 @@ from dagster import (
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from dp_assets.analysis.spec import PipelineSpec
+from dp_assets.governance.erasure_job import ERASURE_KEY, RETRAIN_METADATA
 
 TRAINING_STEPS = ("model", "evaluation", "champion")
 FRESH_TABLES = ("customers", "meter_readings", "daily_consumption")
 FRESHNESS = dt.timedelta(hours=26)  # daily data, with two hours of slack for a late delivery
 FRESHNESS_WARN = dt.timedelta(hours=24)
 TRAIN_CRON = "0 3 * * *"  # daily, after the night's deliveries
+ERASURES = "erasures"  # the retrain sensor's cursor entry for erasure events
 
 
 def with_automation_policy(assets: list, pipelines: list[PipelineSpec]) -> list:
@@ -102,20 +105,36 @@ def training(pipelines: list[PipelineSpec]):
 
 
 def build_retrain_sensor(pipelines: list[PipelineSpec], job_name: str):
-    """Retrain a pipeline when one of its monitoring checks (``spec.retrain_on``) newly fails."""
+    """Retrain a pipeline when one of its monitoring checks (``spec.retrain_on``) newly fails, or
+    when an erasure removed a person it was trained on."""
 
     @sensor(
         name="retrain_on_degradation",
         job_name=job_name,
         minimum_interval_seconds=60,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Starts training for a pipeline whose drift or live-accuracy check failed",
+        description="Starts training for a pipeline whose drift or live-accuracy check failed, or "
+        "whose training data lost a person to an erasure",
     )
     def retrain_on_degradation(context: SensorEvaluationContext):
         seen = json.loads(context.cursor or "{}")
+        erasures = context.instance.fetch_materializations(
+            AssetRecordsFilter(ERASURE_KEY, after_storage_id=seen.get(ERASURES, 0)),
+            limit=1000,
+            ascending=True,
+        ).records
+        # pipeline -> (run-key part, reason): erasures that touched its data, then failed checks
+        erased: dict[str, list[tuple[str, str]]] = {}
+        for record in erasures:
+            metadata = record.asset_materialization.metadata
+            for name in metadata[RETRAIN_METADATA].value:
+                erased.setdefault(name, []).append(
+                    (f"e{record.storage_id}", f"erasure {metadata['erasure_id'].value}")
+                )
+            seen[ERASURES] = record.storage_id
         requests = []
         for spec in pipelines:
-            failed = []  # one training per pipeline, however many of its signals failed
+            failed = erased.get(spec.name, [])  # one training per pipeline, however many signals
             for asset_name, check_name in spec.retrain_on:
                 check = AssetCheckKey(AssetKey([spec.name, asset_name]), check_name)
                 record = context.instance.get_latest_asset_check_evaluation_record(check)
@@ -123,17 +142,17 @@ def build_retrain_sensor(pipelines: list[PipelineSpec], job_name: str):
                     continue
                 seen[check.to_user_string()] = record.id
                 if record.status == AssetCheckExecutionRecordStatus.FAILED:
-                    failed.append((record.id, check.to_user_string()))
+                    failed.append((f"c{record.id}", check.to_user_string()))
             if failed:
                 requests.append(
                     RunRequest(
-                        run_key=f"retrain-{spec.name}-{max(failed)[0]}",
+                        run_key=f"retrain-{spec.name}-{'-'.join(sorted(p for p, _ in failed))}",
                         asset_selection=[AssetKey([spec.name, s]) for s in TRAINING_STEPS],
                         tags={"dp/retrain_reason": ", ".join(name for _, name in sorted(failed))},
                     )
                 )
         context.update_cursor(json.dumps(seen))
-        return requests or SkipReason("no monitoring check newly failed")
+        return requests or SkipReason("no monitoring check newly failed, no erasure")
 
     return retrain_on_degradation
 

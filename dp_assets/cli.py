@@ -1,10 +1,13 @@
-"""The ``dp`` command: ``dp sample-data`` writes raw files into the inbox, ``dp summary`` reports."""
+"""The ``dp`` command: ``dp sample-data`` writes raw files into the inbox, ``dp summary`` reports,
+``dp erase`` removes one person from every zone."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import sys
+from pathlib import Path
 
 from dp_assets.settings import Settings
 
@@ -26,6 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2024, 1, 15),
                         help="first day, YYYY-MM-DD (default 2024-01-15)")  # fmt: skip
     commands.add_parser("summary", help="tables with row counts, rejects, quarantined files")
+    erase = commands.add_parser(
+        "erase",
+        help="remove one person from every zone (runs the erase_customer job; audit in "
+        "governance.erasure_log)",
+    )
+    erase.add_argument("--customer", required=True, help="platform customer id, CUS-...")
+    erase.add_argument("--requested-by", default=getpass.getuser(),
+                       help="who asks, kept in the audit log (default: your user name)")  # fmt: skip
+    erase.add_argument("--reason", default="", help="why, e.g. the request's ticket")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
 
@@ -47,6 +59,45 @@ def main(argv: list[str] | None = None) -> int:
         from dp_assets.summary import summarize
 
         print(summarize(settings))
+    elif args.command == "erase":
+        return run_erasure(settings, args.customer, args.requested_by, args.reason)
+    return 0
+
+
+def run_erasure(settings: Settings, customer_id: str, requested_by: str, reason: str) -> int:
+    """Run the erase_customer job in this process, recorded in the Dagster instance like any run."""
+    import os
+
+    from dagster import DagsterInstance
+
+    from dp_assets.definitions import build_defs
+    from dp_assets.governance.erasure_job import ERASE_JOB
+
+    # The Makefile's default, so the run lands in the same instance the UI and daemon read.
+    os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir / "dagster_home"))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    config = {"customer_id": customer_id, "requested_by": requested_by, "reason": reason}
+    with DagsterInstance.get() as instance:
+        result = (
+            build_defs(settings)
+            .get_job_def(ERASE_JOB)
+            .execute_in_process(
+                run_config={"ops": {"erase": {"config": config}}},
+                instance=instance,
+                raise_on_error=False,
+            )
+        )
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        error = failure.step_failure_data.error if failure else None
+        print(f"erasure failed: {error.message.strip() if error else 'see the run ' + result.run_id}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    (log,) = result.asset_materializations_for_node("erase")[-1:]
+    print(f"{log.description}; run {result.run_id}")
+    for name, value in log.metadata.items():
+        if name != "entries":
+            print(f"  {name}: {getattr(value, 'value', value)}")
     return 0
 
 

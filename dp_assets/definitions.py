@@ -7,13 +7,14 @@ editing code; ``defs`` is the default, configured from the environment.
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+from dagster import AssetKey, AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from dp_assets.analysis.factory import build_pipeline_assets
 from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.exploitation.assets import EXPLOITATION_ASSETS, EXPLOITATION_CHECKS
 from dp_assets.formatted.assets import FORMATTED_ASSETS
 from dp_assets.governance.assets import build_data_dictionary_asset
+from dp_assets.governance.erasure_job import build_erasure_job, erasure_log_spec
 from dp_assets.landing.assets import landing
 from dp_assets.automation import (
     automation_sensor,
@@ -41,13 +42,15 @@ def build_defs(settings: Settings | None = None) -> Definitions:
         *EXPLOITATION_ASSETS,
         *(a for spec in pipelines for a in build_pipeline_assets(spec)),
     ]
-    assets.append(build_data_dictionary_asset(assets))
+    written_by_jobs = [erasure_log_spec]  # tables ops write: in lineage, not materializable
+    assets.append(build_data_dictionary_asset([*assets, *written_by_jobs]))
     train_job, train_schedule, retrain_sensor = training(pipelines)
+    erase_job = build_erasure_job(stored_tables(assets), [p.name for p in pipelines])
     return Definitions(
         # Cross-cutting policy in one place: what automation keeps current.
-        assets=with_automation_policy(assets, pipelines),
+        assets=[*with_automation_policy(assets, pipelines), *written_by_jobs],
         asset_checks=EXPLOITATION_CHECKS,
-        jobs=[land_job, train_job],
+        jobs=[land_job, train_job, erase_job],
         schedules=[train_schedule],
         sensors=[build_inbox_sensor(settings), automation_sensor, retrain_sensor, fail_dead_runs],
         resources={
@@ -62,6 +65,15 @@ def build_defs(settings: Settings | None = None) -> Definitions:
         # in parallel anyway; one process avoids ~5 s of start-up per step (FIELD_NOTES).
         executor=in_process_executor,
     )
+
+
+def stored_tables(assets: list) -> dict[str, AssetKey]:
+    """DuckDB table -> the asset that stores it (the first, for a table several assets share)."""
+    tables: dict[str, AssetKey] = {}
+    for spec in (spec for a in assets for spec in a.specs):
+        if table := spec.metadata.get("dagster/table_name"):
+            tables.setdefault(getattr(table, "value", table), spec.key)
+    return tables
 
 
 defs = build_defs()

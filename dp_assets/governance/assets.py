@@ -6,6 +6,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetKey,
+    AssetsDefinition,
     MetadataValue,
     asset,
 )
@@ -90,8 +91,9 @@ def bookkeeping_tables() -> list[CatalogTable]:
 
 
 def build_data_dictionary_asset(assets: list):
-    """The dictionary of the tables ``assets`` store; lineage shows it downstream of them all."""
-    specs = [spec for a in assets for spec in a.specs]
+    """The dictionary of the tables ``assets`` (assets or specs) store; lineage shows it downstream
+    of them all."""
+    specs = [spec for a in assets for spec in (a.specs if isinstance(a, AssetsDefinition) else [a])]
     itself = catalog_entry(
         TABLE, DataDictionaryRow, asset=KEY.to_user_string(), zone="governance", owner=OWNER,
         upstream=["every table above"], source_format=None,

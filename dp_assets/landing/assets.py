@@ -10,6 +10,7 @@ from dagster import (
 )
 
 from dp_assets.failpoints import crash_point
+from dp_assets.governance.erasure import ERASURE_LOG, erased_originals
 from dp_assets.frames import polars_schema
 from dp_assets.landing.schema import UNKNOWN_SOURCE, Delivery
 from dp_assets.landing.store import clear_inbox, delivery_key, land_files, scan_inbox
@@ -23,11 +24,15 @@ from dp_assets.metadata import (
     schema_check_spec,
 )
 from dp_assets.resources import DataDir, Warehouse
-from dp_assets.resources.tables import ensure_table, insert
+from dp_assets.resources.tables import ensure_table, insert, table_exists
 from dp_assets.sources import SOURCES
 
 MANIFEST = "landing.deliveries"
 CODE_VERSION = "1"
+# An erased file's original content, delivered again, is a re-delivery of today's version.
+ERASED_FILES = (
+    f"SELECT sha256_before, sha256_after FROM {ERASURE_LOG} WHERE object_kind = 'landed_file'"
+)
 LISTED_COLUMNS = ["source", "original_name", "size_bytes", "sha256", "arrival_time", "redelivery"]
 
 SPECS = [
@@ -66,6 +71,9 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
         landed = {
             (source, sha): path for source, sha, path in conn.execute(first_copies).fetchall()
         }
+        if table_exists(conn, ERASURE_LOG):
+            rewrites = dict(conn.execute(ERASED_FILES).fetchall())
+            landed |= erased_originals(rewrites, landed)
         recorded = {
             delivery_key(*row)
             for row in conn.execute(

@@ -16,7 +16,7 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,9 +106,19 @@ def landed_relpath(file: InboxFile, sha256: str) -> Path:
 
 def copy_immutable(source: Path, target: Path) -> None:
     """Copy through a temporary name and rename, then make the copy read-only."""
+    _commit_immutable(target, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def write_immutable(target: Path, data: bytes) -> None:
+    """``copy_immutable`` for content in memory (an erasure's rewritten file)."""
+    _commit_immutable(target, lambda tmp: tmp.write_bytes(data))
+
+
+def _commit_immutable(target: Path, write: Callable[[Path], object]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
+    tmp.unlink(missing_ok=True)  # a crashed attempt's leftover is read-only: cannot be overwritten
+    write(tmp)
     os.chmod(tmp, 0o444)
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())

@@ -53,3 +53,14 @@ def replace_table_with(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.Da
 
 def row_count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
     return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    schema, name = table.split(".")
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ?",
+            [schema, name],
+        ).fetchone()[0]
+    )

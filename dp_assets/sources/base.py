@@ -76,6 +76,9 @@ class Source:
     homogenize: Callable[[pl.DataFrame, FileContext], pl.DataFrame]
     version: str
     pii_columns: tuple[str, ...] = ()
+    # Typed columns that say whom a record is about (each tuple one way to match a person): what an
+    # erasure request looks for. Only line-based formats can have one, since erasure blanks lines.
+    subject_keys: tuple[tuple[str, ...], ...] = ()
 
 
 # --- decoding -----------------------------------------------------------------------------------

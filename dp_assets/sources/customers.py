@@ -167,4 +167,5 @@ SOURCE = Source(
     homogenize=homogenize,
     version="1",
     pii_columns=PII_COLUMNS,
+    subject_keys=(("source_system", "source_customer_id"), ("meter_id",)),
 )

@@ -64,4 +64,5 @@ SOURCE = Source(
     parse=parse,
     homogenize=homogenize,
     version="1",
+    subject_keys=(("meter_id",),),  # a household's consumption is personal data
 )

@@ -1,0 +1,438 @@
+"""Dagster wiring of erasure: the ``erase_customer`` job and the ``governance.erasure_log`` it writes.
+
+``dp erase --customer <id>`` runs the same job. In one warehouse transaction the op:
+
+1. finds the person (``exploitation.customer_id_map``, their CRM records, meters and emails);
+2. rewrites each landed file holding their records with those lines blanked (a new immutable file
+   named by its new hash; the old one is deleted only after the commit), and moves the manifest,
+   the formatted rows and the file outcomes over to the new hash, minus the person's records;
+3. deletes their rows from every other table with a customer, meter or CRM id column
+   (exploitation, each pipeline's sandbox, features and predictions);
+4. verifies no table still holds a row of theirs (else everything rolls back);
+5. tags every model version of the pipelines that trained on them ``retrain_required`` and appends
+   the audit entries; the ``retrain_on_degradation`` sensor then starts their retraining.
+
+Afterwards it records a materialization of each asset it changed, so lineage shows the erasure
+and automation refreshes what depends on them.
+"""
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    AssetSpec,
+    Config,
+    Failure,
+    MetadataValue,
+    OpExecutionContext,
+    job,
+    op,
+)
+
+from dp_assets.formatted.assets import OUTCOMES
+from dp_assets.formatted.process import read_file
+from dp_assets.formatted.schema import FileOutcome
+from dp_assets.frames import polars_schema
+from dp_assets.governance.erasure import (
+    ERASURE_LOG,
+    ErasureLogEntry,
+    Subject,
+    UnknownCustomer,
+    blank_lines,
+    matching_records,
+    renamed_for,
+    sha256_hex,
+)
+from dp_assets.landing.assets import MANIFEST
+from dp_assets.landing.store import write_immutable
+from dp_assets.metadata import OWNER, markdown, schema_check, spec_metadata
+from dp_assets.resources import DataDir, MlflowTracking, Warehouse
+from dp_assets.resources.tables import ensure_table, insert, row_count, table_exists
+from dp_assets.settings import Settings
+from dp_assets.sources import SOURCES
+from dp_assets.sources.base import FileContext
+
+ERASURE_KEY = AssetKey(["governance", "erasure_log"])
+ERASE_JOB = "erase_customer"
+RETRAIN_METADATA = "retrain pipelines"  # read by the retrain sensor
+RETRAIN_TAG = "retrain_required"
+# Landing and formatted rows are removed by file and record (step 2); the log is the audit itself.
+BY_FILE_SCHEMAS = ("landing", "formatted")
+
+erasure_log_spec = AssetSpec(
+    ERASURE_KEY,
+    description=f"Audit trail of erasure requests ({ERASURE_LOG}): per request, each landed file "
+    "rewritten (hashes before and after), each table and row count, each model version marked for "
+    f"retraining. Written by the {ERASE_JOB} job (dp erase), never by a materialization",
+    group_name="governance",
+    owners=[OWNER],
+    kinds={"duckdb"},
+    metadata=spec_metadata(ErasureLogEntry, ERASURE_LOG),
+)
+
+
+class EraseConfig(Config):
+    customer_id: str
+    """Platform customer id (CUS-...), as in exploitation.customers."""
+    requested_by: str
+    """Who asked: kept in the audit log."""
+    reason: str = ""
+    """Why, e.g. the ticket of the data subject's request."""
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    source: str
+    sha_before: str
+    path_before: str
+    sha_after: str
+    path_after: str
+    size_bytes: int
+    record_nos: list[int]
+
+
+def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
+    """The job; ``table_keys`` maps stored tables to their assets (for the lineage events)."""
+
+    @op(
+        name="erase",
+        out={},  # it yields events only
+        description="Remove one person from every zone, log the erasure, mark models for retraining",
+    )
+    def erase(
+        context: OpExecutionContext,
+        config: EraseConfig,
+        data_dir: DataDir,
+        warehouse: Warehouse,
+        mlflow_tracking: MlflowTracking,
+    ):
+        settings = data_dir.settings
+        now = dt.datetime.now(dt.UTC)
+        erasure_id = f"ERA-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        written: list[Path] = []
+        try:
+            with warehouse.transaction() as conn:
+                ensure_table(conn, ERASURE_LOG, ErasureLogEntry)
+                subject = find_subject(conn, config.customer_id)
+                rewrites, unreadable = rewrite_landed_files(conn, settings, subject, written)
+                removed = apply_rewrites(conn, rewrites) | delete_subject_rows(conn, subject)
+                if left := remaining_rows(conn, subject):
+                    raise Failure(
+                        f"rows of {subject.customer_id} would remain in {left}: nothing erased"
+                    )
+                outcomes = conn.execute(
+                    f"SELECT * FROM {OUTCOMES} WHERE file_sha256 IN (SELECT unnest(?))",
+                    [[r.sha_after for r in rewrites]],
+                ).pl()
+                consistent = schema_check(FileOutcome, outcomes)
+                if not consistent.passed:
+                    raise Failure("file outcomes would no longer add up after the rewrite: nothing erased",
+                                  metadata=consistent.metadata)  # fmt: skip
+                retrain = sorted(
+                    {t.split(".")[0] for t, n in removed.items() if n} & set(pipelines)
+                )
+                models = mark_for_retraining(mlflow_tracking, retrain, erasure_id)
+                entries = audit_entries(
+                    config, erasure_id, now, rewrites, unreadable, removed, models
+                )
+                insert(conn, ERASURE_LOG, entries)
+                counts = {t: row_count(conn, t) for t in removed if removed[t]}
+                superseded = superseded_files(conn)
+        except UnknownCustomer as error:
+            raise Failure(str(error)) from None
+        except BaseException:
+            for path in written:  # the transaction rolled back: its new files are strays
+                path.unlink(missing_ok=True)
+            raise
+        for path in superseded:  # only now: until the commit, the old versions are the record
+            (settings.data_dir / path).unlink(missing_ok=True)
+        with warehouse.get_connection() as conn:
+            conn.execute("CHECKPOINT")  # write the deletions into the database file now
+
+        for table, rows in removed.items():
+            if rows and table in table_keys:
+                yield _changed(table_keys[table], erasure_id, rows, counts[table])
+        for source in sorted({r.source for r in rewrites}):
+            files = [r for r in rewrites if r.source == source]
+            yield _changed(AssetKey(["landing", source]), erasure_id, None, None,
+                           **{"files rewritten": MetadataValue.int(len(files))})  # fmt: skip
+        context.log.info(
+            f"{erasure_id}: erased {subject.customer_id} from {len(rewrites)} landed files and "
+            f"{sum(1 for n in removed.values() if n)} tables; retraining {retrain or 'nothing'}"
+        )
+        yield AssetMaterialization(
+            ERASURE_KEY,
+            description=f"{erasure_id}: {subject.customer_id} erased",
+            metadata={
+                "erasure_id": erasure_id,
+                "customer_id": subject.customer_id,
+                "landed files rewritten": MetadataValue.int(len(rewrites)),
+                "unreadable files to review": MetadataValue.int(len(unreadable)),
+                "rows removed": MetadataValue.int(sum(removed.values())),
+                RETRAIN_METADATA: MetadataValue.json(retrain),
+                "entries": markdown(entries.drop("customer_id"), rows=50),
+            },
+        )
+
+    @job(
+        name=ERASE_JOB,
+        description="Erase one person from every zone on request (config: customer_id, "
+        "requested_by, reason); the audit trail is governance.erasure_log",
+    )
+    def erase_customer():
+        erase()
+
+    return erase_customer
+
+
+def _changed(key: AssetKey, erasure_id: str, rows: int | None, count: int | None, **extra):
+    metadata = {"erasure_id": erasure_id, **extra}
+    if rows is not None:
+        metadata |= {
+            "rows removed": MetadataValue.int(rows),
+            "dagster/row_count": MetadataValue.int(count),
+        }
+    return AssetMaterialization(key, description=f"rows of one person removed by {erasure_id}", metadata=metadata)  # fmt: skip
+
+
+# --- the steps --------------------------------------------------------------------------------------
+
+
+def find_subject(conn: duckdb.DuckDBPyConnection, customer_id: str) -> Subject:
+    if not table_exists(conn, "exploitation.customer_id_map"):
+        raise UnknownCustomer(
+            "no exploitation.customer_id_map yet: materialize the exploitation zone first"
+        )
+    records = conn.execute(
+        "SELECT source_system, source_customer_id FROM exploitation.customer_id_map WHERE customer_id = ?",
+        [customer_id],
+    ).pl()
+    if records.is_empty():
+        before = conn.execute(
+            f"SELECT erasure_id, erased_at FROM {ERASURE_LOG} WHERE customer_id = ? LIMIT 1",
+            [customer_id],
+        ).fetchone()
+        raise UnknownCustomer(
+            f"{customer_id} is not a customer: erased by {before[0]} on {before[1]:%Y-%m-%d %H:%M} UTC"
+            if before
+            else f"{customer_id} is not a customer id in exploitation.customers (ids look like CUS-0A1B2C3D4E)"
+        )
+    conn.register("_records", records)
+    try:
+        mine = conn.execute(
+            "SELECT f.meter_id, f.email_pseudonym FROM formatted.customers f "
+            "JOIN _records USING (source_system, source_customer_id)"
+        ).pl()
+        current = conn.execute(
+            "SELECT meter_id FROM exploitation.customers WHERE customer_id = ?", [customer_id]
+        ).pl()
+    finally:
+        conn.unregister("_records")
+    return Subject(
+        customer_id,
+        {
+            ("customer_id",): pl.DataFrame({"customer_id": [customer_id]}),
+            ("source_system", "source_customer_id"): records,
+            ("meter_id",): pl.concat([mine.select("meter_id"), current]).drop_nulls().unique(),
+            ("email_pseudonym",): mine.select("email_pseudonym").drop_nulls().unique(),
+        },
+    )
+
+
+LANDED = f"""
+    SELECT DISTINCT sha256, landed_path, original_name FROM {MANIFEST}
+    WHERE source = ? AND NOT redelivery ORDER BY landed_path
+"""
+
+
+def rewrite_landed_files(
+    conn: duckdb.DuckDBPyConnection, settings: Settings, subject: Subject, written: list[Path]
+) -> tuple[list[Rewrite], list[tuple[str, str, str]]]:
+    """Write each landed file holding the subject's records anew without them (appending the new
+    paths to ``written``); return the rewrites and the (source, path, reason) of unreadable files."""
+    pii_key = settings.pii_key()
+    rewrites, unreadable = [], []
+    for source in (s for s in SOURCES.values() if s.subject_keys):
+        for sha, path, name in conn.execute(LANDED, [source.name]).fetchall():
+            data = (settings.data_dir / path).read_bytes()
+            read = read_file(source, data, FileContext(sha, name, pii_key))
+            if read.quarantine_reason:
+                unreadable.append((source.name, path, sha, read.quarantine_reason))
+                continue
+            record_nos = matching_records(read.typed, subject, source.subject_keys)
+            if not record_nos:
+                continue
+            new = blank_lines(data, set(record_nos), source.physical.encoding)
+            new_sha = sha256_hex(new)
+            if conn.execute(
+                f"SELECT 1 FROM {MANIFEST} WHERE source = ? AND sha256 = ?", [source.name, new_sha]
+            ).fetchone():
+                raise Failure(
+                    f"{path} without the person's records equals another landed file of "
+                    f"{source.name} (sha256 {new_sha}); merging the two is not supported: nothing erased"
+                )
+            new_path = renamed_for(path, sha, new_sha)
+            write_immutable(settings.data_dir / new_path, new)
+            written.append(settings.data_dir / new_path)
+            rewrites.append(
+                Rewrite(source.name, sha, path, new_sha, new_path, len(new), record_nos)
+            )
+    return rewrites, unreadable
+
+
+def apply_rewrites(conn: duckdb.DuckDBPyConnection, rewrites: list[Rewrite]) -> dict[str, int]:
+    """Point the warehouse at the rewritten files: drop the erased records from the formatted
+    tables, recount the file outcomes, replace the hashes and paths. Returns rows removed per table."""
+    removed: dict[str, int] = {}
+    if not rewrites:
+        return removed
+    erased = pl.DataFrame(
+        [(r.sha_before, n) for r in rewrites for n in r.record_nos],
+        schema={"file_sha256": pl.String, "record_no": pl.Int64},
+        orient="row",
+    )
+    files = (
+        pl.DataFrame(rewrites)
+        .drop("record_nos")
+        .with_columns(records=pl.Series([len(r.record_nos) for r in rewrites], dtype=pl.Int64))
+    )
+    conn.register("_erased", erased)
+    conn.register("_files", files)
+    try:
+        for source in files["source"].unique().sort():
+            counts = {}
+            for column, table in (("rows_formatted", f"formatted.{source}"),
+                                  ("rows_rejected", f"formatted.{source}_rejects")):  # fmt: skip
+                removed[table] = conn.execute(
+                    f"DELETE FROM {table} t USING _erased e "
+                    "WHERE t.file_sha256 = e.file_sha256 AND t.record_no = e.record_no"
+                ).fetchone()[0]
+                counts[column] = (
+                    f"(SELECT count(*) FROM {table} t WHERE t.file_sha256 = f.sha_before)"
+                )
+            conn.execute(
+                f"""UPDATE {OUTCOMES} o SET records_in = o.records_in - f.records,
+                    rows_formatted = {counts["rows_formatted"]}, rows_rejected = {counts["rows_rejected"]}
+                FROM _files f WHERE o.source = f.source AND o.file_sha256 = f.sha_before AND f.source = ?""",
+                [source],
+            )
+        for table in _tables_with(conn, "file_sha256"):
+            conn.execute(
+                f"UPDATE {table} t SET file_sha256 = f.sha_after FROM _files f WHERE t.file_sha256 = f.sha_before"
+            )
+        conn.execute(
+            f"UPDATE {MANIFEST} d SET sha256 = f.sha_after, size_bytes = f.size_bytes "
+            "FROM _files f WHERE d.source = f.source AND d.sha256 = f.sha_before"
+        )
+        conn.execute(  # re-deliveries point at the first copy too
+            f"UPDATE {MANIFEST} d SET landed_path = f.path_after FROM _files f WHERE d.landed_path = f.path_before"
+        )
+    finally:
+        conn.unregister("_erased")
+        conn.unregister("_files")
+    return removed
+
+
+def delete_subject_rows(conn: duckdb.DuckDBPyConnection, subject: Subject) -> dict[str, int]:
+    """Delete the subject's rows from every table past the formatted zone; rows removed per table."""
+    removed = {}
+    for table, columns in _subject_columns(conn, subject).items():
+        if table.split(".")[0] in BY_FILE_SCHEMAS or table == ERASURE_LOG:
+            continue
+        removed[table] = 0
+        for key in columns:
+            removed[table] += _on_key(conn, "DELETE FROM", table, key, subject.keys[key])
+    return removed
+
+
+def remaining_rows(conn: duckdb.DuckDBPyConnection, subject: Subject) -> dict[str, int]:
+    """Rows of the subject still stored anywhere but the audit log (should be none)."""
+    left = {}
+    for table, columns in _subject_columns(conn, subject).items():
+        if table != ERASURE_LOG:
+            found = sum(
+                _on_key(conn, "SELECT count(*) FROM", table, k, subject.keys[k]) for k in columns
+            )
+            if found:
+                left[table] = found
+    return left
+
+
+def _on_key(conn, statement: str, table: str, key: tuple[str, ...], values: pl.DataFrame) -> int:
+    """``DELETE FROM`` / ``SELECT count(*) FROM`` the rows of ``table`` matching ``values`` on ``key``."""
+    if values.is_empty():
+        return 0
+    conn.register("_key", values)
+    try:
+        match = " AND ".join(f"t.{c} = k.{c}" for c in key)
+        return conn.execute(
+            f"{statement} {table} t WHERE EXISTS (SELECT 1 FROM _key k WHERE {match})"
+        ).fetchone()[0]
+    finally:
+        conn.unregister("_key")
+
+
+def _subject_columns(conn, subject: Subject) -> dict[str, list[tuple[str, ...]]]:
+    """Tables -> the subject keys all of whose columns they have."""
+    columns: dict[str, set[str]] = {}
+    for table, column in conn.execute(
+        "SELECT schema_name || '.' || table_name, column_name FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND NOT internal"
+    ).fetchall():
+        columns.setdefault(table, set()).add(column)
+    found = {t: [k for k in subject.keys if set(k) <= cs] for t, cs in sorted(columns.items())}
+    return {t: keys for t, keys in found.items() if keys}
+
+
+def _tables_with(conn, column: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT schema_name || '.' || table_name FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND NOT internal AND column_name = ?",
+        [column],
+    ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+def mark_for_retraining(
+    tracking: MlflowTracking, pipelines: list[str], erasure_id: str
+) -> list[str]:
+    """Tag every registered version of these pipelines' models: they learned from erased data."""
+    client = tracking.client()
+    marked = []
+    for name in pipelines:
+        for version in client.search_model_versions(f"name = '{name}'"):
+            client.set_model_version_tag(name, version.version, RETRAIN_TAG, erasure_id)
+            marked.append(f"{name} v{version.version}")
+    return marked
+
+
+def audit_entries(config: EraseConfig, erasure_id: str, now: dt.datetime, rewrites: list[Rewrite],
+                  unreadable: list, removed: dict[str, int], models: list[str]) -> pl.DataFrame:  # fmt: skip
+    common = {"erasure_id": erasure_id, "customer_id": config.customer_id,
+              "requested_by": config.requested_by, "reason": config.reason or None, "erased_at": now}  # fmt: skip
+    rows = [
+        *({"object_kind": "landed_file", "object": r.path_after, "rows_removed": len(r.record_nos),
+           "sha256_before": r.sha_before, "sha256_after": r.sha_after} for r in rewrites),
+        *({"object_kind": "unreadable_file", "object": path, "sha256_before": sha,
+           "note": f"could not be parsed, so not inspected ({reason}): review by hand"}
+          for _, path, sha, reason in unreadable),
+        *({"object_kind": "table", "object": t, "rows_removed": n} for t, n in sorted(removed.items()) if n),
+        *({"object_kind": "model", "object": m, "note": f"tagged {RETRAIN_TAG}; retraining requested"}
+          for m in models),
+    ]  # fmt: skip
+    return pl.DataFrame([common | row for row in rows], schema=polars_schema(ErasureLogEntry))
+
+
+def superseded_files(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Landed paths every logged rewrite replaced (deleted after the commit; listing all of them
+    also finishes the deletions of an erasure that died between its commit and its cleanup)."""
+    rows = conn.execute(
+        f"SELECT object, sha256_before, sha256_after FROM {ERASURE_LOG} WHERE object_kind = 'landed_file'"
+    ).fetchall()
+    return [renamed_for(path, after, before) for path, before, after in rows]

@@ -1,0 +1,301 @@
+"""Erasure on request: `dp erase` removes one person from every zone of a fully materialized world,
+leaves everyone else byte for byte, logs the audit trail, marks the models, and keeps them gone."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pytest
+from dagster import RunRequest, build_sensor_context
+
+from dp_assets.analysis.pipelines import PIPELINES
+from dp_assets.automation import build_retrain_sensor
+from dp_assets.governance.erasure import (
+    Subject,
+    blank_lines,
+    erased_originals,
+    matching_records,
+    renamed_for,
+    sha256_hex,
+)
+from dp_assets.sample_data import generate
+from dp_assets.sources import SOURCES
+from dp_assets.sources.base import decode
+from dp_assets.sources.schema import canonical_meter_id
+from dp_assets_tests.conftest import REPO, WORLD, Platform, cli_env, isolate
+
+pytestmark = pytest.mark.slow
+
+
+# --- the pure parts ---------------------------------------------------------------------------------
+
+
+def test_blank_lines_keeps_every_other_byte():
+    data = b"\xef\xbb\xbfh;a\r\nMTR-1;x\r\nMTR-2;y\r\nMTR-1;z"
+    assert blank_lines(data, {2, 4}) == b"\xef\xbb\xbfh;a\r\n\r\nMTR-2;y\r\n"
+    assert blank_lines(b"a\nb\n", set()) == b"a\nb\n"
+    with pytest.raises(ValueError, match="line 3"):
+        blank_lines(b"a\nb\n", {3})
+
+
+def test_matching_records_by_any_key():
+    subject = Subject(
+        "CUS-0000000001",
+        {
+            ("meter_id",): pl.DataFrame({"meter_id": ["MTR-000001"]}),
+            ("source_system", "source_customer_id"): pl.DataFrame(
+                {"source_system": ["crm_beta"], "source_customer_id": ["7"]}
+            ),
+        },
+    )
+    typed = pl.DataFrame({
+        "record_no": [2, 3, 4, 5],
+        "meter_id": ["MTR-000001", "MTR-000002", None, "MTR-000003"],
+        "source_system": ["crm_alpha", "crm_beta", "crm_beta", "crm_alpha"],
+        "source_customer_id": ["1", "7", "7", "7"],
+    })  # fmt: skip
+    assert matching_records(typed, subject, SOURCES["customers"].subject_keys) == [2, 3, 4]
+    assert matching_records(typed, subject, (("meter_id",),)) == [2]
+
+
+def test_an_erased_files_original_maps_to_its_latest_version():
+    landed = {("customers", "c"): "landing/customers/x_c_export.csv"}
+    assert renamed_for("landing/a/120000_aaaaaaaaaaaa_f.csv", "a" * 64, "b" * 64) == (
+        "landing/a/120000_bbbbbbbbbbbb_f.csv"
+    )
+    assert erased_originals({"a": "b", "b": "c"}, landed) == {
+        ("customers", "a"): landed[("customers", "c")],
+        ("customers", "b"): landed[("customers", "c")],
+    }
+
+
+# --- on a materialized world ------------------------------------------------------------------------
+
+
+@dataclass
+class Erased:
+    platform: Platform
+    root: Path
+    customer_id: str
+    person: dict  # the generator's ground truth: clear name, email, street, meter
+    records: set[tuple[str, str]]  # the person's CRM records
+    files_before: dict[str, bytes]
+    files_after: dict[str, bytes]
+    tables_before: dict[str, pl.DataFrame]
+    tables_after: dict[str, pl.DataFrame]
+    log: pl.DataFrame
+    cli: subprocess.CompletedProcess
+
+
+def landed_files(platform: Platform) -> dict[str, bytes]:
+    root = platform.settings.data_dir
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted((root / "landing").rglob("*"))
+        if p.is_file()
+    }
+
+
+def tables(platform: Platform) -> dict[str, pl.DataFrame]:
+    names = platform.sql(
+        "SELECT schema_name || '.' || table_name FROM duckdb_tables() "
+        "WHERE database_name = current_database() AND schema_name <> 'governance'"
+    )
+    return {name: platform.frame(f"SELECT * FROM {name}") for (name,) in names}
+
+
+def dp_erase(root: Path, customer_id: str) -> subprocess.CompletedProcess:
+    args = [str(REPO / ".venv/bin/dp"), "erase", "--customer", customer_id]
+    args += ["--requested-by", "dpo@example.com", "--reason", "request #42"]
+    return subprocess.run(
+        args, env=cli_env(root), cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def erased(tmp_path_factory) -> Erased:
+    mp = pytest.MonkeyPatch()
+    isolate(mp)
+    root = tmp_path_factory.mktemp("erasure")
+    platform = Platform(root)
+    manifest = generate(platform.settings.data_dir, WORLD)
+    assert platform.materialize().success
+    people = {p["meter_id"]: p for p in manifest.people}
+    # Someone both CRMs know: the harder case (two records, two exports, one person).
+    customer_id, meter = platform.sql(
+        "SELECT customer_id, meter_id FROM exploitation.customers WHERE source_records = 2 "
+        "ORDER BY customer_id LIMIT 1"
+    )[0]
+    records = set(
+        platform.sql(
+            "SELECT source_system, source_customer_id FROM exploitation.customer_id_map "
+            "WHERE customer_id = ?",
+            [customer_id],
+        )
+    )
+    files_before, tables_before = landed_files(platform), tables(platform)
+    cli = dp_erase(root, customer_id)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    yield Erased(
+        platform, root, customer_id, people[meter], records,
+        files_before, landed_files(platform), tables_before, tables(platform),
+        platform.frame("SELECT * FROM governance.erasure_log"), cli,
+    )  # fmt: skip
+    platform.instance.dispose()
+    mp.undo()
+
+
+def about_person(e: Erased, source: str, data: bytes) -> set[int]:
+    """Line numbers of the records in a raw file about the person, read with the source's parser."""
+    records = SOURCES[source].parse(decode(data)[0]).records
+    meter = "meter" if "meter" in records.columns else "meter_id"  # vendor B's raw name
+    mine = canonical_meter_id(meter) == e.person["meter_id"]
+    if source == "customers":
+        mine |= pl.struct("source_system", pl.col("customer_id").str.strip_chars()).is_in(
+            [{"source_system": s, "customer_id": i} for s, i in e.records]
+        )
+    return set(records.filter(mine)["record_no"].to_list())
+
+
+def test_the_cli_reports_the_erasure(erased):
+    assert f"{erased.customer_id} erased" in erased.cli.stdout
+    assert "retrain pipelines: ['customer_churn', 'energy_forecast']" in erased.cli.stdout
+
+
+def test_landed_files_lose_the_persons_lines_and_nothing_else(erased):
+    rewritten = erased.log.filter(pl.col("object_kind") == "landed_file")
+    after_of = dict(zip(rewritten["sha256_before"], rewritten["object"]))
+    assert rewritten.height >= 3  # two CRM exports and the meter's vendor files
+    for path, before in erased.files_before.items():
+        source = path.split("/")[1]
+        if sha256_hex(before) not in after_of:
+            assert erased.files_after[path] == before, f"{path} changed"
+            continue
+        assert path not in erased.files_after, f"{path}: the unerased version is still there"
+        after = erased.files_after[after_of[sha256_hex(before)]]
+        old, new = before.decode().splitlines(), after.decode().splitlines()
+        assert len(old) == len(new)
+        changed = {n for n, (a, b) in enumerate(zip(old, new), start=1) if a != b}
+        assert changed == about_person(erased, source, before) != set()
+        assert all(new[n - 1] == "" for n in changed)
+        assert about_person(erased, source, after) == set()
+    email = erased.person["email"].lower().encode()
+    for path, data in erased.files_after.items():
+        assert email not in data.lower(), f"{path} still holds the person's email"
+
+
+def test_every_table_loses_the_persons_rows_and_nothing_else(erased):
+    log = erased.log
+    new_sha = dict(
+        log.filter(pl.col("object_kind") == "landed_file")
+        .select("sha256_before", "sha256_after")
+        .iter_rows()
+    )
+    blanked = {
+        (sha, n)
+        for path, data in erased.files_before.items()
+        if (sha := sha256_hex(data)) in new_sha
+        for n in about_person(erased, path.split("/")[1], data)
+    }
+    keys = {
+        "customer_id": {erased.customer_id},
+        "meter_id": {erased.person["meter_id"]},
+        "source_customer_id": {i for _, i in erased.records},
+    }
+    bookkeeping = {"landing.deliveries", "formatted.file_outcomes"}  # recounted: checked below
+    for table, before in erased.tables_before.items():
+        after = erased.tables_after[table]
+        expected = before
+        for column, values in keys.items():
+            if column in before.columns:
+                expected = expected.filter(~pl.col(column).is_in(list(values)))
+        if "record_no" in before.columns:  # rejects carry no id: they go by file and line
+            expected = expected.filter(
+                ~pl.struct("file_sha256", "record_no").is_in(
+                    [{"file_sha256": s, "record_no": n} for s, n in blanked]
+                )
+            )
+        if "file_sha256" in before.columns:
+            expected = expected.with_columns(pl.col("file_sha256").replace(new_sha))
+        removed = before.height - after.height
+        entry = log.filter((pl.col("object_kind") == "table") & (pl.col("object") == table))
+        assert removed == (entry["rows_removed"].sum() if entry.height else 0), table
+        if table not in bookkeeping:
+            assert after.sort(after.columns).equals(expected.sort(expected.columns)), table
+    assert erased.tables_after["exploitation.customers"].height == (
+        erased.tables_before["exploitation.customers"].height - 1
+    )
+    outcomes = erased.tables_after["formatted.file_outcomes"]
+    assert outcomes.filter(
+        pl.col("records_in") != pl.col("rows_formatted") + pl.col("rows_rejected")
+    ).is_empty()
+    deliveries = erased.tables_after["landing.deliveries"].filter(~pl.col("redelivery"))
+    for sha, path, size in deliveries.select("sha256", "landed_path", "size_bytes").iter_rows():
+        data = erased.files_after[path]
+        assert (sha256_hex(data), len(data)) == (sha, size)
+
+
+def test_the_audit_log_says_who_when_what(erased):
+    log = erased.log
+    assert set(log["requested_by"]) == {"dpo@example.com"}
+    assert set(log["reason"]) == {"request #42"} and log["erasure_id"].n_unique() == 1
+    rewritten = log.filter(pl.col("object_kind") == "landed_file")
+    for path, sha in rewritten.select("object", "sha256_after").iter_rows():
+        assert sha256_hex(erased.files_after[path]) == sha
+    assert sorted(log.filter(pl.col("object_kind") == "model")["object"]) == [
+        "customer_churn v1",
+        "energy_forecast v1",
+    ]
+    # Files no reader could parse cannot be searched: listed for a person to review.
+    unreadable = log.filter(pl.col("object_kind") == "unreadable_file")
+    quarantined = erased.tables_before["formatted.file_outcomes"].filter(
+        (pl.col("status") == "quarantined")
+        & pl.col("source").is_in([s.name for s in SOURCES.values() if s.subject_keys])
+    )
+    assert unreadable.height == quarantined.height > 0
+
+
+def test_models_are_marked_and_retraining_starts(erased):
+    import mlflow
+
+    tracking = erased.platform.defs.resources["mlflow_tracking"]
+    client = mlflow.MlflowClient(tracking.tracking_uri, tracking.tracking_uri)
+    (erasure_id,) = erased.log["erasure_id"].unique()
+    for name in PIPELINES:
+        for version in client.search_model_versions(f"name = '{name}'"):
+            assert version.tags["retrain_required"] == erasure_id
+    sensor = build_retrain_sensor(list(PIPELINES.values()), "train_models")
+    with build_sensor_context(instance=erased.platform.instance) as context:
+        requests = sensor(context)
+        assert sorted(r.asset_selection[0].path[0] for r in requests) == sorted(PIPELINES)
+        assert all(isinstance(r, RunRequest) for r in requests)
+        assert requests[0].tags["dp/retrain_reason"] == f"erasure {erasure_id}"
+        assert not isinstance(sensor(context), list), "one erasure retrains once"
+
+
+def test_erasing_again_says_when_it_was_done(erased):
+    again = dp_erase(erased.root, erased.customer_id)
+    assert again.returncode == 1
+    assert f"{erased.customer_id} is not a customer: erased by ERA-" in again.stderr
+    unknown = dp_erase(erased.root, "CUS-FFFFFFFFFF")
+    assert unknown.returncode == 1 and "ids look like CUS-" in unknown.stderr
+
+
+def test_a_redelivered_original_does_not_bring_the_person_back(erased):
+    platform = erased.platform
+    export = next(p for p in erased.files_before if "crm_beta_export" in p)
+    platform.drop("customers", Path(export).name.split("_", 2)[2], erased.files_before[export])
+    assert platform.materialize().success  # every zone and pipeline again, checks included
+    deliveries = platform.frame("SELECT * FROM landing.deliveries ORDER BY landed_at DESC LIMIT 1")
+    assert deliveries["redelivery"].item() is True
+    meter, email = erased.person["meter_id"], erased.person["email"].lower().encode()
+    assert platform.sql(
+        "SELECT count(*) FROM exploitation.meter_readings WHERE meter_id = ?", [meter]
+    ) == [(0,)]
+    assert platform.sql(
+        "SELECT count(*) FROM exploitation.customers WHERE meter_id = ?", [meter]
+    ) == [(0,)]
+    assert email not in b"".join(landed_files(platform).values()).lower()
