@@ -1,7 +1,8 @@
 """Unattended operation: what keeps the platform current without anybody clicking.
 
 - The inbox sensor starts a ``land`` run when files arrive (``landing/sensor.py``).
-- Formatted, exploitation, each pipeline's sandbox and features, and predictions follow through
+- Formatted, exploitation, each pipeline's sandbox, features, predictions, drift and live accuracy
+  follow through
   declarative automation (``AutomationCondition.eager()``): a run for whatever is downstream of an
   update, no hand-written job chains.
 - Training (model -> evaluation -> champion) runs daily on a schedule, and when a monitoring signal
@@ -42,11 +43,13 @@ from dp_assets.analysis.spec import PipelineSpec
 from dp_assets.governance.erasure_job import ERASURE_KEY, RETRAIN_METADATA
 
 TRAINING_STEPS = ("model", "evaluation", "champion")
+FOLLOWING_PIPELINE_STEPS = ("sandbox", "features", "predictions", "drift", "live_accuracy")
 FRESH_TABLES = ("customers", "meter_readings", "daily_consumption")
 FRESHNESS = dt.timedelta(hours=26)  # daily data, with two hours of slack for a late delivery
 FRESHNESS_WARN = dt.timedelta(hours=24)
 TRAIN_CRON = "0 3 * * *"  # daily, after the night's deliveries
 ERASURES = "erasures"  # the retrain sensor's cursor entry for erasure events
+RETRAIN_COOLDOWN = dt.timedelta(hours=12)
 
 
 def with_automation_policy(assets: list, pipelines: list[PipelineSpec]) -> list:
@@ -56,9 +59,7 @@ def with_automation_policy(assets: list, pipelines: list[PipelineSpec]) -> list:
       landing (started by the inbox sensor) and training (scheduled);
     - a freshness policy on the integrated tables and the predictions.
     """
-    follow = {
-        AssetKey([p.name, s]) for p in pipelines for s in ("sandbox", "features", "predictions")
-    }
+    follow = {AssetKey([p.name, s]) for p in pipelines for s in FOLLOWING_PIPELINE_STEPS}
     fresh = {AssetKey(["exploitation", n]) for n in FRESH_TABLES} | {
         AssetKey([p.name, "predictions"]) for p in pipelines
     }
@@ -104,9 +105,15 @@ def training(pipelines: list[PipelineSpec]):
     return job, schedule, build_retrain_sensor(pipelines, job.name)
 
 
-def build_retrain_sensor(pipelines: list[PipelineSpec], job_name: str):
-    """Retrain a pipeline when one of its monitoring checks (``spec.retrain_on``) newly fails, or
-    when an erasure removed a person it was trained on."""
+def build_retrain_sensor(
+    pipelines: list[PipelineSpec], job_name: str, cooldown: dt.timedelta = RETRAIN_COOLDOWN
+):
+    """Retrain a pipeline when one of its monitoring checks (``spec.retrain_on``) newly fails, at
+    most once per ``cooldown``, or when an erasure removed a person it was trained on (always).
+
+    The cooldown breaks a loop: retraining re-runs predictions and the monitoring after them, whose
+    checks fail again on the same past predictions until new actuals arrive.
+    """
 
     @sensor(
         name="retrain_on_degradation",
@@ -132,9 +139,9 @@ def build_retrain_sensor(pipelines: list[PipelineSpec], job_name: str):
                     (f"e{record.storage_id}", f"erasure {metadata['erasure_id'].value}")
                 )
             seen[ERASURES] = record.storage_id
-        requests = []
+        requests, now = [], dt.datetime.now(dt.UTC).timestamp()
         for spec in pipelines:
-            failed = erased.get(spec.name, [])  # one training per pipeline, however many signals
+            failed = []  # one training per pipeline, however many signals
             for asset_name, check_name in spec.retrain_on:
                 check = AssetCheckKey(AssetKey([spec.name, asset_name]), check_name)
                 record = context.instance.get_latest_asset_check_evaluation_record(check)
@@ -143,6 +150,13 @@ def build_retrain_sensor(pipelines: list[PipelineSpec], job_name: str):
                 seen[check.to_user_string()] = record.id
                 if record.status == AssetCheckExecutionRecordStatus.FAILED:
                     failed.append((f"c{record.id}", check.to_user_string()))
+            last = f"retrained/{spec.name}"
+            if failed and now - seen.get(last, 0) < cooldown.total_seconds():
+                context.log.info(f"{spec.name}: {failed} failed within the retraining cooldown")
+                failed = []
+            if failed:
+                seen[last] = now
+            failed += erased.get(spec.name, [])
             if failed:
                 requests.append(
                     RunRequest(

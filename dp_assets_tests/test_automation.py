@@ -30,7 +30,8 @@ def keys(platform, predicate) -> set[str]:
 
 def test_policy_automates_all_but_landing_and_training(platform):
     eager = keys(platform, lambda node: node.automation_condition is not None)
-    follow = {f"{p}/{s}" for p in PIPELINES for s in ("sandbox", "features", "predictions")}
+    steps = ("sandbox", "features", "predictions", "drift", "live_accuracy")
+    follow = {f"{p}/{s}" for p in PIPELINES for s in steps}
     zones = keys(platform, lambda node: node.group_name in ("formatted", "exploitation"))
     assert eager == zones | follow
     fresh = keys(platform, lambda node: node.freshness_policy is not None)
@@ -89,6 +90,8 @@ def test_a_failed_monitoring_check_starts_retraining_once():
         assert request.asset_selection == [AssetKey(["energy_forecast", s]) for s in TRAINING_STEPS]
         assert request.tags["dp/retrain_reason"] == "energy_forecast/live_accuracy:accuracy_holds"
         assert isinstance(sensor(context), SkipReason), "the same failure retrains once"
+        materialize([live_accuracy], instance=instance, tags={"accuracy": "degraded"})
+        assert isinstance(sensor(context), SkipReason), "failing again within the cooldown"
 
         materialize([live_accuracy], instance=instance, tags={"accuracy": "ok"})
         assert isinstance(sensor(context), SkipReason), "a passing check retrains nothing"

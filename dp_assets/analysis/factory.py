@@ -1,7 +1,8 @@
 """The pipeline factory: one ``PipelineSpec`` in, the chain of assets out.
 
-``[<p>, sandbox] -> features -> model -> evaluation -> champion -> predictions``, all in the group and
-DuckDB schema named after the pipeline. Models are LightGBM, tracked and registered in MLflow under
+``[<p>, sandbox] -> features -> model -> evaluation -> champion -> predictions``, then ``drift`` and
+``live_accuracy`` (``monitoring_assets.py``), all in the group and DuckDB schema named after the
+pipeline. Models are LightGBM, tracked and registered in MLflow under
 the pipeline's name: ``model`` registers a new version as ``challenger``; ``evaluation`` scores it,
 the naive baseline and the current ``champion`` on the same validation window; ``champion`` moves
 the alias only when the gate passes; ``predictions`` scores the latest day with the champion.
@@ -37,6 +38,8 @@ from dagster import (
 from dp_assets.analysis.gate import decide
 from dp_assets.analysis.leakage import future_leaks
 from dp_assets.analysis.metrics import PRIMARY, by_segment, improvement
+from dp_assets.analysis.monitoring import segment_gaps
+from dp_assets.analysis.monitoring_assets import build_monitoring_assets
 from dp_assets.analysis.schema import EvaluationRow, Prediction, Promotion
 from dp_assets.analysis.spec import PipelineSpec
 from dp_assets.analysis.timeseries import NotEnoughHistory, split_by_time
@@ -260,7 +263,16 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         deps=[key("model"), key("features")],
         kinds={"mlflow", "duckdb"},
         metadata=spec_metadata(EvaluationRow, table("evaluation")),
-        check_specs=[schema_spec("evaluation")],
+        check_specs=[
+            schema_spec("evaluation"),
+            AssetCheckSpec(
+                "worst_segment",
+                asset=key("evaluation"),
+                description=f"No {' or '.join(spec.segments)} segment (of at least "
+                f"{spec.min_segment_rows} examples) has a {primary} more than "
+                f"{spec.max_segment_gap:.0%} worse than overall (warns: an unfair gap)",
+            ),
+        ],
         **common,
     )
     def evaluation(warehouse: Warehouse, mlflow_tracking: MlflowTracking):
@@ -350,8 +362,22 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             materialization, check = stored_table_results(
                 conn, table("evaluation"), EvaluationRow, key("evaluation"), **summary
             )
+        gaps = segment_gaps(task, frame, spec.min_segment_rows)
         yield materialization
         yield check
+        yield AssetCheckResult(
+            check_name="worst_segment",
+            passed=gaps.is_empty() or gaps["gap"].max() <= spec.max_segment_gap,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "worst segment": " = ".join(gaps.row(0)[:2]) if gaps.height else "none",
+                "worst gap": MetadataValue.float(round(gaps["gap"].max(), 4))
+                if gaps.height
+                else "none",
+                "max gap": MetadataValue.float(spec.max_segment_gap),
+                "segments": markdown(gaps, rows=max(gaps.height, 1)),
+            },
+        )
 
     @asset(
         key=key("champion"),
@@ -438,8 +464,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
 
     @asset(
         key=key("predictions"),
-        description=f"The champion's predictions for the latest day, with model version and time "
-        f"({table('predictions')}); kept per day, the record monitoring joins with actuals",
+        description=f"The champion's predictions for the latest day, with model version and time, "
+        f"and a rejected challenger's beside them in the shadow ({table('predictions')}); kept per "
+        "day, the record monitoring joins with actuals",
         deps=[key("champion"), key("features")],
         kinds={"mlflow", "duckdb"},
         metadata=spec_metadata(Prediction, table("predictions")),
@@ -451,15 +478,27 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             mlflow_tracking.model_version(name, CHAMPION),
             f"{name} has no '{CHAMPION}' yet: no model has passed the gate",
         )
+        challenger = mlflow_tracking.model_version(name, CHALLENGER)
+        shadow = challenger if challenger and challenger.version != current.version else None
         score = warehouse.query(
             f"SELECT * FROM {table('features')} WHERE split = 'score' ORDER BY customer_id"
         )
+
+        def predicted(version):
+            if version is None:
+                return pl.lit(None, pl.Float64)
+            return pl.Series(
+                _predict(mlflow_tracking, name, version, score, spec), dtype=pl.Float64
+            )
+
         frame = score.select("customer_id", "as_of").with_columns(
-            prediction=pl.Series(
-                _predict(mlflow_tracking, name, current.version, score, spec), dtype=pl.Float64
-            ),
+            prediction=predicted(current.version),
             model_name=pl.lit(name),
             model_version=pl.lit(int(current.version), dtype=pl.Int64),
+            # A challenger the gate rejected keeps predicting in the shadow, never served: live
+            # accuracy compares the two on the same actuals.
+            challenger_prediction=predicted(shadow.version if shadow else None),
+            challenger_version=pl.lit(int(shadow.version) if shadow else None, dtype=pl.Int64),
             predicted_at=pl.lit(dt.datetime.now(dt.UTC), dtype=pl.Datetime("us", "UTC")),
         )
         with warehouse.transaction() as conn:
@@ -472,7 +511,10 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 scored=MetadataValue.int(frame.height), model_version=MetadataValue.int(int(current.version)),
             )  # fmt: skip
 
-    return [sandbox, features, model, evaluation, champion, predictions]
+    return [
+        sandbox, features, model, evaluation, champion, predictions,
+        *build_monitoring_assets(spec, common),
+    ]  # fmt: skip
 
 
 def _require(value, message: str):

@@ -72,7 +72,8 @@ class EvaluationRow(pa.DataFrameModel):
 
 
 class Prediction(pa.DataFrameModel):
-    """A batch prediction by the champion: the record monitoring later joins with actuals."""
+    """A batch prediction by the champion, with the challenger's in the shadow: the record
+    monitoring later joins with actuals."""
 
     customer_id: str = pa.Field(
         str_matches=CUSTOMER_ID_PATTERN, description="Customer predicted for"
@@ -83,6 +84,13 @@ class Prediction(pa.DataFrameModel):
     prediction: float = pa.Field(description="The model's output (kWh, or churn probability)")
     model_name: str = pa.Field(description="Registered model name (the pipeline)")
     model_version: int = pa.Field(ge=1, description="Registered model version that predicted")
+    challenger_prediction: Optional[float] = pa.Field(
+        nullable=True,
+        description="Shadow prediction of the challenger when it is not the champion (never served)",
+    )
+    challenger_version: Optional[int] = pa.Field(
+        nullable=True, ge=1, description="Registered version of the shadow challenger"
+    )
     predicted_at: UtcTimestamp = pa.Field(description="When the batch was scored, UTC")
 
     class Config:
@@ -116,3 +124,43 @@ class Promotion(pa.DataFrameModel):
 
     class Config:
         strict = True
+
+
+class DriftRow(pa.DataFrameModel):
+    """Population stability of one feature: the training window against the latest window."""
+
+    computed_at: UtcTimestamp = pa.Field(description="When the drift was measured, UTC")
+    feature: str = pa.Field(description="Feature column")
+    psi: float = pa.Field(
+        ge=0.0,
+        description="Population stability index (deciles of the training window, nulls a bin of "
+        "their own): below 0.1 stable, 0.1 to 0.25 moderate, above 0.25 a significant shift",
+    )
+    train_mean: Optional[float] = pa.Field(nullable=True, description="Mean in the training window")
+    recent_mean: Optional[float] = pa.Field(nullable=True, description="Mean in the latest window")
+    train_window: str = pa.Field(description="First..last as-of day of the training window")
+    recent_window: str = pa.Field(description="First..last as-of day of the latest window")
+    drifted: bool = pa.Field(description="True when psi is above the pipeline's threshold")
+
+    class Config:
+        strict = True
+        unique = ["computed_at", "feature"]
+
+
+class LiveAccuracyRow(pa.DataFrameModel):
+    """A metric of stored predictions against the actuals that arrived later, per as-of day."""
+
+    as_of: pl.Date = pa.Field(description="Day the predictions were made as of")
+    model: str = pa.Field(
+        isin=("champion", "challenger"), description="champion (served) or challenger (shadow)"
+    )
+    model_version: int = pa.Field(ge=1, description="Registered model version that predicted")
+    metric: str = pa.Field(description="Metric name, as in the evaluation table")
+    value: Optional[float] = pa.Field(
+        nullable=True, description="Metric value; null where undefined (one class only)"
+    )
+    rows: int = pa.Field(ge=1, description="Predictions with an actual on that day")
+
+    class Config:
+        strict = True
+        unique = ["as_of", "model", "model_version", "metric"]

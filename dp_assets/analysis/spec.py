@@ -47,6 +47,17 @@ class PipelineSpec:
     monotone: dict[str, int] = field(default_factory=dict)
     precision_at_k: int = 20  # classification: how many top-scored customers count
     segments: tuple[str, ...] = ("region", "tariff")
+    # Evaluation warns when the challenger's primary metric in a segment (with at least
+    # min_segment_rows examples) is more than max_segment_gap (relative) worse than overall.
+    max_segment_gap: float = 0.5
+    min_segment_rows: int = 30
+    # Monitoring: PSI of each feature, training window against the latest drift_window_days;
+    # live accuracy over the latest live_window_days with actuals may be live_tolerance (relative)
+    # worse than at evaluation before its check fails.
+    drift_threshold: float = 0.25
+    drift_window_days: int = 7
+    live_window_days: int = 7
+    live_tolerance: float = 0.25
     # (asset, check) under the pipeline whose failure starts a retraining: the monitoring signals.
     retrain_on: tuple[tuple[str, str], ...] = (
         ("drift", "psi_below_threshold"),

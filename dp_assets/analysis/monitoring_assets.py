@@ -1,0 +1,180 @@
+"""Dagster wiring of a pipeline's monitoring: ``[<p>, drift]`` and ``[<p>, live_accuracy]``.
+
+Both follow new data by themselves (eager), and their checks are the signals the
+``retrain_on_degradation`` sensor listens to (``PipelineSpec.retrain_on``).
+"""
+
+import datetime as dt
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    MetadataValue,
+    asset,
+)
+
+from dp_assets.analysis import monitoring
+from dp_assets.analysis.metrics import PRIMARY, improvement
+from dp_assets.analysis.schema import DriftRow, LiveAccuracyRow, Prediction, Promotion
+from dp_assets.analysis.spec import PipelineSpec
+from dp_assets.frames import polars_schema
+from dp_assets.metadata import markdown, schema_check_spec, spec_metadata, stored_table_results
+from dp_assets.resources import Warehouse
+from dp_assets.resources.tables import ensure_table, insert, replace_table_with
+
+
+def build_monitoring_assets(spec: PipelineSpec, common: dict) -> list:
+    name, task = spec.name, spec.task
+    primary, _ = PRIMARY[task]
+    drift_key, live_key = AssetKey([name, "drift"]), AssetKey([name, "live_accuracy"])
+    drift_table, live_table = f"{name}.drift", f"{name}.live_accuracy"
+
+    @asset(
+        key=drift_key,
+        description=f"Feature drift of {name}: population stability index of each feature, the "
+        f"training window against the latest {spec.drift_window_days} days, kept per measurement "
+        f"({drift_table})",
+        deps=[AssetKey([name, "features"])],
+        kinds={"polars", "duckdb"},
+        metadata=spec_metadata(DriftRow, drift_table),
+        check_specs=[
+            schema_check_spec(drift_key),
+            AssetCheckSpec(
+                "psi_below_threshold",
+                asset=drift_key,
+                description=f"Every feature's PSI is at most {spec.drift_threshold} (warns; a "
+                "failure starts retraining)",
+            ),
+        ],
+        **common,
+    )
+    def drift(warehouse: Warehouse):
+        features = ", ".join(spec.feature_columns)
+        examples = warehouse.query(f"SELECT as_of, split, {features} FROM {name}.features")
+        measured = monitoring.drift(examples, spec.feature_columns, spec.drift_window_days)
+        measured = measured.with_columns(
+            computed_at=pl.lit(dt.datetime.now(dt.UTC)),
+            drifted=pl.col("psi") > spec.drift_threshold,
+        ).select(list(polars_schema(DriftRow)))
+        with warehouse.transaction() as conn:
+            ensure_table(conn, drift_table, DriftRow)
+            insert(conn, drift_table, measured)
+            materialization, check = stored_table_results(
+                conn, drift_table, DriftRow, drift_key,
+                **{"max psi": MetadataValue.float(float(measured["psi"].max()))},
+            )  # fmt: skip
+        worst = measured.sort("psi", descending=True)
+        yield materialization
+        yield check
+        yield AssetCheckResult(
+            check_name="psi_below_threshold",
+            passed=not measured["drifted"].any(),
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "drifted features": MetadataValue.int(int(measured["drifted"].sum())),
+                "threshold": MetadataValue.float(spec.drift_threshold),
+                "features": markdown(
+                    worst.select("feature", "psi", "train_mean", "recent_mean"), rows=worst.height
+                ),
+            },
+        )
+
+    @asset(
+        key=live_key,
+        description=f"Live accuracy of {name}: stored predictions (champion and shadow challenger) "
+        f"joined with the actuals that arrived later, per as-of day ({live_table})",
+        deps=[AssetKey([name, "predictions"]), AssetKey([name, "sandbox"])],
+        kinds={"polars", "duckdb"},
+        metadata=spec_metadata(LiveAccuracyRow, live_table),
+        check_specs=[
+            schema_check_spec(live_key),
+            AssetCheckSpec(
+                "accuracy_holds",
+                asset=live_key,
+                description=f"Over the latest {spec.live_window_days} days with actuals, the "
+                f"champion's {primary} is at most {spec.live_tolerance:.0%} worse than when it was "
+                "evaluated (a failure starts retraining)",
+            ),
+        ],
+        **common,
+    )
+    def live_accuracy(warehouse: Warehouse):
+        with warehouse.get_connection() as conn:
+            ensure_table(conn, f"{name}.predictions", Prediction)
+            ensure_table(conn, f"{name}.promotions", Promotion)
+            predictions = conn.execute(f"SELECT * FROM {name}.predictions").pl()
+            sandbox = conn.execute(f"SELECT * FROM {name}.sandbox").pl()
+            evaluated = dict(
+                conn.execute(
+                    f"SELECT challenger_version, arg_max(challenger_value, decided_at) "
+                    f"FROM {name}.promotions WHERE promoted GROUP BY 1"
+                ).fetchall()
+            )
+        # The labels as the pipeline defines them, for every day the data now covers.
+        actuals = (
+            spec.build_examples(sandbox).select("customer_id", "as_of", "label").drop_nulls()
+            if not sandbox.is_empty()
+            else pl.DataFrame(
+                schema={"customer_id": pl.String, "as_of": pl.Date, "label": pl.Float64}
+            )
+        )
+        daily = monitoring.live_accuracy(task, predictions, actuals)
+        days = daily["as_of"].unique().sort()[-spec.live_window_days :]
+        window = predictions.filter(pl.col("as_of").is_in(days.implode()))
+        shadowed = window.filter(pl.col("challenger_prediction").is_not_null())
+        live = monitoring.pooled(task, window, actuals, "champion")
+        versions = window["model_version"].unique().sort()
+        at_evaluation = evaluated.get(versions[-1]) if versions.len() else None
+        change = improvement(task, live[primary], at_evaluation) if live and at_evaluation else None
+        with warehouse.transaction() as conn:
+            replace_table_with(conn, live_table, daily)
+            materialization, check = stored_table_results(
+                conn, live_table, LiveAccuracyRow, live_key,
+                window=f"{days.min()}..{days.max()}" if days.len() else "no actuals yet",
+                **{f"champion live {m}": MetadataValue.int(v) if m == "rows" else
+                   MetadataValue.float(round(v, 6)) for m, v in live.items()},
+                **shadow_comparison(task, shadowed, actuals),
+            )  # fmt: skip
+        yield materialization
+        yield check
+        yield AssetCheckResult(
+            check_name="accuracy_holds",
+            passed=change is None or change >= -spec.live_tolerance,
+            metadata={
+                "status": "compared"
+                if change is not None
+                else "nothing to compare yet: no predictions with actuals, or a champion never "
+                "promoted through the gate",
+                f"live {primary}": MetadataValue.float(live[primary]) if live else "none",
+                f"{primary} at evaluation": MetadataValue.float(at_evaluation)
+                if at_evaluation
+                else "none",
+                "relative change": MetadataValue.float(round(change, 4))
+                if change is not None
+                else "none",
+                "tolerance": MetadataValue.float(spec.live_tolerance),
+            },
+        )
+
+    def shadow_comparison(task: str, shadowed: pl.DataFrame, actuals: pl.DataFrame) -> dict:
+        """Champion and shadow challenger on the same predictions with actuals: live A/B evidence."""
+        both = {
+            m: monitoring.pooled(task, shadowed, actuals, m) for m in ("champion", "challenger")
+        }
+        if not both["champion"]:
+            return {"shadow comparison": "no shadow predictions with actuals"}
+        return {
+            "shadow rows": MetadataValue.int(both["champion"]["rows"]),
+            f"shadow champion {primary}": MetadataValue.float(round(both["champion"][primary], 6)),
+            f"shadow challenger {primary}": MetadataValue.float(
+                round(both["challenger"][primary], 6)
+            ),
+            "challenger vs champion (live)": MetadataValue.float(
+                round(improvement(task, both["challenger"][primary], both["champion"][primary]), 4)
+            ),
+        }
+
+    return [drift, live_accuracy]
