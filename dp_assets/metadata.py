@@ -16,6 +16,8 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     TableColumn,
+    TableColumnDep,
+    TableColumnLineage,
     TableSchema,
 )
 
@@ -42,6 +44,21 @@ def spec_metadata(schema: type[pa.DataFrameModel], table: str | None = None) -> 
     if table:
         metadata["dagster/table_name"] = table
     return metadata
+
+
+def column_lineage(deps: dict[str, tuple[str, ...]]) -> dict:
+    """``dagster/column_lineage`` from ``{column: ("zone/asset.column", ...)}``."""
+    return {
+        "dagster/column_lineage": TableColumnLineage(
+            deps_by_column={
+                column: [
+                    TableColumnDep(AssetKey(asset.split("/")), name)
+                    for asset, _, name in (source.rpartition(".") for source in sources)
+                ]
+                for column, sources in deps.items()
+            }
+        )
+    }
 
 
 def markdown(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:

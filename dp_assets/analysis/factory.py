@@ -46,6 +46,7 @@ from dp_assets.analysis.timeseries import NotEnoughHistory, split_by_time
 from dp_assets.frames import polars_schema
 from dp_assets.metadata import (
     WAREHOUSE_POOL,
+    column_lineage,
     markdown,
     spec_metadata,
     stored_table_results,
@@ -160,6 +161,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 spec.features_schema,
                 key("features"),
                 splits=markdown(splits.sort("first")),
+                **column_lineage(spec.column_lineage()),
             )
         yield materialization
         yield check

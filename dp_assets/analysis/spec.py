@@ -64,6 +64,17 @@ class PipelineSpec:
         ("live_accuracy", "accuracy_holds"),
     )
     owner: str = "team:data-science"
+    # Feature or label -> the sandbox columns it is computed from (dagster/column_lineage);
+    # customer_id, region and tariff come from their namesakes, as_of from day.
+    lineage: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def column_lineage(self) -> dict[str, tuple[str, ...]]:
+        sandbox = f"{self.name}/sandbox"
+        given = {"customer_id": ("customer_id",), "as_of": ("day",), "region": ("region",),
+                 "tariff": ("tariff",)} | self.lineage  # fmt: skip
+        return {
+            column: tuple(f"{sandbox}.{c}" for c in sources) for column, sources in given.items()
+        }
 
     def training_params(self, seed: int) -> dict:
         """LightGBM parameters: the spec's, made deterministic (same data and seed, same model)."""

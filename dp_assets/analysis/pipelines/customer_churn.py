@@ -132,4 +132,20 @@ SPEC = PipelineSpec(
     num_boost_round=200,
     # Domain knowledge as constraints: longer tenure and rising consumption never raise churn risk.
     monotone={"tenure_days": -1, "trend_7_28_vs_peers": -1, "trend_7_prev_vs_peers": -1},
+    lineage={
+        **dict.fromkeys(
+            (
+                "level_vs_peers",
+                "trend_7_28_vs_peers",
+                "trend_7_prev_vs_peers",
+                "days_without_data_7",
+            ),
+            ("kwh",),
+        ),
+        "tenure_days": ("contract_start", "day"),
+        "price_change_30d": ("price_net_pln_per_kwh",),
+        "region_code": ("region",),
+        "tariff_code": ("tariff",),
+        "label": ("contract_end", "day"),
+    },
 )

@@ -93,4 +93,13 @@ SPEC = PipelineSpec(
         "min_data_in_leaf": 40,
     },
     num_boost_round=400,
+    lineage={
+        **dict.fromkeys(("lag_1", "lag_2", "lag_7", "mean_7", "mean_28", "label"), ("kwh",)),
+        "temperature_c": ("temperature_mean_c",),
+        "temperature_3d_c": ("temperature_mean_c",),
+        "target_weekday": ("day",),
+        "price": ("price_net_pln_per_kwh",),
+        "region_code": ("region",),
+        "tariff_code": ("tariff",),
+    },
 )
