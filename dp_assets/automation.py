@@ -1,12 +1,12 @@
 """Unattended operation: what keeps the platform current without anybody clicking.
 
 - The inbox sensor starts a ``land`` run when files arrive (``landing/sensor.py``).
-- Formatted, exploitation, each pipeline's sandbox, features, predictions, drift and live accuracy
-  follow through
-  declarative automation (``AutomationCondition.eager()``): a run for whatever is downstream of an
-  update, no hand-written job chains.
+- Formatted, exploitation, reporting, each pipeline's sandbox, features, predictions, drift and
+  live accuracy follow through declarative automation (``AutomationCondition.eager()``): a run
+  for whatever is downstream of an update, no hand-written job chains.
 - Training (model -> evaluation -> champion) runs daily on a schedule, and when a monitoring signal
   of a pipeline fails or an erasure removed someone it learned from (``retrain_on_degradation``).
+- ``monitoring/pipeline_health`` refreshes hourly from the event log (its own cron condition).
 - ``fail_dead_runs`` fails runs whose process was killed, so the run queue moves on.
 - Freshness policies flag exploitation tables and predictions not updated for a day (the UI shows
   their state; Dagster evaluates them without a sensor).
@@ -65,7 +65,7 @@ def with_automation_policy(assets: list, pipelines: list[PipelineSpec]) -> list:
     }
 
     def policy(spec):
-        if spec.group_name in ("formatted", "exploitation") or spec.key in follow:
+        if spec.group_name in ("formatted", "exploitation", "reporting") or spec.key in follow:
             spec = spec.replace_attributes(automation_condition=AutomationCondition.eager())
         if spec.key in fresh:
             spec = spec.replace_attributes(

@@ -1,5 +1,5 @@
 """The ``dp`` command: ``dp sample-data`` writes raw files into the inbox, ``dp summary`` reports,
-``dp erase`` removes one person from every zone."""
+``dp report`` writes an HTML report, ``dp erase`` removes one person from every zone."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2024, 1, 15),
                         help="first day, YYYY-MM-DD (default 2024-01-15)")  # fmt: skip
     commands.add_parser("summary", help="tables with row counts, rejects, quarantined files")
+    report = commands.add_parser(
+        "report", help="write one HTML page: data quality, drift, model accuracy over time, KPIs"
+    )
+    report.add_argument("--output", type=Path, help="default: $DP_DATA_DIR/reports/report.html")
     erase = commands.add_parser(
         "erase",
         help="remove one person from every zone (runs the erase_customer job; audit in "
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from dp_assets.summary import summarize
 
         print(summarize(settings))
+    elif args.command == "report":
+        from dp_assets.operations.report import write_report
+
+        print(f"wrote {write_report(settings, args.output)}")
     elif args.command == "erase":
         return run_erasure(settings, args.customer, args.requested_by, args.reason)
     return 0

@@ -23,6 +23,7 @@ from dp_assets.automation import (
     with_automation_policy,
 )
 from dp_assets.landing.sensor import LAND_JOB, build_inbox_sensor
+from dp_assets.operations.assets import build_operations_assets
 from dp_assets.resources import DataDir, MlflowTracking, Warehouse
 from dp_assets.settings import Settings
 
@@ -42,6 +43,9 @@ def build_defs(settings: Settings | None = None) -> Definitions:
         *EXPLOITATION_ASSETS,
         *(a for spec in pipelines for a in build_pipeline_assets(spec)),
     ]
+    assets += build_operations_assets(
+        [k for a in assets for k in a.keys], [p.name for p in pipelines]
+    )
     written_by_jobs = [erasure_log_spec]  # tables ops write: in lineage, not materializable
     assets.append(build_data_dictionary_asset([*assets, *written_by_jobs]))
     train_job, train_schedule, retrain_sensor = training(pipelines)

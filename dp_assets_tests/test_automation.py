@@ -33,7 +33,12 @@ def test_policy_automates_all_but_landing_and_training(platform):
     steps = ("sandbox", "features", "predictions", "drift", "live_accuracy")
     follow = {f"{p}/{s}" for p in PIPELINES for s in steps}
     zones = keys(platform, lambda node: node.group_name in ("formatted", "exploitation"))
-    assert eager == zones | follow
+    operations = {"reporting/kpis", "reporting/model_accuracy", "monitoring/pipeline_health"}
+    assert eager == zones | follow | operations
+    health = platform.defs.resolve_asset_graph().get(AssetKey(["monitoring", "pipeline_health"]))
+    assert "0 * * * *" in str(
+        health.automation_condition.get_label() or health.automation_condition
+    )
     fresh = keys(platform, lambda node: node.freshness_policy is not None)
     assert fresh == {
         "exploitation/customers",

@@ -155,3 +155,62 @@ def test_evaluation_reports_the_worst_segment(monitored):
         column, _, value = worst.partition(" = ")
         assert column in ("region", "tariff") and value
         assert check.passed == (check.metadata["worst gap"].value <= 0.5)
+
+
+def test_pipeline_health_reads_the_event_log(monitored):
+    platform = monitored.platform
+    health = platform.frame("SELECT * FROM monitoring.pipeline_health")
+    vendor_a = health.filter(pl.col("asset") == "formatted/meters_vendor_a").sort("materialized_at")
+    assert vendor_a.height == 2  # the first run and the late files
+    events = [
+        m.materialization.metadata
+        for result in (monitored.first, monitored.second)
+        for m in result.get_asset_materialization_events()
+        if m.asset_key == AssetKey(["formatted", "meters_vendor_a"])
+    ]
+    assert vendor_a["rows_in"].to_list() == [e["records in"].value for e in events]
+    assert vendor_a["rows_rejected"].to_list() == [e["rows rejected"].value for e in events]
+    assert vendor_a["reject_rate"].to_list() == pytest.approx(
+        [e["rows rejected"].value / e["records in"].value for e in events]
+    )
+    assert (
+        health.filter(pl.col("asset").str.starts_with("exploitation/"))["step_seconds"].null_count()
+        == 0
+    )
+
+
+def test_kpis_and_model_accuracy_tables(monitored):
+    platform = monitored.platform
+    kpis = platform.frame("SELECT * FROM reporting.kpis")
+    whole = kpis.filter(pl.col("region") == "all").sort("month")
+    by_region = (
+        kpis.filter(pl.col("region") != "all")
+        .group_by("month")
+        .agg(pl.col("active_customers", "churned_customers", "kwh").sum())
+    )
+    joined = whole.join(by_region, on="month", suffix="_regions")
+    assert (joined["active_customers"] == joined["active_customers_regions"]).all()
+    assert joined["kwh"].to_list() == pytest.approx(joined["kwh_regions"].to_list(), rel=1e-9)
+    (ended,) = platform.sql(
+        "SELECT count(*) FROM exploitation.customers WHERE contract_end <= DATE '2024-04-30'"
+    )[0]
+    assert whole["churned_customers"].sum() == ended
+    accuracy = platform.frame(
+        "SELECT * FROM reporting.model_accuracy WHERE pipeline = 'energy_forecast' AND metric = 'mae'"
+    )
+    live = platform.frame(
+        "SELECT model, value FROM energy_forecast.live_accuracy WHERE metric = 'mae'"
+    )
+    assert dict(accuracy.select("model", "value").iter_rows()) == pytest.approx(
+        dict(live.iter_rows())
+    )
+
+
+def test_dp_report_writes_one_page(monitored, tmp_path):
+    from dp_assets.operations.report import write_report
+
+    page = write_report(monitored.platform.settings, tmp_path / "report.html").read_text()
+    for heading in ("Data quality", "energy_forecast", "customer_churn", "Business KPIs"):
+        assert f"<h2>{heading}</h2>" in page
+    assert "Live accuracy (mae on actuals)" in page and "PSI per feature" not in page  # alt text
+    assert page.count("data:image/png;base64,") >= 5  # churn has no actuals yet: no live plot

@@ -62,4 +62,16 @@ def roc_and_calibration(y: np.ndarray, p: np.ndarray) -> bytes:
     return _png(fig)
 
 
+def over_time(title: str, ylabel: str, frame, x: str, y: str, by: str) -> bytes:
+    """One line per value of ``by`` (a polars frame's columns ``x``, ``y``, ``by``)."""
+    fig, ax = _figure()
+    for (name,), part in frame.sort(x).group_by(by, maintain_order=True):
+        ax.plot(part[x].to_list(), part[y].to_list(), marker="o", markersize=3, label=str(name))
+    ax.set(title=title, ylabel=ylabel)
+    ax.tick_params(axis="x", labelrotation=30)
+    if frame.height:
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
 PLOTS = {"regression": residuals, "classification": roc_and_calibration}
