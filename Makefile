@@ -41,6 +41,7 @@ demo: $(BIN)/dp home
 	@$(BIN)/dagster asset materialize -m dp_assets --select '*' > "$(DP_DATA_DIR)/materialize.log" 2>&1 \
 	  || { tail -n 60 "$(DP_DATA_DIR)/materialize.log"; echo "materialize failed: see $(DP_DATA_DIR)/materialize.log"; exit 1; }
 	@$(BIN)/dp summary
+	@$(BIN)/dp report
 
 summary: $(BIN)/dp
 	$(BIN)/dp summary

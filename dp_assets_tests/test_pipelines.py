@@ -234,8 +234,9 @@ def test_a_third_pipeline_needs_no_change_to_the_factory(world):
     assets = build_pipeline_assets(_weekly_spec())
     assert [a.key.to_user_string() for a in assets] == [
         f"weekly_mean/{s}"
-        for s in ("sandbox", "features", "model", "evaluation", "champion", "predictions")
-    ]
+        for s in ("sandbox", "features", "model", "evaluation", "champion", "predictions", "drift",
+                  "live_accuracy")
+    ]  # fmt: skip
     result = materialize(assets, resources=platform.defs.resources, instance=platform.instance)
     assert result.success
     assert platform.sql("SELECT count(*) FROM weekly_mean.predictions")[0][0] > 0

@@ -73,6 +73,7 @@ erasure_log_spec = AssetSpec(
     group_name="governance",
     owners=[OWNER],
     kinds={"duckdb"},
+    code_version="1",
     metadata=spec_metadata(ErasureLogEntry, ERASURE_LOG),
 )
 
