@@ -12,10 +12,18 @@ from dp_assets.frames import empty_frame
 def ensure_table(
     conn: duckdb.DuckDBPyConnection, table: str, schema: type[pa.DataFrameModel]
 ) -> None:
-    """Create ``schema.table`` with the model's columns and types if it does not exist."""
+    """Create ``schema.table`` with the model's columns and types if it does not exist.
+
+    Explicit DDL (types as DuckDB maps the polars ones), not ``CREATE TABLE AS`` an empty frame:
+    with duckdb 1.5.6 a table created that way and then given one large insert (a few hundred
+    thousand rows) in the same transaction reads as empty until the commit, so checks run on the
+    stored rows validated nothing (test_tables.py reproduces it).
+    """
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
     empty = empty_frame(schema)  # noqa: F841 - read by DuckDB's replacement scan
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM empty")
+    columns = conn.execute("DESCRIBE SELECT * FROM empty").fetchall()
+    ddl = ", ".join(f'"{name}" {dtype}' for name, dtype, *_ in columns)
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})")
 
 
 def insert(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
