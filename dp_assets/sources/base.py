@@ -103,12 +103,13 @@ def decode(data: bytes, encoding: str = "utf-8") -> tuple[str, list[str]]:
             f"not valid {encoding}: byte 0x{bad} at offset {error.start} "
             f"(line {_line_of(data, error.start)}){hint}; re-export the file as {encoding}"
         ) from None
-    for number, line in enumerate(text.split("\n"), start=1):
-        if len(line) > MAX_LINE_BYTES:
-            raise Unparseable(
-                f"line {number} is {len(line):,} characters long, over the "
-                f"{MAX_LINE_BYTES:,} limit for one record"
-            )
+    lengths = list(map(len, text.split("\n")))
+    if max(lengths) > MAX_LINE_BYTES:
+        number = next(n for n, length in enumerate(lengths, start=1) if length > MAX_LINE_BYTES)
+        raise Unparseable(
+            f"line {number} is {lengths[number - 1]:,} characters long, over the "
+            f"{MAX_LINE_BYTES:,} limit for one record"
+        )
     if not text.strip():
         raise Unparseable("no content: the file holds only whitespace")
     return text, notes
@@ -165,6 +166,19 @@ def read_delimited(
     if extra := [h for h, n in zip(header, names) if n not in required]:
         notes.append(f"ignored extra columns {extra}")
 
+    if '"' in text:  # quoting: Python's csv module knows the rules
+        frame = _delimited_records(lines, delimiter, names, text)
+    else:  # the common case, vectorized: one split per line
+        frame = _split_records(lines, delimiter, names, text)
+    return Parsed(frame.select(*required, *RECORD_COLUMNS), notes)
+
+
+EMPTY_DELIMITED = "no data rows: the file holds only a header"
+
+
+def _delimited_records(
+    lines: list[str], delimiter: str, names: list[str], text: str
+) -> pl.DataFrame:
     records = _Records(names)
     width = len(names)
     for number, line in enumerate(lines[1:], start=2):
@@ -176,13 +190,86 @@ def read_delimited(
             reason = f"expected {width} fields, found {len(fields)}"
             fields = (fields + [None] * width)[:width]
         records.add([f if f != "" else None for f in fields], number, line, reason)
-    frame = records.frame("no data rows: the file holds only a header", text)
-    return Parsed(frame.select(*required, *RECORD_COLUMNS), notes)
+    return records.frame(EMPTY_DELIMITED, text)
+
+
+def _split_records(lines: list[str], delimiter: str, names: list[str], text: str) -> pl.DataFrame:
+    """``_delimited_records`` for text without quotes, where a field is what lies between two
+    delimiters: the same records, reasons and line numbers, computed column-wise."""
+    width = len(names)
+    frame = (
+        pl.DataFrame({"raw_record": lines})
+        .with_row_index("record_no", offset=1)
+        .slice(1)  # the header
+        .filter(pl.col("raw_record").str.strip_chars() != "")
+        .with_columns(fields=pl.col("raw_record").str.split(delimiter))
+    )
+    if frame.is_empty():
+        raise Unparseable(EMPTY_DELIMITED)
+    count = pl.col("fields").list.len()
+    frame = frame.select(
+        *[
+            pl.col("fields").list.get(i, null_on_oob=True).replace("", None).alias(name)
+            for i, name in enumerate(names)
+        ],
+        pl.col("record_no").cast(pl.Int64),
+        pl.col("raw_record").str.slice(0, RAW_RECORD_CHARS),
+        reject_reason=pl.when(count != width).then(
+            pl.format("expected {} fields, found {}", pl.lit(width), count)
+        ),
+    )
+    return _flag_truncation(frame, text)
 
 
 def read_json_lines(text: str, fields: list[str], renames: dict[str, str] | None = None) -> Parsed:
-    """JSON Lines into string columns; a line that is not a JSON object is rejected by reason."""
+    """JSON Lines into string columns; a line that is not a JSON object is rejected by reason.
+
+    Files whose every line is a JSON object are decoded column-wise by polars; a file with a broken
+    line goes through Python's json line by line, which can say what is wrong with each.
+    """
     renames = renames or {}
+    try:
+        return _decode_json_lines(text, fields, renames)
+    except pl.exceptions.PolarsError:
+        return _json_lines_one_by_one(text, fields, renames)
+
+
+def _decode_json_lines(text: str, fields: list[str], renames: dict[str, str]) -> Parsed:
+    lines = (
+        pl.DataFrame({"raw_record": text.splitlines()})
+        .with_row_index("record_no", offset=1)
+        .filter(pl.col("raw_record").str.strip_chars() != "")
+    )
+    if lines.is_empty():
+        raise Unparseable("no records")
+    read = [*fields, *renames]  # a renamed field fills its new name where the old one is missing
+    decoded = (
+        lines["raw_record"]
+        .str.json_decode(pl.Struct(dict.fromkeys(read, pl.String)))
+        .struct.unnest()
+    )
+    values = [
+        pl.coalesce(decoded[f], *(decoded[old] for old, new in renames.items() if new == f)).alias(
+            f
+        )
+        for f in fields
+    ]
+    frame = lines.select(
+        *[decoded.select(v).to_series() for v in values],
+        pl.col("record_no").cast(pl.Int64),
+        pl.col("raw_record").str.slice(0, RAW_RECORD_CHARS),
+        reject_reason=pl.lit(None, pl.String),
+    )
+    # Top-level names beyond the ones read, for the file's note (a key inside a nested object
+    # would show up here too; meter records have none).
+    matches = lines["raw_record"].str.extract_all(r'"(?:[^"\\]|\\.)*"\s*:').explode()
+    keys = {json.loads(m.rstrip(": \t")) for m in matches.drop_nulls().unique()}
+    extra = keys - set(fields) - set(renames)
+    notes = [f"ignored extra fields {sorted(extra)}"] if extra else []
+    return Parsed(_flag_truncation(frame, text), notes)
+
+
+def _json_lines_one_by_one(text: str, fields: list[str], renames: dict[str, str]) -> Parsed:
     records = _Records(fields)
     seen_names: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):
@@ -258,20 +345,33 @@ class _Records:
         """The string frame plus ``RECORD_COLUMNS``; ``text`` given: flag an unterminated last line."""
         if not self.rows:
             raise Unparseable(empty_reason)
-        if text is not None and (note := _truncation_note(text)):
-            last = self.reasons[-1]
-            self.reasons[-1] = f"{last}; {note}" if last else note
         frame = pl.DataFrame(
             self.rows,
             schema=self.names,
             orient="row",
             schema_overrides=dict.fromkeys(self.names, pl.String),
         )
-        return frame.with_columns(
+        frame = frame.with_columns(
             record_no=pl.Series(self.record_nos, dtype=pl.Int64),
             raw_record=pl.Series(self.raws, dtype=pl.String).str.slice(0, RAW_RECORD_CHARS),
             reject_reason=pl.Series(self.reasons, dtype=pl.String),
         )
+        return frame if text is None else _flag_truncation(frame, text)
+
+
+def _flag_truncation(frame: pl.DataFrame, text: str) -> pl.DataFrame:
+    """Add the truncation note to the last record's reason when the text ends mid-line."""
+    note = _truncation_note(text)
+    if note is None:
+        return frame
+    last = pl.int_range(pl.len()) == pl.len() - 1
+    return frame.with_columns(
+        reject_reason=pl.when(last)
+        .then(
+            pl.concat_str(pl.col("reject_reason"), pl.lit(note), separator="; ", ignore_nulls=True)
+        )
+        .otherwise(pl.col("reject_reason"))
+    )
 
 
 # --- homogenization helpers ---------------------------------------------------------------------
