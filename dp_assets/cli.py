@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     sample.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2024, 1, 15),
                         help="first day, YYYY-MM-DD (default 2024-01-15)")  # fmt: skip
+    sample.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
+                        help="show a progress bar (default: when stderr is a terminal)")  # fmt: skip
     commands.add_parser("summary", help="tables with row counts, rejects, quarantined files")
     report = commands.add_parser(
         "report", help="write one HTML page: data quality, drift, model accuracy over time, KPIs"
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.days < 3 or args.meters < 2:
             parser.error("--days must be at least 3 and --meters at least 2")
         manifest = generate(
-            settings.data_dir, SampleParams(args.days, args.meters, args.seed, args.start)
+            settings.data_dir,
+            SampleParams(args.days, args.meters, args.seed, args.start),
+            progress=args.progress,
         )
         print(
             f"wrote {len(manifest.files)} files into {settings.inbox} "

@@ -83,8 +83,8 @@ class Manifest:
 class Writer:
     """Writes files into the inbox with their arrival time and records them in the manifest."""
 
-    def __init__(self, inbox: Path, manifest: Manifest):
-        self.inbox, self.manifest = inbox, manifest
+    def __init__(self, inbox: Path, manifest: Manifest, progress=None):
+        self.inbox, self.manifest, self.progress = inbox, manifest, progress
 
     def write(self, source: str, name: str, data: bytes, arrival: dt.datetime, records: int | None,
               kind: str = "data", late: bool = False) -> Path:  # fmt: skip
@@ -93,6 +93,8 @@ class Writer:
         path.write_bytes(data)
         stamp = arrival.timestamp()
         os.utime(path, (stamp, stamp))
+        if self.progress is not None:
+            self.progress.update(1)
         self.manifest.files.append(
             {
                 "source": source,
@@ -122,10 +124,21 @@ class Writer:
         self.manifest.file_problems.append({"source": source, "file": name, "kind": problem})
 
 
-def generate(data_dir: Path, params: SampleParams = SampleParams()) -> Manifest:
+def generate(
+    data_dir: Path, params: SampleParams = SampleParams(), progress: bool = False
+) -> Manifest:
+    """Write the sample files into ``data_dir/inbox`` and the ground truth beside it.
+
+    ``progress`` shows a bar of the files written on stderr (the CLI turns it on in a terminal).
+    """
+    from tqdm import tqdm
+
     rng = np.random.default_rng(params.seed)
     manifest = Manifest(params={**asdict(params), "start": params.start.isoformat()})
-    writer = Writer(Path(data_dir) / "inbox", manifest)
+    # About two meter files and two weather files a day, plus the CRM exports and tariffs.
+    expected = 4 * params.days + params.days // 28 + 12
+    bar = tqdm(total=expected, unit="file", desc="sample files", disable=not progress)
+    writer = Writer(Path(data_dir) / "inbox", manifest, bar)
     people = make_people(rng, params.meters, params.start, params.days)
     weather = make_weather(rng, params.start, params.days)
     readings = make_readings(rng, people, weather, params.start, params.days, manifest)
@@ -141,6 +154,7 @@ def generate(data_dir: Path, params: SampleParams = SampleParams()) -> Manifest:
     ).to_dicts()
     path = Path(data_dir) / "sample_data_manifest.json"
     path.write_text(json.dumps(asdict(manifest), indent=1, default=str, ensure_ascii=False))
+    bar.close()
     return manifest
 
 
@@ -262,13 +276,17 @@ def assign_problems(
     """Mark disjoint random rows with a problem kind (or ``drop``); null where the row is clean."""
     n = frame.height
     order = rng.permutation(n)
-    kinds = np.full(n, None, dtype=object)
+    kinds = [*rates, "drop"]
+    codes = np.full(n, -1, dtype=np.int8)  # an index into kinds; a Python object per row is slow
     taken = 0
-    for kind, rate in [*rates.items(), ("drop", drop_rate)]:
+    for code, rate in enumerate([*rates.values(), drop_rate]):
         count = int(round(n * rate))
-        kinds[order[taken : taken + count]] = kind
+        codes[order[taken : taken + count]] = code
         taken += count
-    return frame.with_columns(problem=pl.Series(kinds.tolist(), dtype=pl.String))
+    problem = pl.Series(codes).replace_strict(
+        dict(enumerate(kinds)), default=None, return_dtype=pl.String
+    )
+    return frame.with_columns(problem=problem)
 
 
 def finish_rows(
@@ -299,6 +317,15 @@ def record_problems(frame: pl.DataFrame, manifest: Manifest, source: str) -> Non
         )
         .to_dicts()
     )
+
+
+def per_file(frame: pl.DataFrame, day: str):
+    """(file name, day, its lines joined and terminated, records) per file, in order: the text
+    is built by polars, in parallel, not line by line in Python."""
+    files = frame.group_by("file", maintain_order=True).agg(
+        pl.col(day).first(), (pl.col("line").str.join("\n") + "\n").alias("text"), pl.len()
+    )
+    return files.iter_rows()
 
 
 def arrival_for(day: dt.date, late: bool) -> dt.datetime:
@@ -342,12 +369,11 @@ def write_vendor_a(
     record_problems(frame, writer.manifest, "meters_vendor_a")
     header = "meter_id;timestamp;consumption_kwh\n"
     first_day = None
-    for (name,), part in frame.group_by("file", maintain_order=True):
-        day = part["local_day"][0]
+    for name, day, lines, records in per_file(frame, "local_day"):
         late = (day - params.start).days in late_days
-        text = header + "\n".join(part["line"]) + "\n"
+        text = header + lines
         writer.write(
-            "meters_vendor_a", name, text.encode(), arrival_for(day, late), part.height, late=late
+            "meters_vendor_a", name, text.encode(), arrival_for(day, late), records, late=late
         )
         first_day = first_day or (name, text, day)
     name, text, day = first_day
@@ -393,16 +419,10 @@ def write_vendor_b(
     )  # fmt: skip
     record_problems(frame, writer.manifest, "meters_vendor_b")
     first = None
-    for (name,), part in frame.group_by("file", maintain_order=True):
-        day = part["day"][0]
+    for name, day, lines, records in per_file(frame, "day"):
         late = (day - params.start).days in late_days
         writer.write(
-            "meters_vendor_b",
-            name,
-            ("\n".join(part["line"]) + "\n").encode(),
-            arrival_for(day, late),
-            part.height,
-            late=late,
+            "meters_vendor_b", name, lines.encode(), arrival_for(day, late), records, late=late
         )
         first = first or (name, day)
     garbage = first[0].replace(".jsonl", "_corrupt.jsonl")
