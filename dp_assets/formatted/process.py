@@ -8,8 +8,12 @@ runs over a batch of files at once, because Pandera's cost is mostly per call, n
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pandera.polars as pa
 import polars as pl
@@ -17,6 +21,8 @@ import polars as pl
 from dp_assets.formatted.schema import FileOutcome, Reject
 from dp_assets.frames import empty_frame, polars_schema
 from dp_assets.sources.base import FileContext, Source, Unparseable, decode
+
+T, R = TypeVar("T"), TypeVar("R")
 
 
 @dataclass
@@ -56,6 +62,19 @@ def format_file(source: Source, data: bytes, ctx: FileContext) -> FileResult:
     read = read_file(source, data, ctx)
     rows, rejects, _ = format_batch(source, [read], dt.datetime.now(dt.UTC))
     return FileResult(rows, rejects, read.records_in, read.notes, read.quarantine_reason)
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """``map`` on a thread pool, in order, with at most ``ahead`` results pending (memory stays
+    bounded however many items)."""
+    with ThreadPoolExecutor(max_workers=min(ahead, os.cpu_count() or 2)) as pool:
+        pending: deque[Future] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def batched_by_records(reads: Iterable[ReadFile], limit: int) -> Iterator[list[ReadFile]]:

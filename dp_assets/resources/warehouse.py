@@ -2,7 +2,8 @@
 
 It adds what the stock resource lacks for a shared file: a short wait, then a clear error naming the
 process that holds the lock (instead of ~100 s of silent retries); connections closed even when a
-step fails; UTC as the session time zone; and a transaction helper so every write is atomic.
+step fails; UTC as the session time zone; a memory limit (larger work spills to disk); and a
+transaction helper so every write is atomic.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class Warehouse(DuckDBResource):
     lock_timeout_s: float = Field(
         default=30.0, description="How long to wait for another process to release the file."
     )
+    memory_limit: str = Field(
+        default="3GB",
+        description="DuckDB's memory limit; joins, sorts and windows beyond it spill to disk "
+        "beside the database file (DuckDB's default, 80% of RAM, would crowd out the step itself)",
+    )
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -61,6 +67,7 @@ class Warehouse(DuckDBResource):
                 delay = min(delay * 2, 2.0)
         try:
             conn.execute("SET TimeZone = 'UTC'")
+            conn.execute(f"SET memory_limit = '{self.memory_limit}'")
             yield conn
         finally:
             conn.close()
