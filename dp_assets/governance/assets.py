@@ -73,21 +73,25 @@ def catalog(specs: list) -> list[CatalogTable]:
 
 def bookkeeping_tables() -> list[CatalogTable]:
     """Tables several assets share, declared here since no single asset owns them."""
+    from dp_assets.exploitation.queries import CHANGES, INTEGRATED, VENDOR_SOURCES, WATERMARKS
+    from dp_assets.exploitation.schema import IntegratedFile, ReadingChange, Watermark
     from dp_assets.formatted.assets import OUTCOMES
     from dp_assets.formatted.schema import FileOutcome
     from dp_assets.sources import SOURCES
 
     return [
         catalog_entry(
-            OUTCOMES,
-            FileOutcome,
-            asset="formatted/<source> (each its own rows)",
-            zone="formatted",
-            owner=OWNER,
-            upstream=[f"landing/{s}" for s in SOURCES],
+            OUTCOMES, FileOutcome, asset="formatted/<source> (each its own rows)",
+            zone="formatted", owner=OWNER, upstream=[f"landing/{s}" for s in SOURCES],
             source_format=None,
-        )  # fmt: skip
-    ]
+        ),
+        *(catalog_entry(
+            table, schema, asset="exploitation/meter_readings (its bookkeeping)",
+            zone="exploitation", owner=OWNER, upstream=[f"formatted/{s}" for s in VENDOR_SOURCES],
+            source_format=None,
+        ) for table, schema in ((INTEGRATED, IntegratedFile), (CHANGES, ReadingChange),
+                                (WATERMARKS, Watermark))),
+    ]  # fmt: skip
 
 
 def build_data_dictionary_asset(assets: list):
