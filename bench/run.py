@@ -1,132 +1,320 @@
-"""Benchmark the platform at a scale: `python bench/run.py --scale S` (M and L are much larger).
+"""Benchmark the platform at a scale: `python bench/run.py --scale S|M|L`.
 
-Generates sample data into a temporary data dir, materializes every asset through the real defs
-(the implicit asset job, as `dagster asset materialize -m dp_assets --select '*'` runs it), and
-prints and writes to bench/results/ one table: wall time per asset step and in total, raw rows per
-second, peak RSS, and the floor: DuckDB reading every raw file once.
+One run, each phase in its own process so its peak RSS is its own:
 
-Nothing here is asserted; the figures are for reading and comparing.
+1. generate the sample data (`dp sample-data`, one day more than the scale), holding the last
+   day's meter and weather files back;
+2. the floor: DuckDB reading every raw meter file once (a count over read_csv and read_json);
+3. the pandas baseline (`bench/baseline_pandas.py`) on the same files;
+4. the full build: every asset through the real defs, as `dagster asset materialize --select '*'`
+   runs it, with wall time per step from the event log;
+5. incremental: the held-back day lands and what automation would run follows (everything but
+   training, which is scheduled);
+6. serving: p50/p99 latency of one prediction through MLflow's scoring server with 20 concurrent
+   clients on 127.0.0.1, against the same model's in-process predict time.
+
+Prints one table and writes it to bench/results/<scale>.md. Nothing here is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
-import resource
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 SCALES = {"S": (200, 60), "M": (2_000, 365), "L": (10_000, 365)}  # meters, days
+HELD_BACK = ("meters_vendor_a", "meters_vendor_b", "weather")  # sources with a file per day
+CLIENTS, REQUESTS_PER_CLIENT = 20, 50
+
+
+def measured(args: list[str], env: dict, capture: bool = True) -> tuple[str, float, float]:
+    """Run a process to its end: (stdout, wall seconds, its own peak RSS in GB)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        args, env=env, cwd=REPO, stdout=subprocess.PIPE if capture else None, text=True
+    )
+    out = process.stdout.read() if capture else ""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise SystemExit(f"{args[:3]} failed with {process.returncode}:\n{out[-3000:]}")
+    return out, time.perf_counter() - started, usage.ru_maxrss / 1024**2
+
+
+def hold_back_last_day(inbox: Path, last_day: dt.date, held: Path) -> int:
+    moved = 0
+    for source in HELD_BACK:
+        for path in (inbox / source).glob("*"):
+            digits = "".join(c for c in path.stem if c.isdigit())
+            if digits.startswith(f"{last_day:%Y%m%d}"):
+                (held / source).mkdir(parents=True, exist_ok=True)
+                shutil.move(path, held / source / path.name)  # keeps the mtime
+                moved += 1
+    return moved
 
 
 def floor_seconds(inbox: Path) -> tuple[float, int]:
-    """DuckDB reading every raw file once: the least any pipeline over these files must pay."""
+    """DuckDB reading every raw meter file once: the least any pipeline over these files pays."""
     import duckdb
 
     started = time.perf_counter()
     rows = 0
     with duckdb.connect() as conn:
         for pattern, reader in (
-            (
-                "meters_vendor_a/*.csv",
-                "read_csv('{}', delim=';', header=true, all_varchar=true, ignore_errors=true)",
-            ),
-            (
-                "meters_vendor_b/*.jsonl",
-                "read_json('{}', format='newline_delimited', ignore_errors=true)",
-            ),
-        ):
+            ("meters_vendor_a/*.csv",
+             "read_csv('{}', delim=';', header=true, all_varchar=true, ignore_errors=true)"),
+            ("meters_vendor_b/*.jsonl", "read_json('{}', format='newline_delimited', ignore_errors=true)"),
+        ):  # fmt: skip
             if list(inbox.glob(pattern)):
-                rows += conn.execute(
-                    f"SELECT count(*) FROM {reader.format(inbox / pattern)}"
-                ).fetchone()[0]
+                query = f"SELECT count(*) FROM {reader.format(inbox / pattern)}"
+                rows += conn.execute(query).fetchone()[0]
     return time.perf_counter() - started, rows
+
+
+def materialize(followers_only: bool) -> None:
+    """The full graph in this process, or what automation runs after a landing (all but training:
+    that is scheduled); prints the run's step times as JSON."""
+    from dagster import AssetKey, AssetSelection, DagsterEventType, DagsterInstance
+
+    sys.path.insert(0, str(REPO))
+    from dp_assets.analysis.pipelines import PIPELINES
+    from dp_assets.automation import TRAINING_STEPS
+    from dp_assets.definitions import build_defs
+    from dp_assets.settings import Settings
+
+    defs = build_defs(Settings.from_env())
+    selection = None
+    if followers_only:
+        training = [AssetKey([p, s]) for p in PIPELINES for s in TRAINING_STEPS]
+        everything = AssetSelection.all() - AssetSelection.assets(*training)
+        selection = sorted(everything.resolve(defs.resolve_asset_graph()))
+    with DagsterInstance.get() as instance:
+        job = defs.resolve_implicit_global_asset_job_def()
+        started = time.perf_counter()
+        result = job.execute_in_process(
+            instance=instance, asset_selection=selection, raise_on_error=False
+        )
+        total = time.perf_counter() - started
+
+        def events(kind):
+            records = instance.get_records_for_run(result.run_id, of_type=kind, limit=100_000)
+            return [r.event_log_entry.dagster_event for r in records.records]
+
+        steps = {e.step_key: e.event_specific_data.duration_ms / 1000
+                 for e in events(DagsterEventType.STEP_SUCCESS)}  # fmt: skip
+        failures = {
+            e.step_key: e.event_specific_data.error.message.strip().splitlines()[-1][:160]
+            for e in events(DagsterEventType.STEP_FAILURE)
+        }
+    print(json.dumps({"total": total, "steps": steps, "failures": failures}))
+
+
+def serving(data_dir: Path, env: dict) -> dict:
+    """Latency of one prediction: through the scoring server under 20 clients, and in process."""
+    import duckdb
+    import mlflow.lightgbm
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))
+    from dp_assets.analysis.factory import feature_matrix
+    from dp_assets.analysis.pipelines import PIPELINES
+
+    spec = PIPELINES["energy_forecast"]
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as conn:
+        row = conn.execute(
+            "SELECT * FROM energy_forecast.features WHERE split = 'score' LIMIT 1"
+        ).pl()
+    x = feature_matrix(row, spec)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    # The newest registered version: latency does not depend on whether the gate promoted it.
+    versions = mlflow.MlflowClient().search_model_versions("name = 'energy_forecast'")
+    uri = f"models:/energy_forecast/{max(int(v.version) for v in versions)}"
+    model = mlflow.lightgbm.load_model(uri)
+    in_process = []
+    for _ in range(1000):
+        started = time.perf_counter()
+        model.predict(x)
+        in_process.append(time.perf_counter() - started)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "models", "serve", "-m", uri,
+         "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"],
+        env={**env, "PATH": f"{BIN}:{env['PATH']}"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    body = json.dumps({"dataframe_split": json.loads(x.to_json(orient="split", index=False))})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("scoring server did not start") from None
+                time.sleep(0.5)
+        latencies: list[float] = []
+        lock = threading.Lock()
+
+        def client():
+            mine = []
+            for _ in range(REQUESTS_PER_CLIENT):
+                request = urllib.request.Request(f"{url}/invocations", data=body.encode(),
+                                                 headers={"Content-Type": "application/json"})  # fmt: skip
+                started = time.perf_counter()
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    response.read()
+                mine.append(time.perf_counter() - started)
+            with lock:
+                latencies.extend(mine)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+    finally:
+        os.killpg(server.pid, 9)
+        server.wait()
+    ms = np.array(latencies) * 1000
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "requests": len(ms),
+        "per_second": len(ms) / elapsed,
+        "in_process_p50_ms": float(np.percentile(np.array(in_process) * 1000, 50)),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=SCALES, default="S")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the data dir afterwards")
+    parser.add_argument("--materialize", choices=("all", "followers"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.materialize:
+        materialize(args.materialize == "followers")
+        return 0
     meters, days = SCALES[args.scale]
+    start = dt.date(2024, 1, 15)
 
     root = Path(tempfile.mkdtemp(prefix=f"dp-bench-{args.scale}-"))
-    os.environ.update(
-        DP_DATA_DIR=str(root / "data"), DAGSTER_HOME=str(root / "home"), DP_PII_KEY="bench"
-    )
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    data = root / "data"
+    env = {**os.environ, "DP_DATA_DIR": str(data), "DAGSTER_HOME": str(root / "home"),
+           "DP_PII_KEY": "bench"}  # fmt: skip
+    env.pop("MLFLOW_TRACKING_URI", None)  # the platform's default: SQLite in the data dir
     (root / "home").mkdir(parents=True)
     shutil.copy(REPO / "dagster.yaml", root / "home" / "dagster.yaml")
-    sys.path.insert(0, str(REPO))
+    figures: dict = {}
 
-    from dagster import DagsterEventType, DagsterInstance
+    print(f"generating {meters:,} meters x {days + 1} days into {data} ...", flush=True)
+    _, figures["generate_s"], figures["generate_gb"] = measured(
+        [str(BIN / "dp"), "sample-data", "--meters", str(meters), "--days", str(days + 1),
+         "--seed", str(args.seed), "--start", start.isoformat()], env, capture=False,
+    )  # fmt: skip
+    manifest = json.loads((data / "sample_data_manifest.json").read_text())
+    raw_rows = sum(f["records"] or 0 for f in manifest["files"])
+    held = hold_back_last_day(data / "inbox", start + dt.timedelta(days=days), root / "held")
+    figures["floor_s"], figures["floor_rows"] = floor_seconds(data / "inbox")
 
-    from dp_assets.definitions import build_defs
-    from dp_assets.sample_data import SampleParams, generate
-    from dp_assets.settings import Settings
+    print("pandas baseline ...", flush=True)
+    out, figures["pandas_s"], figures["pandas_gb"] = measured(
+        [sys.executable, str(REPO / "bench" / "baseline_pandas.py"), str(data / "inbox")],
+        {**env, "PYTHONWARNINGS": "ignore"},
+    )
+    baseline = json.loads(out.strip().splitlines()[-1])
 
-    settings = Settings.from_env()
-    started = time.perf_counter()
-    manifest = generate(settings.data_dir, SampleParams(days=days, meters=meters, seed=args.seed))
-    generated = time.perf_counter() - started
-    raw_rows = sum(f["records"] or 0 for f in manifest.files)
-    floor, floor_rows = floor_seconds(settings.inbox)
+    runs = []
+    for phase, what in (("full build", "all"), ("incremental (one more day)", "followers")):
+        if runs:
+            for path in (root / "held").rglob("*.*"):
+                target = data / "inbox" / path.parent.name / path.name
+                shutil.move(path, target)
+        print(f"{phase} ...", flush=True)
+        out, wall, rss = measured([sys.executable, __file__, "--materialize", what], env)
+        runs.append(
+            {"phase": phase, "wall": wall, "rss": rss, **json.loads(out.strip().splitlines()[-1])}
+        )
 
-    with DagsterInstance.get() as instance:
-        job = build_defs(settings).resolve_implicit_global_asset_job_def()
-        started = time.perf_counter()
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
-        total = time.perf_counter() - started
-        steps = {}
-        for record in instance.get_records_for_run(
-            result.run_id, of_type=DagsterEventType.STEP_SUCCESS
-        ).records:
-            event = record.event_log_entry.dagster_event
-            steps[event.step_key] = event.event_specific_data.duration_ms / 1000
-        failures = {}
-        for record in instance.get_records_for_run(
-            result.run_id, of_type=DagsterEventType.STEP_FAILURE
-        ).records:
-            event = record.event_log_entry.dagster_event
-            failures[event.step_key] = event.event_specific_data.error.message.strip().splitlines()[
-                -1
-            ][:200]
-    peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print("serving ...", flush=True)
+    served = None
+    if "energy_forecast__model" in runs[0]["steps"]:
+        served = serving(data, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}"})
 
+    full, incremental = runs
+    inside = sum(full["steps"].values())
     lines = [
-        f"# dp_assets benchmark, scale {args.scale}: {meters:,} meters x {days} days, "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        f"# dp_assets benchmark, scale {args.scale}: {meters:,} meters x {days} days "
+        f"(+1 incremental), {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"run {'succeeded' if result.success else 'FAILED'}; {len(manifest.files):,} files, {raw_rows:,} raw records",
-        *[f"- failed step {step}: {message}" for step, message in failures.items()],
+        f"{len(manifest['files']):,} files, {raw_rows:,} raw records; {held} files of the last day "
+        "held back for the incremental run. Machine: 2 cores, 24 GB.",
+        *[f"- {r['phase']}: failed step {s}: {m}" for r in runs for s, m in r["failures"].items()],
         "",
-        "| step | seconds |",
+        "| measure | value |",
         "|---|---:|",
-        *[
-            f"| {step} | {seconds:.2f} |"
-            for step, seconds in sorted(steps.items(), key=lambda kv: -kv[1])
-        ],
-        f"| **total (wall)** | **{total:.2f}** |",
-        f"| inside asset steps | {sum(steps.values()):.2f} |",
-        f"| Dagster overhead (total - steps) | {total - sum(steps.values()):.2f} |",
-        "",
-        f"- raw records per second: {raw_rows / total:,.0f}",
-        f"- floor (DuckDB reads the {floor_rows:,} meter rows once): {floor:.2f} s; total / floor: {total / floor:.1f}x",
-        f"- peak RSS: {peak_rss_gb:.2f} GB",
-        f"- sample generation: {generated:.1f} s",
-    ]
+        f"| full build, wall (materialize process) | {full['wall']:.1f} s |",
+        f"| full build, inside asset steps | {inside:.1f} s |",
+        f"| Dagster overhead (run total - steps) | {full['total'] - inside:.1f} s |",
+        f"| raw records per second (full build) | {raw_rows / full['wall']:,.0f} |",
+        f"| peak RSS, full build | {full['rss']:.2f} GB |",
+        f"| floor: DuckDB reads the {figures['floor_rows']:,} meter rows once | {figures['floor_s']:.1f} s |",
+        f"| **full build / floor** | **{full['wall'] / figures['floor_s']:.1f}x** |",
+        f"| pandas baseline, wall (MAE {baseline['mae']}) | {figures['pandas_s']:.1f} s |",
+        f"| pandas baseline, peak RSS | {figures['pandas_gb']:.2f} GB |",
+        f"| **pandas baseline / full build** | **{figures['pandas_s'] / full['wall']:.2f}x** |",
+        f"| incremental run (one more day), wall | {incremental['wall']:.1f} s |",
+        f"| **incremental / full build** | **{incremental['wall'] / full['wall']:.1%}** |",
+        f"| peak RSS, incremental | {incremental['rss']:.2f} GB |",
+        f"| sample generation, wall / peak RSS | {figures['generate_s']:.1f} s / {figures['generate_gb']:.2f} GB |",
+    ]  # fmt: skip
+    if served:
+        lines += [
+            f"| serving: p50 / p99, {CLIENTS} concurrent clients | {served['p50_ms']:.1f} / {served['p99_ms']:.1f} ms |",
+            f"| serving: throughput ({served['requests']} requests) | {served['per_second']:.0f} /s |",
+            f"| in-process predict of one row, p50 | {served['in_process_p50_ms']:.2f} ms |",
+        ]  # fmt: skip
+    for run in runs:
+        lines += [
+            "",
+            f"## {run['phase']}: seconds per step",
+            "",
+            "| step | seconds |",
+            "|---|---:|",
+        ]
+        top = sorted(run["steps"].items(), key=lambda kv: -kv[1])
+        lines += [f"| {step} | {seconds:.2f} |" for step, seconds in top[:15]]
+        lines.append(
+            f"| ({max(len(top) - 15, 0)} more steps) | {sum(s for _, s in top[15:]):.2f} |"
+        )
+    lines += ["", f"pandas baseline steps (s): {baseline['steps']}"]
     report = "\n".join(lines)
     print(report)
-    out = REPO / "bench" / "results" / f"{args.scale}.md"
-    out.write_text(report + "\n")
-    print(f"\nwritten to {out}; data in {root}")
-    shutil.rmtree(root, ignore_errors=True)
-    return 0 if result.success else 1
+    out_path = REPO / "bench" / "results" / f"{args.scale}.md"
+    out_path.write_text(report + "\n")
+    print(f"\nwritten to {out_path}; data in {root}")
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0 if not any(r["failures"] for r in runs) else 1
 
 
 if __name__ == "__main__":

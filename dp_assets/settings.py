@@ -53,8 +53,10 @@ class Settings:
 
     @property
     def mlflow_artifact_root(self) -> str | None:
-        """Artifacts of new experiments: under the data dir, unless a tracking server keeps them."""
-        return None if os.environ.get("MLFLOW_TRACKING_URI") else str(self.data_dir / "mlartifacts")
+        """Artifacts of new experiments: under the data dir, unless a tracking server keeps them
+        (with a database URI and no location MLflow would write ./mlruns wherever it runs)."""
+        server = self.mlflow_tracking_uri.startswith(("http://", "https://", "databricks"))
+        return None if server else str(self.data_dir / "mlartifacts")
 
     @property
     def sample_manifest(self) -> Path:
