@@ -24,7 +24,7 @@ from dagster import (
 OWNER = "team:data-platform"
 WAREHOUSE_POOL = "warehouse"  # DuckDB admits one writer process: every warehouse step joins it
 PREVIEW_ROWS = 5
-VALIDATE_ROWS = 2_000_000  # rows per part when a stored table is validated in parts
+VALIDATE_ROWS = 2_000_000  # rows per batch when stored rows are read back for validation
 
 
 def column_schema(schema: type[pa.DataFrameModel]) -> TableSchema:
@@ -98,20 +98,27 @@ def check_stored(
 ) -> tuple[AssetCheckResult, pl.DataFrame]:
     """The schema check of the rows a query selects, and a preview of them.
 
-    Many rows are validated in parts of about ``VALIDATE_ROWS``, split by a hash of the first
-    column of the unique key, so memory stays bounded and no duplicate key spans two parts.
+    Rows stream through in batches of ``VALIDATE_ROWS``, so memory stays bounded; a duplicate of
+    the unique key across two batches is counted by DuckDB instead.
     """
-    count = conn.execute(f"SELECT count(*) FROM ({selected})").fetchone()[0]
-    parts = max(1, -(-count // VALIDATE_ROWS))
-    column = (getattr(schema.Config, "unique", None) or list(schema.to_schema().columns))[0]
-    queries = [f"SELECT * FROM ({selected}) s WHERE hash(s.{column}) % {parts} = {i}"
-               for i in range(parts)] if parts > 1 else [selected]  # fmt: skip
-    found, preview = [], None
-    for query in queries:
-        frame = conn.execute(query).pl()
+    found, preview, count = [], None, 0
+    for batch in conn.execute(selected).fetch_record_batch(VALIDATE_ROWS):
+        frame = pl.from_arrow(batch)
         preview = frame.head(PREVIEW_ROWS) if preview is None else preview
+        count += frame.height
         if (cases := _failure_cases(schema, frame)) is not None:
             found.append(cases)
+    unique = getattr(schema.Config, "unique", None)
+    if unique and count > VALIDATE_ROWS:
+        key = ", ".join(unique)
+        duplicates = conn.execute(
+            f"SELECT count(*) - count(DISTINCT ({key})) FROM ({selected})"
+        ).fetchone()[0]
+        if duplicates:
+            found.append(pl.DataFrame({"schema_context": ["DataFrameSchema"],
+                                       "check": [f"unique ({key})"], "failure_case": [str(duplicates)]}))  # fmt: skip
+    if preview is None:  # no rows: the preview shows the columns
+        preview = conn.execute(f"SELECT * FROM ({selected}) LIMIT 0").pl()
     cases = pl.concat(found, how="diagonal_relaxed") if found else None
     return _check_result(check_name, cases, count, **kwargs), preview
 
