@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     sample.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2024, 1, 15),
                         help="first day, YYYY-MM-DD (default 2024-01-15)")  # fmt: skip
+    sample.add_argument("--part", type=int, default=0,
+                        help="write part N of a larger world: meters N*M+1 on, files named *_pN (default 0)")  # fmt: skip
     sample.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
                         help="show a progress bar (default: when stderr is a terminal)")  # fmt: skip
     commands.add_parser("summary", help="tables with row counts, rejects, quarantined files")
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--days must be at least 3 and --meters at least 2")
         manifest = generate(
             settings.data_dir,
-            SampleParams(args.days, args.meters, args.seed, args.start),
+            SampleParams(args.days, args.meters, args.seed, args.start, args.part),
             progress=args.progress,
         )
         print(

@@ -63,6 +63,10 @@ class SampleParams:
     meters: int = 200
     seed: int = 7
     start: dt.date = dt.date(2024, 1, 15)
+    # Large worlds are written in parts of ``meters`` each (part k: meters k*meters+1 on), so
+    # memory is one part's. Files of part k > 0 are named ``<name>_p<k>``; weather and tariffs
+    # are written once, by part 0.
+    part: int = 0
 
 
 @dataclass
@@ -83,11 +87,19 @@ class Manifest:
 class Writer:
     """Writes files into the inbox with their arrival time and records them in the manifest."""
 
-    def __init__(self, inbox: Path, manifest: Manifest, progress=None):
-        self.inbox, self.manifest, self.progress = inbox, manifest, progress
+    def __init__(self, inbox: Path, manifest: Manifest, progress=None, part: int = 0):
+        self.inbox, self.manifest, self.progress, self.part = inbox, manifest, progress, part
+
+    def named(self, name: str) -> str:
+        """The file name for this part: ``name`` itself for part 0."""
+        stem, dot, suffix = name.rpartition(".")
+        if not self.part or stem.endswith(f"_p{self.part}"):
+            return name
+        return f"{stem}_p{self.part}{dot}{suffix}"
 
     def write(self, source: str, name: str, data: bytes, arrival: dt.datetime, records: int | None,
               kind: str = "data", late: bool = False) -> Path:  # fmt: skip
+        name = self.named(name)
         path = self.inbox / source / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -113,7 +125,7 @@ class Writer:
         """The same content again under another name: the landing must recognise it."""
         self.write(source, name, data, arrival, records, kind="duplicate_delivery")
         self.manifest.duplicate_deliveries.append(
-            {"source": source, "file": name, "copy_of": copy_of}
+            {"source": source, "file": self.named(name), "copy_of": self.named(copy_of)}
         )
 
     def malformed(
@@ -121,7 +133,9 @@ class Writer:
     ) -> None:
         """A file the formatted zone must quarantine, with a reason matching ``problem``."""
         self.write(source, name, data, arrival, None, kind="malformed")
-        self.manifest.file_problems.append({"source": source, "file": name, "kind": problem})
+        self.manifest.file_problems.append(
+            {"source": source, "file": self.named(name), "kind": problem}
+        )
 
 
 def generate(
@@ -133,26 +147,35 @@ def generate(
     """
     from tqdm import tqdm
 
-    rng = np.random.default_rng(params.seed)
+    rng = np.random.default_rng([params.seed, params.part] if params.part else params.seed)
     manifest = Manifest(params={**asdict(params), "start": params.start.isoformat()})
     # About two meter files and two weather files a day, plus the CRM exports and tariffs.
     expected = 4 * params.days + params.days // 28 + 12
     bar = tqdm(total=expected, unit="file", desc="sample files", disable=not progress)
-    writer = Writer(Path(data_dir) / "inbox", manifest, bar)
-    people = make_people(rng, params.meters, params.start, params.days)
-    weather = make_weather(rng, params.start, params.days)
-    readings = make_readings(rng, people, weather, params.start, params.days, manifest)
+    writer = Writer(Path(data_dir) / "inbox", manifest, bar, params.part)
+    people = make_people(
+        rng, params.meters, params.start, params.days, offset=params.part * params.meters
+    )
+    if params.part:  # the world's one weather: part 0's, replayed from the same seed
+        replay = np.random.default_rng(params.seed)
+        make_people(replay, params.meters, params.start, params.days)
+        weather = make_weather(replay, params.start, params.days)
+    else:
+        weather = make_weather(rng, params.start, params.days)
+    readings = make_readings(rng, people, weather, params, manifest)
     late_days = set(rng.choice(params.days - 2, size=min(3, params.days - 2), replace=False) + 1)
 
     write_vendor_a(rng, readings.filter(pl.col("vendor") == "a"), writer, params, late_days)
     write_vendor_b(rng, readings.filter(pl.col("vendor") == "b"), writer, params, late_days)
-    write_weather(rng, weather, writer, params)
+    if params.part == 0:
+        write_weather(rng, weather, writer, params)
     write_customers(rng, people, writer, params)
-    write_tariffs(writer, params)
+    if params.part == 0:
+        write_tariffs(writer, params)
     manifest.people = people.frame.select(
         "first_name", "last_name", "email", "street", "meter_id"
     ).to_dicts()
-    path = Path(data_dir) / "sample_data_manifest.json"
+    path = Path(data_dir) / writer.named("sample_data_manifest.json")
     path.write_text(json.dumps(asdict(manifest), indent=1, default=str, ensure_ascii=False))
     bar.close()
     return manifest
@@ -197,9 +220,10 @@ def make_weather(rng: np.random.Generator, start: dt.date, days: int) -> pl.Data
 
 
 def make_readings(
-    rng, people: People, weather: pl.DataFrame, start: dt.date, days: int, manifest: Manifest
+    rng, people: People, weather: pl.DataFrame, params: SampleParams, manifest: Manifest
 ) -> pl.DataFrame:
     """Half-hourly kWh per meter: daily profile, weekends, heating when cold, churners fading out."""
+    start, days = params.start, params.days
     slots = pl.datetime_range(
         _utc(start), _utc(start, 24 * days - 0.5), "30m", time_zone="UTC", eager=True
     )
@@ -260,10 +284,10 @@ def make_readings(
     # Readings of a meter no customer owns (a meter swapped in the field, not yet in the CRM).
     unknown = (
         frame.filter(pl.col("meter_id") == frame["meter_id"][0])
-        .head(96)
+        .head(96 if params.part == 0 else 0)  # once, in part 0
         .with_columns(meter_id=pl.lit(f"MTR-{UNKNOWN_METER}"), vendor=pl.lit("b"))
     )
-    manifest.unknown_meters = [f"MTR-{UNKNOWN_METER}"]
+    manifest.unknown_meters = [f"MTR-{UNKNOWN_METER}"] if params.part == 0 else []
     return pl.concat([frame, unknown]).sort("meter_id", "utc", "vendor")
 
 
@@ -309,14 +333,14 @@ def finish_rows(
     )
 
 
-def record_problems(frame: pl.DataFrame, manifest: Manifest, source: str) -> None:
-    manifest.row_problems += (
-        frame.filter(pl.col("problem").is_not_null())
-        .select(
-            pl.lit(source).alias("source"), "file", "record_no", pl.col("problem").alias("kind")
-        )
-        .to_dicts()
+def record_problems(frame: pl.DataFrame, writer: Writer, source: str) -> None:
+    problems = frame.filter(pl.col("problem").is_not_null()).select(
+        pl.lit(source).alias("source"), "file", "record_no", pl.col("problem").alias("kind")
     )
+    names = {name: writer.named(name) for name in problems["file"].unique()}
+    writer.manifest.row_problems += problems.with_columns(
+        pl.col("file").replace_strict(names)
+    ).to_dicts()
 
 
 def per_file(frame: pl.DataFrame, day: str):
@@ -366,7 +390,7 @@ def write_vendor_a(
             separator=";",
         )
     )  # fmt: skip
-    record_problems(frame, writer.manifest, "meters_vendor_a")
+    record_problems(frame, writer, "meters_vendor_a")
     header = "meter_id;timestamp;consumption_kwh\n"
     first_day = None
     for name, day, lines, records in per_file(frame, "local_day"):
@@ -417,7 +441,7 @@ def write_vendor_b(
             pl.lit("}"),
         )
     )  # fmt: skip
-    record_problems(frame, writer.manifest, "meters_vendor_b")
+    record_problems(frame, writer, "meters_vendor_b")
     first = None
     for name, day, lines, records in per_file(frame, "day"):
         late = (day - params.start).days in late_days
@@ -489,7 +513,7 @@ def write_customers(rng, people: People, writer: Writer, params: SampleParams) -
     ]  # fmt: skip
     dup_at = int(rng.integers(0, len(alpha_rows)))
     alpha_rows.insert(dup_at + 1, list(alpha_rows[dup_at]))
-    alpha_name = f"crm_alpha_export_{export_day:%Y%m%d}.csv"
+    alpha_name = writer.named(f"crm_alpha_export_{export_day:%Y%m%d}.csv")
     writer.manifest.row_problems.append(
         {
             "source": "customers",
@@ -502,7 +526,7 @@ def write_customers(rng, people: People, writer: Writer, params: SampleParams) -
 
     beta_rows = []
     broken = set(rng.choice(beta.height, size=min(2, beta.height), replace=False).tolist())
-    beta_name = f"crm_beta_export_{export_day:%Y%m%d}.csv"
+    beta_name = writer.named(f"crm_beta_export_{export_day:%Y%m%d}.csv")
     for i, p in enumerate(beta.iter_rows(named=True)):
         start, end = p["contract_start"], p["contract_end"]
         if i in broken:  # a typo'd end date, years before the start

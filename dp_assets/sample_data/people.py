@@ -33,7 +33,11 @@ class People:
     frame: pl.DataFrame  # one row per person with clear PII, contract, CRM membership, meter
 
 
-def make_people(rng: np.random.Generator, n: int, start: dt.date, days: int) -> People:
+def make_people(
+    rng: np.random.Generator, n: int, start: dt.date, days: int, offset: int = 0
+) -> People:
+    """``n`` people numbered from ``offset`` (meters ``offset + 1`` on: another part's people
+    never collide with these)."""
     first = rng.choice(FIRST_NAMES, n)
     last = rng.choice(LAST_NAMES, n)
     region = rng.choice(REGIONS, n)
@@ -59,11 +63,12 @@ def make_people(rng: np.random.Generator, n: int, start: dt.date, days: int) -> 
     membership = rng.choice(["alpha", "beta", "both"], n, p=[0.55, 0.25, 0.2])
     frame = pl.DataFrame(
         {
-            "person": np.arange(n),
+            "person": np.arange(offset, offset + n),
             "first_name": first,
             "last_name": last,
             "email": [
-                f"{f}.{l}{i}@example.com".lower() for i, (f, l) in enumerate(zip(first, last))
+                f"{f}.{l}{i}@example.com".lower()
+                for i, (f, l) in enumerate(zip(first, last), start=offset)
             ],
             "street": [
                 f"ul. {rng.choice(STREETS)} {rng.integers(1, 120)}/{rng.integers(1, 40)}"
@@ -72,7 +77,7 @@ def make_people(rng: np.random.Generator, n: int, start: dt.date, days: int) -> 
             "city": [rng.choice(CITIES[r]) for r in region],
             "region": region,
             "tariff": tariff,
-            "meter_no": np.arange(1, n + 1),
+            "meter_no": np.arange(offset + 1, offset + n + 1),
             "contract_start": starts,
             "contract_end": pl.Series(ends, dtype=pl.Date),
             "membership": membership,
