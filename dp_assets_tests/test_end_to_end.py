@@ -315,3 +315,20 @@ def test_incremental_readings_equal_a_full_rebuild(run):
         stored, rebuilt = snapshot[table].sort(key), platform.frame(query).sort(key)
         assert stored.height == rebuilt.height > 0, table
         assert stored.equals(rebuilt), table
+
+
+def test_reformat_all_replaces_rows_without_duplicating_them(run):
+    from dagster import AssetSelection
+
+    platform, _, _, _, snapshot = run
+    config = {"ops": {"formatted_meters_vendor_a": {"config": {"reformat_all": True}}}}
+    result = platform.materialize(
+        AssetSelection.assets(["formatted", "meters_vendor_a"]).required_multi_asset_neighbors(),
+        run_config=config,
+    )
+    assert result.success
+    for table, key in (
+        ("formatted.meters_vendor_a", ["file_sha256", "record_no"]),
+        ("formatted.meters_vendor_a_rejects", ["file_sha256", "record_no"]),
+    ):
+        assert platform.frame(f"SELECT * FROM {table}").sort(key).equals(snapshot[table].sort(key))

@@ -57,7 +57,7 @@ class FormatConfig(Config):
 
 
 PENDING = f"""
-SELECT d.sha256, d.original_name, d.landed_path
+SELECT d.sha256, d.original_name, d.landed_path, o.file_sha256 IS NOT NULL AS formatted_before
 FROM {MANIFEST} d
 LEFT JOIN {OUTCOMES} o ON o.source = d.source AND o.file_sha256 = d.sha256
 WHERE d.source = $source AND NOT d.redelivery
@@ -139,13 +139,13 @@ def build_formatted_asset(source: Source):
             ).fetchall()
 
             def read_one(file):
-                sha, name, landed_path = file
+                sha, name, landed_path, _ = file
                 data = (settings.data_dir / landed_path).read_bytes()
                 return read_file(source, data, FileContext(sha, name, pii_key))
 
             def reads():
                 # polars works without the GIL: files are read on every core, a few ahead.
-                for read, (sha, name, landed_path) in zip(
+                for read, (sha, name, landed_path, _) in zip(
                     ordered_map(read_one, pending, READ_AHEAD), pending
                 ):
                     if read.quarantine_reason:
@@ -161,10 +161,13 @@ def build_formatted_asset(source: Source):
                     yield read
 
             processed_at = dt.datetime.now(dt.UTC)
+            # Only a file formatted before has rows to replace: deleting by the hashes of new
+            # files would scan the whole table per batch for nothing (quadratic on a backlog).
+            again = {sha for sha, *_, before in pending if before}
             outcomes = []
             for batch in batched_by_records(reads(), BATCH_RECORDS):
                 rows, rejects, batch_outcomes = format_batch(source, batch, processed_at)
-                shas = [r.ctx.sha256 for r in batch]
+                shas = [r.ctx.sha256 for r in batch if r.ctx.sha256 in again]
                 replace_where(conn, table, "file_sha256", shas, rows)
                 replace_where(conn, rejects_table, "file_sha256", shas, rejects)
                 crash_point(f"{table}:written")  # rows written, transaction not committed
