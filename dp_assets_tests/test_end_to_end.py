@@ -332,3 +332,12 @@ def test_reformat_all_replaces_rows_without_duplicating_them(run):
         ("formatted.meters_vendor_a_rejects", ["file_sha256", "record_no"]),
     ):
         assert platform.frame(f"SELECT * FROM {table}").sort(key).equals(snapshot[table].sort(key))
+    # The reformatted files are integrated again; the readings still equal a full rebuild.
+    from dp_assets.exploitation.queries import meter_readings
+
+    again = platform.materialize(AssetSelection.assets(["exploitation", "meter_readings"]))
+    (event,) = again.get_asset_materialization_events()
+    assert event.materialization.metadata["files integrated"].value > 0
+    key = ["meter_id", "reading_start"]
+    stored = platform.frame("SELECT * FROM exploitation.meter_readings").sort(key)
+    assert stored.equals(platform.frame(meter_readings()).sort(key))
