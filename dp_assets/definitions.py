@@ -7,7 +7,7 @@ editing code; ``defs`` is the default, configured from the environment.
 
 from __future__ import annotations
 
-from dagster import AssetKey, AssetSelection, Definitions, define_asset_job, in_process_executor
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from dp_assets.analysis.factory import build_pipeline_assets
 from dp_assets.analysis.pipelines import PIPELINES
@@ -23,6 +23,7 @@ from dp_assets.automation import (
     with_automation_policy,
 )
 from dp_assets.landing.sensor import LAND_JOB, build_inbox_sensor
+from dp_assets.metadata import stored_tables
 from dp_assets.operations.assets import build_operations_assets
 from dp_assets.resources import DataDir, MlflowTracking, Warehouse
 from dp_assets.settings import Settings
@@ -49,7 +50,9 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     written_by_jobs = [erasure_log_spec]  # tables ops write: in lineage, not materializable
     assets.append(build_data_dictionary_asset([*assets, *written_by_jobs]))
     train_job, train_schedule, retrain_sensor = training(pipelines)
-    erase_job = build_erasure_job(stored_tables(assets), [p.name for p in pipelines])
+    specs = [spec for a in assets for spec in a.specs]
+    tables = {table: spec.key for table, spec in stored_tables(specs).items()}
+    erase_job = build_erasure_job(tables, [p.name for p in pipelines])
     return Definitions(
         # Cross-cutting policy in one place: what automation keeps current.
         assets=[*with_automation_policy(assets, pipelines), *written_by_jobs],
@@ -69,15 +72,6 @@ def build_defs(settings: Settings | None = None) -> Definitions:
         # in parallel anyway; one process avoids ~5 s of start-up per step (FIELD_NOTES).
         executor=in_process_executor,
     )
-
-
-def stored_tables(assets: list) -> dict[str, AssetKey]:
-    """DuckDB table -> the asset that stores it (the first, for a table several assets share)."""
-    tables: dict[str, AssetKey] = {}
-    for spec in (spec for a in assets for spec in a.specs):
-        if table := spec.metadata.get("dagster/table_name"):
-            tables.setdefault(getattr(table, "value", table), spec.key)
-    return tables
 
 
 defs = build_defs()

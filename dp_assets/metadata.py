@@ -62,6 +62,21 @@ def column_lineage(deps: dict[str, tuple[str, ...]]) -> dict:
     }
 
 
+def plain(metadata_value):
+    """The Python value of a metadata entry (specs may hold raw values or ``MetadataValue``s)."""
+    return getattr(metadata_value, "value", metadata_value)
+
+
+def stored_tables(specs) -> dict:
+    """DuckDB table -> the spec of the asset that stores it: the first by key when several assets
+    share a table (the landing manifest)."""
+    tables = {}
+    for spec in sorted(specs, key=lambda s: s.key):
+        if table := plain(spec.metadata.get("dagster/table_name")):
+            tables.setdefault(table, spec)
+    return tables
+
+
 def markdown(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:
     with pl.Config(
         tbl_formatting="ASCII_MARKDOWN",

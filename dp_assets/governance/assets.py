@@ -22,8 +22,10 @@ from dp_assets.metadata import (
     OWNER,
     WAREHOUSE_POOL,
     markdown,
+    plain,
     spec_metadata,
     stored_table_results,
+    stored_tables,
     schema_check_spec,
 )
 from dp_assets.resources import DataDir, Warehouse
@@ -37,18 +39,11 @@ STORED_COLUMNS = """
 """
 
 
-def _value(metadata_value):
-    return getattr(metadata_value, "value", metadata_value)
-
-
 def catalog(specs: list) -> list[CatalogTable]:
     """One entry per stored table, from the asset specs (the first asset writing a shared table)."""
     by_key = {spec.key: spec for spec in specs}
     tables: dict[str, CatalogTable] = {}
-    for spec in sorted(specs, key=lambda s: s.key):
-        table = _value(spec.metadata.get("dagster/table_name"))
-        if not table or table in tables:
-            continue
+    for table, spec in stored_tables(specs).items():
         zone, name = spec.key.path[0], spec.key.path[-1]
         landing = (
             by_key.get(AssetKey(["landing", name.removesuffix("_rejects")]))
@@ -62,7 +57,7 @@ def catalog(specs: list) -> list[CatalogTable]:
             owner=", ".join(spec.owners),
             description=spec.description or "",
             upstream=[dep.asset_key.to_user_string() for dep in spec.deps],
-            source_format=_value(landing.metadata.get("physical/format")) if landing else None,
+            source_format=plain(landing.metadata.get("physical/format")) if landing else None,
             columns=[
                 (c.name, c.type, c.description)
                 for c in spec.metadata["dagster/column_schema"].columns
