@@ -53,7 +53,13 @@ from dp_assets.landing.assets import MANIFEST
 from dp_assets.landing.store import write_immutable
 from dp_assets.metadata import OWNER, markdown, schema_check, spec_metadata
 from dp_assets.resources import DataDir, MlflowTracking, Warehouse
-from dp_assets.resources.tables import ensure_table, insert, row_count, table_exists
+from dp_assets.resources.tables import (
+    ensure_table,
+    insert,
+    row_count,
+    table_columns,
+    table_exists,
+)
 from dp_assets.settings import Settings
 from dp_assets.sources import SOURCES
 from dp_assets.sources.base import FileContext
@@ -323,7 +329,7 @@ def apply_rewrites(conn: duckdb.DuckDBPyConnection, rewrites: list[Rewrite]) -> 
                 FROM _files f WHERE o.source = f.source AND o.file_sha256 = f.sha_before AND f.source = ?""",
                 [source],
             )
-        for table in _tables_with(conn, "file_sha256"):
+        for table in sorted(t for t, cs in table_columns(conn).items() if "file_sha256" in cs):
             conn.execute(
                 f"UPDATE {table} t SET file_sha256 = f.sha_after FROM _files f WHERE t.file_sha256 = f.sha_before"
             )
@@ -381,23 +387,11 @@ def _on_key(conn, statement: str, table: str, key: tuple[str, ...], values: pl.D
 
 def _subject_columns(conn, subject: Subject) -> dict[str, list[tuple[str, ...]]]:
     """Tables -> the subject keys all of whose columns they have."""
-    columns: dict[str, set[str]] = {}
-    for table, column in conn.execute(
-        "SELECT schema_name || '.' || table_name, column_name FROM duckdb_columns() "
-        "WHERE database_name = current_database() AND NOT internal"
-    ).fetchall():
-        columns.setdefault(table, set()).add(column)
-    found = {t: [k for k in subject.keys if set(k) <= cs] for t, cs in sorted(columns.items())}
+    found = {
+        t: [k for k in subject.keys if set(k) <= cs]
+        for t, cs in sorted(table_columns(conn).items())
+    }
     return {t: keys for t, keys in found.items() if keys}
-
-
-def _tables_with(conn, column: str) -> list[str]:
-    rows = conn.execute(
-        "SELECT DISTINCT schema_name || '.' || table_name FROM duckdb_columns() "
-        "WHERE database_name = current_database() AND NOT internal AND column_name = ?",
-        [column],
-    ).fetchall()
-    return sorted(r[0] for r in rows)
 
 
 def mark_for_retraining(

@@ -72,3 +72,14 @@ def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
             [schema, name],
         ).fetchone()[0]
     )
+
+
+def table_columns(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    """Every stored table (``schema.table``) with its column names, from DuckDB's catalog."""
+    columns: dict[str, set[str]] = {}
+    for table, column in conn.execute(
+        "SELECT schema_name || '.' || table_name, column_name FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND NOT internal"
+    ).fetchall():
+        columns.setdefault(table, set()).add(column)
+    return columns
