@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -94,15 +96,25 @@ def platform(tmp_path, monkeypatch) -> Platform:
 WORLD = SampleParams(days=100, meters=40, seed=3)
 
 
+@contextmanager
+def isolated_platform(root: Path) -> Iterator[Platform]:
+    """A ``Platform`` under ``root`` in the tests' environment (``isolate``), for module fixtures:
+    the instance is disposed and the environment restored afterwards."""
+    mp = pytest.MonkeyPatch()
+    isolate(mp)
+    platform = Platform(root)
+    try:
+        yield platform
+    finally:
+        platform.instance.dispose()
+        mp.undo()
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Sample data materialized through every asset, pipelines and governance included."""
-    mp = pytest.MonkeyPatch()
-    isolate(mp)
-    platform = Platform(tmp_path_factory.mktemp("world"))
-    generate(platform.settings.data_dir, WORLD)
-    result = platform.materialize()
-    assert result.success
-    yield platform, result
-    platform.instance.dispose()
-    mp.undo()
+    with isolated_platform(tmp_path_factory.mktemp("world")) as platform:
+        generate(platform.settings.data_dir, WORLD)
+        result = platform.materialize()
+        assert result.success
+        yield platform, result

@@ -41,29 +41,27 @@ def _sha(data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory):
-    from dp_assets_tests.conftest import Platform, isolate
+    from dp_assets_tests.conftest import isolated_platform
 
-    mp = pytest.MonkeyPatch()
-    isolate(mp)
-    platform = Platform(tmp_path_factory.mktemp("bad"))
-    for source, name, data, *_ in CASES.values():
-        platform.drop(source, name, data)
-    platform.drop(*DUPLICATE)
-    platform.drop("meters_vendor_a", "again (1).csv", DUPLICATE[2])
-    platform.drop("meters_vendor_a", "2024/01/nested.csv", GOOD_A.replace("10:", "18:").encode())
-    platform.drop(
-        "meters_vendor_a", ".still_writing.csv", b"meter_id;timestamp;consumption_kwh\nMTR-0"
-    )
-    platform.drop(
-        "meters_vendor_a", "in_progress.csv.part", b"meter_id;timestamp;consumption_kwh\nMTR-0"
-    )
-    stray = platform.settings.inbox / "stray.txt"
-    stray.write_bytes(b"who put this here?")
-    selection = AssetSelection.groups("landing", "formatted")
-    result = platform.materialize(selection)
-    yield platform, result
-    platform.instance.dispose()
-    mp.undo()
+    with isolated_platform(tmp_path_factory.mktemp("bad")) as platform:
+        for source, name, data, *_ in CASES.values():
+            platform.drop(source, name, data)
+        platform.drop(*DUPLICATE)
+        platform.drop("meters_vendor_a", "again (1).csv", DUPLICATE[2])
+        platform.drop(
+            "meters_vendor_a", "2024/01/nested.csv", GOOD_A.replace("10:", "18:").encode()
+        )
+        platform.drop(
+            "meters_vendor_a", ".still_writing.csv", b"meter_id;timestamp;consumption_kwh\nMTR-0"
+        )
+        platform.drop(
+            "meters_vendor_a", "in_progress.csv.part", b"meter_id;timestamp;consumption_kwh\nMTR-0"
+        )
+        stray = platform.settings.inbox / "stray.txt"
+        stray.write_bytes(b"who put this here?")
+        selection = AssetSelection.groups("landing", "formatted")
+        result = platform.materialize(selection)
+        yield platform, result
 
 
 def _file_outcome(platform, source, name):

@@ -35,31 +35,27 @@ TABLES = [
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One generated world, landed in two waves (late files second), materialized twice."""
-    from dp_assets_tests.conftest import BACKBONE, Platform, isolate
+    from dp_assets_tests.conftest import BACKBONE, isolated_platform
 
-    mp = pytest.MonkeyPatch()
-    isolate(mp)
-    platform = Platform(tmp_path_factory.mktemp("e2e"))
-    manifest = generate(platform.settings.data_dir, PARAMS)
-    held = platform.settings.data_dir / "held_back"
-    late = [f for f in manifest.files if f["late"]]
-    for f in late:
-        (held / f["source"]).mkdir(parents=True, exist_ok=True)
-        shutil.move(
-            platform.settings.inbox / f["source"] / f["name"], held / f["source"] / f["name"]
-        )
+    with isolated_platform(tmp_path_factory.mktemp("e2e")) as platform:
+        manifest = generate(platform.settings.data_dir, PARAMS)
+        held = platform.settings.data_dir / "held_back"
+        late = [f for f in manifest.files if f["late"]]
+        for f in late:
+            (held / f["source"]).mkdir(parents=True, exist_ok=True)
+            shutil.move(
+                platform.settings.inbox / f["source"] / f["name"], held / f["source"] / f["name"]
+            )
 
-    first = platform.materialize(BACKBONE)
-    for f in late:  # the late files arrive after the rest has been processed
-        shutil.move(
-            held / f["source"] / f["name"], platform.settings.inbox / f["source"] / f["name"]
-        )
-    second = platform.materialize(BACKBONE)
-    snapshot = {t: platform.frame(f"SELECT * FROM {t}") for t in TABLES}
-    third = platform.materialize(BACKBONE)
-    yield platform, manifest, late, (first, second, third), snapshot
-    platform.instance.dispose()
-    mp.undo()
+        first = platform.materialize(BACKBONE)
+        for f in late:  # the late files arrive after the rest has been processed
+            shutil.move(
+                held / f["source"] / f["name"], platform.settings.inbox / f["source"] / f["name"]
+            )
+        second = platform.materialize(BACKBONE)
+        snapshot = {t: platform.frame(f"SELECT * FROM {t}") for t in TABLES}
+        third = platform.materialize(BACKBONE)
+        yield platform, manifest, late, (first, second, third), snapshot
 
 
 def test_runs_succeed_and_late_files_were_held(run):

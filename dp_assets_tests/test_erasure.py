@@ -25,7 +25,7 @@ from dp_assets.sample_data import generate
 from dp_assets.sources import SOURCES
 from dp_assets.sources.base import decode
 from dp_assets.sources.schema import canonical_meter_id
-from dp_assets_tests.conftest import REPO, WORLD, Platform, cli_env, isolate
+from dp_assets_tests.conftest import REPO, WORLD, Platform, cli_env, isolated_platform
 
 pytestmark = pytest.mark.slow
 
@@ -117,35 +117,31 @@ def dp_erase(root: Path, customer_id: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def erased(tmp_path_factory) -> Erased:
-    mp = pytest.MonkeyPatch()
-    isolate(mp)
     root = tmp_path_factory.mktemp("erasure")
-    platform = Platform(root)
-    manifest = generate(platform.settings.data_dir, WORLD)
-    assert platform.materialize().success
-    people = {p["meter_id"]: p for p in manifest.people}
-    # Someone both CRMs know: the harder case (two records, two exports, one person).
-    customer_id, meter = platform.sql(
-        "SELECT customer_id, meter_id FROM exploitation.customers WHERE source_records = 2 "
-        "ORDER BY customer_id LIMIT 1"
-    )[0]
-    records = set(
-        platform.sql(
-            "SELECT source_system, source_customer_id FROM exploitation.customer_id_map "
-            "WHERE customer_id = ?",
-            [customer_id],
+    with isolated_platform(root) as platform:
+        manifest = generate(platform.settings.data_dir, WORLD)
+        assert platform.materialize().success
+        people = {p["meter_id"]: p for p in manifest.people}
+        # Someone both CRMs know: the harder case (two records, two exports, one person).
+        customer_id, meter = platform.sql(
+            "SELECT customer_id, meter_id FROM exploitation.customers WHERE source_records = 2 "
+            "ORDER BY customer_id LIMIT 1"
+        )[0]
+        records = set(
+            platform.sql(
+                "SELECT source_system, source_customer_id FROM exploitation.customer_id_map "
+                "WHERE customer_id = ?",
+                [customer_id],
+            )
         )
-    )
-    files_before, tables_before = landed_files(platform), tables(platform)
-    cli = dp_erase(root, customer_id)
-    assert cli.returncode == 0, cli.stderr[-3000:]
-    yield Erased(
-        platform, root, customer_id, people[meter], records,
-        files_before, landed_files(platform), tables_before, tables(platform),
-        platform.frame("SELECT * FROM governance.erasure_log"), cli,
-    )  # fmt: skip
-    platform.instance.dispose()
-    mp.undo()
+        files_before, tables_before = landed_files(platform), tables(platform)
+        cli = dp_erase(root, customer_id)
+        assert cli.returncode == 0, cli.stderr[-3000:]
+        yield Erased(
+            platform, root, customer_id, people[meter], records,
+            files_before, landed_files(platform), tables_before, tables(platform),
+            platform.frame("SELECT * FROM governance.erasure_log"), cli,
+        )  # fmt: skip
 
 
 def about_person(e: Erased, source: str, data: bytes) -> set[int]:

@@ -16,7 +16,7 @@ from dp_assets.analysis.monitoring import psi
 from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.automation import TRAINING_STEPS, build_retrain_sensor
 from dp_assets.sample_data import generate
-from dp_assets_tests.conftest import WORLD, Platform, isolate
+from dp_assets_tests.conftest import WORLD, Platform, isolated_platform
 
 pytestmark = pytest.mark.slow
 LATE_FROM = "2024-04-21"  # the world's last three days of readings arrive after the first run
@@ -51,32 +51,31 @@ def checks(result) -> dict[tuple[str, str], object]:
 
 @pytest.fixture(scope="module")
 def monitored(tmp_path_factory) -> Monitored:
-    mp = pytest.MonkeyPatch()
-    isolate(mp)
     root = tmp_path_factory.mktemp("monitoring")
-    platform = Platform(root)
-    generate(platform.settings.data_dir, WORLD)
-    held = root / "held"
-    for source in ("meters_vendor_a", "meters_vendor_b"):
-        for path in (platform.settings.inbox / source).iterdir():
-            day = "".join(c for c in path.stem if c.isdigit())
-            if day >= LATE_FROM.replace("-", ""):
-                (held / source).mkdir(parents=True, exist_ok=True)
-                shutil.move(path, held / source / path.name)  # keeps the mtime
-    first = platform.materialize()
-    assert first.success
-    # A weak challenger (one boosting round) is rejected: it predicts in the shadow from now on.
-    config = {"ops": {"energy_forecast__model": {"config": {"num_boost_round": 1}}}}
-    chain = ENERGY_TRAINING | AssetSelection.assets(["energy_forecast", "predictions"])
-    assert platform.materialize(chain, run_config=config).success
-    (shadow,) = platform.sql("SELECT DISTINCT challenger_version FROM energy_forecast.predictions")
-    for source in ("meters_vendor_a", "meters_vendor_b"):
-        for path in (held / source).iterdir():
-            shutil.move(path, platform.settings.inbox / source / path.name)
-    second = platform.materialize(AssetSelection.all() - TRAINING)  # new data, same models
-    assert second.success
-    yield Monitored(platform, first, second, shadow[0])
-    platform.instance.dispose()
+    with isolated_platform(root) as platform:
+        generate(platform.settings.data_dir, WORLD)
+        held = root / "held"
+        for source in ("meters_vendor_a", "meters_vendor_b"):
+            for path in (platform.settings.inbox / source).iterdir():
+                day = "".join(c for c in path.stem if c.isdigit())
+                if day >= LATE_FROM.replace("-", ""):
+                    (held / source).mkdir(parents=True, exist_ok=True)
+                    shutil.move(path, held / source / path.name)  # keeps the mtime
+        first = platform.materialize()
+        assert first.success
+        # A weak challenger (one boosting round) is rejected: it predicts in the shadow from now on.
+        config = {"ops": {"energy_forecast__model": {"config": {"num_boost_round": 1}}}}
+        chain = ENERGY_TRAINING | AssetSelection.assets(["energy_forecast", "predictions"])
+        assert platform.materialize(chain, run_config=config).success
+        (shadow,) = platform.sql(
+            "SELECT DISTINCT challenger_version FROM energy_forecast.predictions"
+        )
+        for source in ("meters_vendor_a", "meters_vendor_b"):
+            for path in (held / source).iterdir():
+                shutil.move(path, platform.settings.inbox / source / path.name)
+        second = platform.materialize(AssetSelection.all() - TRAINING)  # new data, same models
+        assert second.success
+        yield Monitored(platform, first, second, shadow[0])
 
 
 def test_drift_measures_every_feature_each_time(monitored):
