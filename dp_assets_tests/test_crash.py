@@ -93,3 +93,37 @@ def test_sigkill_mid_write_keeps_the_last_good_tables(tmp_path, point):
     outcomes = "SELECT * FROM formatted.file_outcomes"
     assert len(after[outcomes]) == len(good[outcomes]) + len(late), "the late files formatted once"
     assert not [p for p in (data / "inbox").rglob("*") if p.is_file()]
+
+
+def test_a_formatting_killed_midway_keeps_the_batches_it_committed(tmp_path):
+    """Formatting commits file batches one by one: killed in its second batch, it keeps the first
+    (rows and outcomes together), and the next run formats only the files left."""
+    env = cli_env(tmp_path)
+    data = Path(env["DP_DATA_DIR"])
+    generate(data, SampleParams(days=5, meters=8, seed=6))
+    config = '{"ops": {"formatted_meters_vendor_b": {"config": {"batch_records": 1}}}}'
+    select = ["--select", 'group:landing or key:"formatted/meters_vendor_b*"']
+    command = [str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", *select]
+
+    def run(crash_at: str | None = None) -> subprocess.CompletedProcess:
+        extra = {"DP_CRASH_AT": crash_at} if crash_at else {}
+        return subprocess.run([*command, "--config-json", config], env={**env, **extra},
+                              cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+
+    killed = run("formatted.meters_vendor_b:written@2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    outcomes = "SELECT file_sha256, rows_formatted FROM formatted.file_outcomes WHERE source = 'meters_vendor_b'"
+    rows_per_file = "SELECT file_sha256, count(*) FROM formatted.meters_vendor_b GROUP BY 1"
+    first = snapshot(data, [outcomes, rows_per_file])
+    assert len(first[outcomes]) == 1, "the first batch (one file) committed, the second did not"
+    assert [(sha, n) for sha, n in first[outcomes] if n] == first[rows_per_file]
+
+    final = run()
+    assert final.returncode == 0, final.stderr[-3000:]
+    after = snapshot(data, [outcomes, rows_per_file])
+    landed = "SELECT count(*) FROM landing.deliveries WHERE source = 'meters_vendor_b' AND NOT redelivery"
+    assert len(after[outcomes]) == snapshot(data, [landed])[landed][0][0] > 1
+    assert set(first[outcomes]) <= set(after[outcomes]), (
+        "the committed file was not formatted again"
+    )
+    assert [(sha, n) for sha, n in after[outcomes] if n] == after[rows_per_file]

@@ -37,6 +37,8 @@ def test_blank_lines_keeps_every_other_byte():
     data = b"\xef\xbb\xbfh;a\r\nMTR-1;x\r\nMTR-2;y\r\nMTR-1;z"
     assert blank_lines(data, {2, 4}) == b"\xef\xbb\xbfh;a\r\n\r\nMTR-2;y\r\n"
     assert blank_lines(b"a\nb\n", set()) == b"a\nb\n"
+    # Lines end at "\n" only, as the readers count them: U+2028 is text inside line 1.
+    assert blank_lines("a\u2028b\nc\n".encode(), {1}) == b"\nc\n"
     with pytest.raises(ValueError, match="line 3"):
         blank_lines(b"a\nb\n", {3})
 

@@ -220,14 +220,19 @@ DELIMITED_CASES = [
 JSON_LINES_CASES = [
     '{"meter": "1", "ts": 1700000000000, "wh": 250}\n{"meter": "2", "ts": "x", "energy_wh": null}\n',
     '\n{"meter": 12, "ts": 1.5e3, "wh": -1, "extra": [1, 2]}\n\n{"meter": "3", "ts": 1, "wh": ""}',
+    # keys the '":' count cannot vouch for: a value holding '":', spaces before a colon, a null
+    '{"meter": "a\\":", "ts": 1, "wh": 2}\n{"meter" : "1", "ts": 1, "wh": 2, "other" : 3}\n'
+    '{"meter": null, "late": 1, "ts": 1, "wh": 1}\r\n',
+    # U+2028 inside a string is text, not a line end (str.splitlines would cut the record there)
+    '{"meter": "1\u2028", "ts": 1, "wh": 2}\n',
 ]
 
 
 @pytest.mark.parametrize("text", DELIMITED_CASES)
 def test_split_records_equal_csv_module_records(text):
-    from dp_assets.sources.base import _delimited_records, _split_records
+    from dp_assets.sources.base import _delimited_records, _split_records, text_lines
 
-    lines, names = text.splitlines(), ["meter_id", "timestamp", "consumption_kwh"]
+    lines, names = text_lines(text), ["meter_id", "timestamp", "consumption_kwh"]
     assert _split_records(lines, ";", names, text).equals(
         _delimited_records(lines, ";", names, text)
     )
@@ -255,6 +260,7 @@ def test_generated_meter_files_read_the_same_both_ways(tmp_path):
         _delimited_records,
         _json_lines_one_by_one,
         _split_records,
+        text_lines,
     )
 
     generate(tmp_path, SampleParams(days=4, meters=6, seed=2))
@@ -263,8 +269,8 @@ def test_generated_meter_files_read_the_same_both_ways(tmp_path):
             text, _ = decode(path.read_bytes())
         except Unparseable:
             continue
-        lines = text.splitlines()
-        names = [h.strip() for h in lines[0].split(";")]
+        lines = text_lines(text)
+        names = [h.strip() for h in lines["raw_record"][0].split(";")]
         if len(names) == 3:
             assert _split_records(lines, ";", names, text).equals(
                 _delimited_records(lines, ";", names, text)

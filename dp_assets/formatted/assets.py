@@ -2,7 +2,9 @@
 
 Each run formats only the landed files it has not formatted yet with the current transform version
 (new files, late files, or everything after a transform change), replacing their rows by file hash:
-re-running never duplicates, and late files slot in wherever their timestamps fall.
+re-running never duplicates, and late files slot in wherever their timestamps fall. Files are
+written in batches, each committed with its files' outcomes, so a long backlog keeps memory flat
+and a stopped step resumes where it stopped.
 """
 
 import datetime as dt
@@ -40,6 +42,7 @@ from dp_assets.metadata import (
     schema_check_spec,
 )
 from dp_assets.resources import DataDir, Warehouse
+from dp_assets.resources.warehouse import atomic
 from dp_assets.resources.tables import ensure_table, insert, replace_where, row_count
 from dp_assets.sources import SOURCES
 from dp_assets.sources.base import FileContext, Source
@@ -54,6 +57,8 @@ READ_AHEAD = 2 * (os.cpu_count() or 2)  # files read in parallel, in order, a bo
 class FormatConfig(Config):
     reformat_all: bool = False
     """Format every landed file again, not only pending ones (e.g. after fixing a parser)."""
+    batch_records: int = BATCH_RECORDS
+    """Records validated, written and committed together (whole files; memory grows with it)."""
 
 
 PENDING = f"""
@@ -125,18 +130,19 @@ def build_formatted_asset(source: Source):
     ):
         settings = data_dir.settings
         pii_key = settings.pii_key() if source.pii_columns else b""
-        with warehouse.transaction() as conn:
-            for name, schema in (
-                (MANIFEST, Delivery),
-                (table, source.schema),
-                (rejects_table, Reject),
-                (OUTCOMES, FileOutcome),
-            ):
-                ensure_table(conn, name, schema)
-            pending = conn.execute(
-                PENDING,
-                {"source": source.name, "version": source.version, "all": config.reformat_all},
-            ).fetchall()
+        with warehouse.get_connection() as conn:
+            with atomic(conn):
+                for name, schema in (
+                    (MANIFEST, Delivery),
+                    (table, source.schema),
+                    (rejects_table, Reject),
+                    (OUTCOMES, FileOutcome),
+                ):
+                    ensure_table(conn, name, schema)
+                pending = conn.execute(
+                    PENDING,
+                    {"source": source.name, "version": source.version, "all": config.reformat_all},
+                ).fetchall()
 
             def read_one(file):
                 sha, name, landed_path, _ = file
@@ -165,34 +171,49 @@ def build_formatted_asset(source: Source):
             # files would scan the whole table per batch for nothing (quadratic on a backlog).
             again = {sha for sha, *_, before in pending if before}
             outcomes = []
-            for batch in batched_by_records(reads(), BATCH_RECORDS):
+            for batch in batched_by_records(reads(), config.batch_records):
                 rows, rejects, batch_outcomes = format_batch(source, batch, processed_at)
                 shas = [r.ctx.sha256 for r in batch if r.ctx.sha256 in again]
-                replace_where(conn, table, "file_sha256", shas, rows)
-                replace_where(conn, rejects_table, "file_sha256", shas, rejects)
-                crash_point(f"{table}:written")  # rows written, transaction not committed
+                # A batch commits with its files' outcomes: a step stopped midway keeps the files
+                # it finished and leaves the rest pending, and memory stays flat (DuckDB holds a
+                # transaction's appended rows in memory until the commit).
+                with atomic(conn):
+                    replace_where(conn, table, "file_sha256", shas, rows)
+                    replace_where(conn, rejects_table, "file_sha256", shas, rejects)
+                    conn.execute(
+                        f"DELETE FROM {OUTCOMES} WHERE source = ? AND file_sha256 IN (SELECT unnest(?))",
+                        [source.name, batch_outcomes["file_sha256"].to_list()],
+                    )
+                    insert(conn, OUTCOMES, batch_outcomes)
+                    crash_point(f"{table}:written")  # rows written, batch not committed
                 outcomes.append(batch_outcomes)
             outcomes = pl.concat(outcomes)
             shas = outcomes["file_sha256"].to_list()
-            conn.execute(
-                f"DELETE FROM {OUTCOMES} WHERE source = ? AND file_sha256 IN (SELECT unnest(?))",
-                [source.name, shas],
-            )
-            insert(conn, OUTCOMES, outcomes)
+            counts = {t: row_count(conn, t) for t in (table, rejects_table)}
+            written = {
+                table: int(outcomes["rows_formatted"].sum() or 0),
+                rejects_table: int(outcomes["rows_rejected"].sum() or 0),
+            }
             # The checks validate what was stored this run, read back through DuckDB's types.
             conn.register(
                 "_run_files", pl.DataFrame({"file_sha256": shas}, schema={"file_sha256": pl.String})
             )
-            written = "SEMI JOIN _run_files f ON f.file_sha256 = t.file_sha256"
-            rows_check, _ = check_stored(
-                conn, f"SELECT * FROM {table} t {written}", source.schema, asset_key=key
-            )
-            stored_rejects = conn.execute(f"SELECT * FROM {rejects_table} t {written}").pl()
+
+            def this_run(t: str) -> str:
+                # When every stored row is this run's (a first build), no filter is needed: the
+                # join would cost more than reading the rows.
+                if counts[t] == written[t]:
+                    return f"SELECT * FROM {t}"
+                return (
+                    f"SELECT * FROM {t} t SEMI JOIN _run_files f ON f.file_sha256 = t.file_sha256"
+                )
+
+            rows_check, _ = check_stored(conn, this_run(table), source.schema, asset_key=key)
+            stored_rejects = conn.execute(this_run(rejects_table)).pl()
             stored_outcomes = conn.execute(
                 f"SELECT * FROM {OUTCOMES} WHERE source = ? AND file_sha256 IN (SELECT unnest(?))",
                 [source.name, shas],
             ).pl()
-            counts = {t: row_count(conn, t) for t in (table, rejects_table)}
             previews = {
                 t: conn.execute(f"SELECT * FROM {t} LIMIT 5").pl() for t in (table, rejects_table)
             }

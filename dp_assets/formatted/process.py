@@ -134,7 +134,7 @@ def split_valid(
         positions = candidates.select("_i").with_row_index("_pos")
         failures = failures.join(positions, left_on="index", right_on="_pos").select("_i", "reason")
         frame = (
-            frame.join(failures, on="_i", how="left")
+            frame.join(failures, on="_i", how="left", maintain_order="left")
             .with_columns(reject_reason=pl.coalesce("reject_reason", "reason"))
             .drop("reason")
         )

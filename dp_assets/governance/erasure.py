@@ -86,22 +86,21 @@ def matching_records(typed: pl.DataFrame, subject: Subject, keys) -> list[int]:
 def blank_lines(data: bytes, line_numbers: set[int], encoding: str = "utf-8") -> bytes:
     """The file with the given 1-based lines emptied (their terminators kept), all else byte-equal.
 
-    Lines are counted like the readers count them (``str.splitlines`` after a UTF-8 byte-order mark).
+    Lines are counted like the readers count them (``text_lines``: ending at "\n", after a UTF-8
+    byte-order mark).
     """
     bom = BOM if data.startswith(BOM) else b""
-    lines = data[len(bom) :].decode(encoding).splitlines(keepends=True)
+    lines = data[len(bom) :].decode(encoding).split("\n")
+    ends = ["\n"] * (len(lines) - 1) + [""]
+    if lines[-1] == "":  # nothing after the last terminator
+        lines, ends = lines[:-1], ends[:-1]
     if max(line_numbers, default=0) > len(lines):
         raise ValueError(f"line {max(line_numbers)} asked for, the file has {len(lines)} lines")
     kept = [
-        _terminator(line) if number in line_numbers else line
-        for number, line in enumerate(lines, start=1)
+        ("\r" if line.endswith("\r") else "") + end if number in line_numbers else line + end
+        for number, (line, end) in enumerate(zip(lines, ends), start=1)
     ]
     return bom + "".join(kept).encode(encoding)
-
-
-def _terminator(line: str) -> str:
-    content = line.splitlines()[0] if line else ""
-    return line[len(content) :]
 
 
 def sha256_hex(data: bytes) -> str:

@@ -40,6 +40,21 @@ def _lock_message(path: str, error: Exception) -> str:
     )
 
 
+@contextmanager
+def atomic(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction on an open connection: committed on success, rolled back on any error.
+
+    DuckDB holds a transaction's appended rows in memory until the commit, so a step writing more
+    than fits commits in units that are consistent on their own (see the formatted zone)."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 class Warehouse(DuckDBResource):
     lock_timeout_s: float = Field(
         default=30.0, description="How long to wait for another process to release the file."
@@ -75,14 +90,8 @@ class Warehouse(DuckDBResource):
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection inside one transaction: committed on success, rolled back on any error."""
-        with self.get_connection() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self.get_connection() as conn, atomic(conn):
+            yield conn
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         with self.get_connection() as conn:

@@ -103,14 +103,14 @@ def decode(data: bytes, encoding: str = "utf-8") -> tuple[str, list[str]]:
             f"not valid {encoding}: byte 0x{bad} at offset {error.start} "
             f"(line {_line_of(data, error.start)}){hint}; re-export the file as {encoding}"
         ) from None
-    lengths = list(map(len, text.split("\n")))
-    if max(lengths) > MAX_LINE_BYTES:
-        number = next(n for n, length in enumerate(lengths, start=1) if length > MAX_LINE_BYTES)
+    lengths = text_lines(text)["raw_record"].str.len_chars()
+    if lengths.max() > MAX_LINE_BYTES:
+        number = int((lengths > MAX_LINE_BYTES).arg_true()[0]) + 1
         raise Unparseable(
             f"line {number} is {lengths[number - 1]:,} characters long, over the "
             f"{MAX_LINE_BYTES:,} limit for one record"
         )
-    if not text.strip():
+    if not text or text.isspace():
         raise Unparseable("no content: the file holds only whitespace")
     return text, notes
 
@@ -133,6 +133,23 @@ def _truncation_note(text: str) -> str | None:
     return "last line has no line terminator: the file may be truncated"
 
 
+def text_lines(text: str) -> pl.DataFrame:
+    """The text's lines as ``raw_record``, numbered from 1 in ``record_no``.
+
+    Lines end at "\n" (a "\r" before it belongs to the terminator), which is how the erasure
+    counts them too; nothing after a final terminator is a line. Split by polars, not
+    ``str.splitlines``: no Python string per line, and no GIL held while files are read in parallel.
+    """
+    lines = pl.DataFrame({"raw_record": [text]}).select(
+        pl.col("raw_record").str.split("\n").explode().str.strip_suffix("\r")
+    )
+    if text.endswith("\n"):
+        lines = lines.head(-1)
+    return lines.with_row_index("record_no", offset=1).with_columns(
+        pl.col("record_no").cast(pl.Int64)
+    )
+
+
 # --- record readers -------------------------------------------------------------------------------
 
 
@@ -145,8 +162,9 @@ def read_delimited(
     Missing required columns make the file unparseable; extra columns are ignored with a note.
     A record with the wrong number of fields, or an unterminated last line, is rejected by reason.
     """
-    lines = text.splitlines()
-    header = [h.strip() for h in next(csv.reader([lines[0]], delimiter=delimiter))]
+    lines = text_lines(text)
+    first = lines["raw_record"][0]
+    header = [h.strip() for h in next(csv.reader([first], delimiter=delimiter))]
     renames = renames or {}
     names = [renames.get(h, h) for h in header]
     missing = [c for c in required if c not in names]
@@ -155,11 +173,11 @@ def read_delimited(
             (
                 f"; the header looks {d!r}-delimited, expected {delimiter!r}"
                 for d in (",", ";", "\t", "|")
-                if d != delimiter and d in lines[0]
+                if d != delimiter and d in first
             ),
             "",
         )
-        raise Unparseable(f"missing required columns {missing} (header: {lines[0][:200]!r}){hint}")
+        raise Unparseable(f"missing required columns {missing} (header: {first[:200]!r}){hint}")
     if len(set(names)) != len(names):
         raise Unparseable(f"duplicate column names in header {header}")
     notes = []
@@ -177,11 +195,11 @@ EMPTY_DELIMITED = "no data rows: the file holds only a header"
 
 
 def _delimited_records(
-    lines: list[str], delimiter: str, names: list[str], text: str
+    lines: pl.DataFrame, delimiter: str, names: list[str], text: str
 ) -> pl.DataFrame:
     records = _Records(names)
     width = len(names)
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in lines.slice(1).iter_rows():
         if not line.strip():
             continue
         fields = next(csv.reader([line], delimiter=delimiter), [])
@@ -193,14 +211,14 @@ def _delimited_records(
     return records.frame(EMPTY_DELIMITED, text)
 
 
-def _split_records(lines: list[str], delimiter: str, names: list[str], text: str) -> pl.DataFrame:
+def _split_records(
+    lines: pl.DataFrame, delimiter: str, names: list[str], text: str
+) -> pl.DataFrame:
     """``_delimited_records`` for text without quotes, where a field is what lies between two
     delimiters: the same records, reasons and line numbers, computed column-wise."""
     width = len(names)
     frame = (
-        pl.DataFrame({"raw_record": lines})
-        .with_row_index("record_no", offset=1)
-        .slice(1)  # the header
+        lines.slice(1)  # the header
         .filter(pl.col("raw_record").str.strip_chars() != "")
         .with_columns(fields=pl.col("raw_record").str.split(delimiter))
     )
@@ -212,7 +230,7 @@ def _split_records(lines: list[str], delimiter: str, names: list[str], text: str
             pl.col("fields").list.get(i, null_on_oob=True).replace("", None).alias(name)
             for i, name in enumerate(names)
         ],
-        pl.col("record_no").cast(pl.Int64),
+        "record_no",
         pl.col("raw_record").str.slice(0, RAW_RECORD_CHARS),
         reject_reason=pl.when(count != width).then(
             pl.format("expected {} fields, found {}", pl.lit(width), count)
@@ -229,25 +247,21 @@ def read_json_lines(text: str, fields: list[str], renames: dict[str, str] | None
     """
     renames = renames or {}
     try:
-        return _decode_json_lines(text, fields, renames)
+        parsed = _decode_json_lines(text, fields, renames)
     except pl.exceptions.PolarsError:
-        return _json_lines_one_by_one(text, fields, renames)
+        parsed = None
+    return parsed or _json_lines_one_by_one(text, fields, renames)
 
 
-def _decode_json_lines(text: str, fields: list[str], renames: dict[str, str]) -> Parsed:
-    lines = (
-        pl.DataFrame({"raw_record": text.splitlines()})
-        .with_row_index("record_no", offset=1)
-        .filter(pl.col("raw_record").str.strip_chars() != "")
-    )
+def _decode_json_lines(text: str, fields: list[str], renames: dict[str, str]) -> Parsed | None:
+    """``None`` when polars does not read one record per non-blank line."""
+    lines = text_lines(text).filter(pl.col("raw_record").str.strip_chars() != "")
     if lines.is_empty():
         raise Unparseable("no records")
     read = [*fields, *renames]  # a renamed field fills its new name where the old one is missing
-    decoded = (
-        lines["raw_record"]
-        .str.json_decode(pl.Struct(dict.fromkeys(read, pl.String)))
-        .struct.unnest()
-    )
+    decoded = pl.read_ndjson(text.encode(), schema=dict.fromkeys(read, pl.String))
+    if decoded.height != lines.height:
+        return None
     values = [
         pl.coalesce(decoded[f], *(decoded[old] for old, new in renames.items() if new == f)).alias(
             f
@@ -256,13 +270,16 @@ def _decode_json_lines(text: str, fields: list[str], renames: dict[str, str]) ->
     ]
     frame = lines.select(
         *[decoded.select(v).to_series() for v in values],
-        pl.col("record_no").cast(pl.Int64),
+        "record_no",
         pl.col("raw_record").str.slice(0, RAW_RECORD_CHARS),
         reject_reason=pl.lit(None, pl.String),
     )
     # Top-level names beyond the ones read, for the file's note (a key inside a nested object
-    # would show up here too; meter records have none).
-    matches = lines["raw_record"].str.extract_all(r'"(?:[^"\\]|\\.)*"\s*:').explode()
+    # would show up here too; meter records have none). A line with as many '":' as fields read
+    # has no other key: only the rest go through the (costly) key pattern.
+    present = decoded.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
+    others = lines.filter(pl.col("raw_record").str.count_matches('":', literal=True) != present)
+    matches = others["raw_record"].str.extract_all(r'"(?:[^"\\]|\\.)*"\s*:').explode()
     keys = {json.loads(m.rstrip(": \t")) for m in matches.drop_nulls().unique()}
     extra = keys - set(fields) - set(renames)
     notes = [f"ignored extra fields {sorted(extra)}"] if extra else []
@@ -272,7 +289,7 @@ def _decode_json_lines(text: str, fields: list[str], renames: dict[str, str]) ->
 def _json_lines_one_by_one(text: str, fields: list[str], renames: dict[str, str]) -> Parsed:
     records = _Records(fields)
     seen_names: set[str] = set()
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in text_lines(text).iter_rows():
         if not line.strip():
             continue
         reason = None
