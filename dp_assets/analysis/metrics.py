@@ -1,10 +1,9 @@
-"""Metrics of a model on the validation window (pure numpy; no Dagster, no MLflow)."""
+"""Metrics of a model on the validation window (numpy and scikit-learn; no Dagster, no MLflow)."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import log_loss, roc_auc_score
 
 PRIMARY = {"regression": ("mae", "lower"), "classification": ("roc_auc", "higher")}
 
@@ -22,6 +21,10 @@ def regression(y: np.ndarray, p: np.ndarray, **_) -> dict[str, float]:
 
 
 def classification(y: np.ndarray, p: np.ndarray, k: int = 20) -> dict[str, float]:
+    # Imported here: scikit-learn takes seconds to import, and every process that loads the
+    # definitions (each run, sensor tick, CLI call) would pay for it.
+    from sklearn.metrics import log_loss, roc_auc_score
+
     both = len(np.unique(y)) == 2
     top = np.argsort(-p, kind="stable")[: min(k, len(p))]
     return {
