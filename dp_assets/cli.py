@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "sample-data":
         from dp_assets.sample_data import SampleParams, generate
+        from dp_assets.sample_data.generator import part_name
 
         if args.days < 3 or args.meters < 2:
             parser.error("--days must be at least 3 and --meters at least 2")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             f"wrote {len(manifest.files)} files into {settings.inbox} "
             f"({len(manifest.row_problems)} injected row problems, {len(manifest.file_problems)} "
             f"malformed files, {len(manifest.duplicate_deliveries)} duplicate deliveries); "
-            f"ground truth in {settings.sample_manifest}"
+            f"ground truth in {settings.data_dir / part_name(settings.sample_manifest.name, args.part)}"
         )
     elif args.command == "summary":
         from dp_assets.summary import summarize

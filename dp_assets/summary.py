@@ -16,7 +16,15 @@ def summarize(settings: Settings) -> str:
         return f"No warehouse yet at {settings.warehouse}: run `make demo` first."
     lines = []
     with Warehouse(database=str(settings.warehouse), lock_timeout_s=5).get_connection() as conn:
-        zones = ("landing", "formatted", "exploitation", *PIPELINES, "governance")
+        zones = (
+            "landing",
+            "formatted",
+            "exploitation",
+            *PIPELINES,
+            "monitoring",
+            "reporting",
+            "governance",
+        )
         tables = conn.execute(
             "SELECT schema_name || '.' || table_name AS table FROM duckdb_tables() "
             "WHERE list_contains(?, schema_name) ORDER BY list_position(?, schema_name), table_name",

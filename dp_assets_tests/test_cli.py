@@ -62,3 +62,11 @@ def test_sample_data_is_deterministic_per_seed(tmp_path):
         assert (tmp_path / "a" / relative).read_bytes() == (
             tmp_path / "b" / relative
         ).read_bytes(), relative
+
+
+def test_parts_name_their_files_and_manifest():
+    from dp_assets.sample_data.generator import part_name
+
+    assert part_name("sample_data_manifest.json", 0) == "sample_data_manifest.json"
+    assert part_name("sample_data_manifest.json", 2) == "sample_data_manifest_p2.json"
+    assert part_name("readings_2024-01-15_p2.csv", 2) == "readings_2024-01-15_p2.csv"

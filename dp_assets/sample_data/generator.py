@@ -84,6 +84,14 @@ class Manifest:
     people: list[dict] = field(default_factory=list)
 
 
+def part_name(name: str, part: int) -> str:
+    """The file name for a part: ``name`` itself for part 0, ``<stem>_p<part>.<suffix>`` else."""
+    stem, dot, suffix = name.rpartition(".")
+    if not part or stem.endswith(f"_p{part}"):
+        return name
+    return f"{stem}_p{part}{dot}{suffix}"
+
+
 class Writer:
     """Writes files into the inbox with their arrival time and records them in the manifest."""
 
@@ -91,11 +99,7 @@ class Writer:
         self.inbox, self.manifest, self.progress, self.part = inbox, manifest, progress, part
 
     def named(self, name: str) -> str:
-        """The file name for this part: ``name`` itself for part 0."""
-        stem, dot, suffix = name.rpartition(".")
-        if not self.part or stem.endswith(f"_p{self.part}"):
-            return name
-        return f"{stem}_p{self.part}{dot}{suffix}"
+        return part_name(name, self.part)
 
     def write(self, source: str, name: str, data: bytes, arrival: dt.datetime, records: int | None,
               kind: str = "data", late: bool = False) -> Path:  # fmt: skip
