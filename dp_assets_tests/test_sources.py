@@ -220,8 +220,9 @@ DELIMITED_CASES = [
 JSON_LINES_CASES = [
     '{"meter": "1", "ts": 1700000000000, "wh": 250}\n{"meter": "2", "ts": "x", "energy_wh": null}\n',
     '\n{"meter": 12, "ts": 1.5e3, "wh": -1, "extra": [1, 2]}\n\n{"meter": "3", "ts": 1, "wh": ""}',
-    # keys the '":' count cannot vouch for: a value holding '":', spaces before a colon, a null
-    '{"meter": "a\\":", "ts": 1, "wh": 2}\n{"meter" : "1", "ts": 1, "wh": 2, "other" : 3}\n'
+    # lines the colon count cannot vouch for: a value holding a colon, an extra key spaced
+    # before its colon, a null beside an extra key
+    '{"meter": "a\\":", "ts": 1, "wh": 2}\n{"meter": "1", "ts": 1, "wh": 2, "other" : 3}\n'
     '{"meter": null, "late": 1, "ts": 1, "wh": 1}\r\n',
     # U+2028 inside a string is text, not a line end (str.splitlines would cut the record there)
     '{"meter": "1\u2028", "ts": 1, "wh": 2}\n',

@@ -275,10 +275,10 @@ def _decode_json_lines(text: str, fields: list[str], renames: dict[str, str]) ->
         reject_reason=pl.lit(None, pl.String),
     )
     # Top-level names beyond the ones read, for the file's note (a key inside a nested object
-    # would show up here too; meter records have none). A line with as many '":' as fields read
-    # has no other key: only the rest go through the (costly) key pattern.
+    # would show up here too; meter records have none). Every key has its colon, so a line with
+    # no more colons than values read has no other key: only the rest go through the key pattern.
     present = decoded.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
-    others = lines.filter(pl.col("raw_record").str.count_matches('":', literal=True) != present)
+    others = lines.filter(pl.col("raw_record").str.count_matches(":", literal=True) != present)
     matches = others["raw_record"].str.extract_all(r'"(?:[^"\\]|\\.)*"\s*:').explode()
     keys = {json.loads(m.rstrip(": \t")) for m in matches.drop_nulls().unique()}
     extra = keys - set(fields) - set(renames)
