@@ -293,9 +293,9 @@ def test_running_the_demo_twice_records_every_redelivery_and_changes_nothing_els
 
 
 def test_incremental_readings_equal_a_full_rebuild(run):
-    """The late files were integrated incrementally, readings and gaps; the result is what a
-    rebuild gives."""
-    from dp_assets.exploitation.queries import READING_GAPS, meter_readings
+    """The late files were integrated incrementally, readings, gaps and daily consumption; the
+    result is what a rebuild gives."""
+    from dp_assets.exploitation.queries import DAILY_CONSUMPTION, READING_GAPS, meter_readings
 
     platform, _, _, results, snapshot = run
     second = {
@@ -303,10 +303,12 @@ def test_incremental_readings_equal_a_full_rebuild(run):
         for m in results[1].get_asset_materialization_events()
     }
     assert second["exploitation/meter_readings"]["files integrated"].value > 0
-    assert second["exploitation/reading_gaps"]["mode"].value == "incremental"
+    for table in ("reading_gaps", "daily_consumption"):
+        assert second[f"exploitation/{table}"]["mode"].value == "incremental", table
     for table, query, key in (
         ("exploitation.meter_readings", meter_readings(), ["meter_id", "reading_start"]),
         ("exploitation.reading_gaps", READING_GAPS, ["meter_id", "gap_start"]),
+        ("exploitation.daily_consumption", DAILY_CONSUMPTION, ["customer_id", "day"]),
     ):
         stored, rebuilt = snapshot[table].sort(key), platform.frame(query).sort(key)
         assert stored.height == rebuilt.height > 0, table
@@ -337,3 +339,52 @@ def test_reformat_all_replaces_rows_without_duplicating_them(run):
     key = ["meter_id", "reading_start"]
     stored = platform.frame("SELECT * FROM exploitation.meter_readings").sort(key)
     assert stored.equals(platform.frame(meter_readings()).sort(key))
+
+
+def test_daily_consumption_follows_weather_and_tariff_corrections(platform):
+    """A re-exported weather file for a past day: daily_consumption recomputes that day (every
+    customer), incrementally, and equals a rebuild; other days keep their rows. A corrected tariff
+    file makes it rebuild in full."""
+    from dp_assets.exploitation.queries import DAILY_CONSUMPTION
+    from dp_assets_tests.conftest import BACKBONE
+
+    def daily_mode(result) -> str:
+        (event,) = [
+            e for e in result.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == "exploitation/daily_consumption"
+        ]  # fmt: skip
+        return event.materialization.metadata["mode"].value
+
+    generate(platform.settings.data_dir, SampleParams(days=4, meters=5, seed=3))
+    platform.materialize(BACKBONE)
+    key = ["customer_id", "day"]
+    before = platform.frame("SELECT * FROM exploitation.daily_consumption").sort(key)
+    first = min(platform.settings.landing.glob("weather/**/*.json"))  # the first day's file
+    report = json.loads(first.read_bytes())
+    for observation in report["observations"]:
+        observation["temperature"] += 9.0
+    platform.drop(
+        "weather", f"corrected_{first.name.split('_', 2)[2]}", json.dumps(report).encode()
+    )
+    assert daily_mode(platform.materialize(BACKBONE)) == "incremental"
+    after = platform.frame("SELECT * FROM exploitation.daily_consumption").sort(key)
+    assert after.equals(platform.frame(DAILY_CONSUMPTION).sort(key))
+    day = dt.datetime.fromisoformat(report["observations"][0]["time"]).date()
+    changed = after.join(before, on=key, suffix="_before").filter(
+        pl.col("temperature_mean_c") != pl.col("temperature_mean_c_before")
+    )
+    assert changed.height and set(changed["day"]) == {day}
+    warmer = changed["temperature_mean_c"] - changed["temperature_mean_c_before"]
+    fahrenheit = report["units"]["temperature"] == "F"
+    assert warmer.round(3).unique().to_list() == [5.0 if fahrenheit else 9.0]
+
+    # A corrected tariff file can change any month's price: a full rebuild, equal to the query.
+    tariffs = min(p for p in platform.settings.landing.glob("tariffs/**/*.csv") if p.stat().st_size)
+    header, first_row, *rest = tariffs.read_text().splitlines()
+    tariff, month, price = first_row.split(",")
+    corrected = [header, f"{tariff},{month},{float(price) + 0.1:.4f}", *rest]
+    platform.drop("tariffs", "tariffs_corrected.csv", "\n".join(corrected).encode() + b"\n")
+    assert daily_mode(platform.materialize(BACKBONE)) == "full rebuild"
+    rebuilt = platform.frame("SELECT * FROM exploitation.daily_consumption").sort(key)
+    assert rebuilt.equals(platform.frame(DAILY_CONSUMPTION).sort(key))
+    assert not rebuilt.equals(after)
