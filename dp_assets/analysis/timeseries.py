@@ -37,16 +37,18 @@ def complete_days(frame: pl.DataFrame, constant: list[str], carried: list[str]) 
     spans = (
         frame.group_by(ENTITY)
         .agg(pl.col("day").min().alias("first"))
+        .sort(ENTITY)
         .with_columns(last=frame["day"].max())
     )
+    # The grid is built in (customer, day) order and the joins keep it: no sort of the result.
     grid = spans.select(ENTITY, pl.date_ranges("first", "last", "1d").alias("day")).explode("day")
     constants = (
         frame.group_by(ENTITY).agg(pl.col(c).first() for c in constant) if constant else None
     )
     measured = frame.drop(constant)
-    grid = grid.join(measured, on=[ENTITY, "day"], how="left").sort(ENTITY, "day")
+    grid = grid.join(measured, on=[ENTITY, "day"], how="left", maintain_order="left")
     if constants is not None:
-        grid = grid.join(constants, on=ENTITY, how="left")
+        grid = grid.join(constants, on=ENTITY, how="left", maintain_order="left")
     return grid.with_columns(pl.col(c).forward_fill().over(ENTITY) for c in carried)
 
 
