@@ -191,6 +191,18 @@ def test_leakage_guard_catches_a_feature_that_looks_ahead(world, pipeline):
     )
     assert leaks.height > 0 and set(leaks["column"]) == {first}
 
+    # An example that exists only once tomorrow's reading is known: its row leaks, whatever it holds.
+    def build_needing_tomorrow(frame: pl.DataFrame) -> pl.DataFrame:
+        return leaky_build(frame).filter(pl.col(first).is_not_null())
+
+    leaks = future_leaks(
+        dataclasses.replace(spec, build_examples=build_needing_tomorrow),
+        sandbox,
+        build_needing_tomorrow(sandbox),
+    )
+    assert leaks.height > 0 and set(leaks["column"]) == {"<row>"}
+    assert leaks.columns == ["cut", "customer_id", "as_of", "column"]
+
 
 def _weekly_spec() -> PipelineSpec:
     """A third pipeline written in a test: next week's mean consumption from this week's."""

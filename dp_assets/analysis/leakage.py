@@ -28,13 +28,20 @@ def future_leaks(spec: PipelineSpec, sandbox: pl.DataFrame, examples: pl.DataFra
         full = examples.filter(pl.col("as_of") <= cut).select(*KEY, *features)
         truncated = spec.build_examples(sandbox.filter(pl.col("day") <= cut))
         truncated = truncated.filter(pl.col("as_of") <= cut).select(*KEY, *features)
-        only_one = pl.concat(
-            [full.join(truncated, on=KEY, how="anti"), truncated.join(full, on=KEY, how="anti")]
+        # One full join pairs the two builds: an example on one side only is a leak of its own,
+        # and a paired one leaks in every feature that differs.
+        paired = full.with_columns(_full=True).join(
+            truncated.with_columns(_cut=True), on=KEY, how="full", coalesce=True, suffix="__cut"
         )
-        both = full.join(truncated, on=KEY, suffix="__cut")
-        found = [only_one.select(*KEY, column=pl.lit("<row>"))] + [
-            both.filter(~pl.col(c).eq_missing(pl.col(f"{c}__cut"))).select(*KEY, column=pl.lit(c))
-            for c in features
-        ]
-        leaks.append(pl.concat(found).with_columns(cut=pl.lit(cut)))
-    return pl.concat(leaks).select("cut", *KEY, "column")
+        alone = pl.col("_full").is_null() | pl.col("_cut").is_null()
+        differs = {"<row>": alone} | {
+            c: ~alone & ~pl.col(c).eq_missing(pl.col(f"{c}__cut")) for c in features
+        }
+        leaks.append(
+            paired.select(*KEY, **differs)
+            .filter(pl.any_horizontal(*differs))
+            .unpivot(index=KEY, variable_name="column")
+            .filter("value")
+            .select(pl.lit(cut).alias("cut"), *KEY, "column")
+        )
+    return pl.concat(leaks)
