@@ -6,6 +6,9 @@ repeated per asset.
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import pandera.polars as pa
 import polars as pl
 from dagster import (
@@ -113,29 +116,42 @@ def check_stored(
 ) -> tuple[AssetCheckResult, pl.DataFrame]:
     """The schema check of the rows a query selects, and a preview of them.
 
-    Rows stream through in batches of ``VALIDATE_ROWS``, so memory stays bounded; a duplicate of
-    the unique key across two batches is counted by DuckDB instead.
+    Rows stream through Pandera in batches of ``VALIDATE_ROWS``, so memory stays bounded. The
+    schema's unique key is checked once by DuckDB over every selected row instead, batches or not
+    (a duplicate can span two batches); its failure cases name the duplicated keys.
     """
     found, preview, count = [], None, 0
+    per_batch = _without_unique(schema)
     for batch in conn.execute(selected).fetch_record_batch(VALIDATE_ROWS):
         frame = pl.from_arrow(batch)
         preview = frame.head(PREVIEW_ROWS) if preview is None else preview
         count += frame.height
-        if (cases := _failure_cases(schema, frame)) is not None:
+        if (cases := _failure_cases(per_batch, frame)) is not None:
             found.append(cases)
-    unique = getattr(schema.Config, "unique", None)
-    if unique and count > VALIDATE_ROWS:
-        key = ", ".join(unique)
-        duplicates = conn.execute(
-            f"SELECT count(*) - count(DISTINCT ({key})) FROM ({selected})"
-        ).fetchone()[0]
-        if duplicates:
-            found.append(pl.DataFrame({"schema_context": ["DataFrameSchema"],
-                                       "check": [f"unique ({key})"], "failure_case": [str(duplicates)]}))  # fmt: skip
+    if count and (unique := schema.to_schema().unique):
+        if (duplicated := _duplicated_keys(conn, selected, unique)).height:
+            found.append(duplicated)
     if preview is None:  # no rows: the preview shows the columns
         preview = conn.execute(f"SELECT * FROM ({selected}) LIMIT 0").pl()
     cases = pl.concat(found, how="diagonal_relaxed") if found else None
     return _check_result(check_name, cases, count, **kwargs), preview
+
+
+@functools.cache
+def _without_unique(schema: type[pa.DataFrameModel]) -> pa.DataFrameSchema:
+    without = copy.deepcopy(schema.to_schema())
+    without.unique = None
+    return without
+
+
+def _duplicated_keys(conn, selected: str, unique: list[str]) -> pl.DataFrame:
+    """Failure cases in Pandera's shape: one per key held by more than one row (first 100)."""
+    key = ", ".join(f'"{column}"' for column in unique)
+    return conn.execute(
+        f"""SELECT 'DataFrameSchema' AS schema_context, 'unique ({", ".join(unique)})' AS "check",
+                   concat_ws(', ', {key}) || ' (' || count(*) || ' rows)' AS failure_case
+            FROM ({selected}) GROUP BY {key} HAVING count(*) > 1 LIMIT 100"""
+    ).pl()
 
 
 def schema_check_spec(

@@ -1,19 +1,21 @@
 """Table writes on a real DuckDB file: a table created and filled in one transaction reads back
-whole inside it (the schema checks read there), with the types the Pandera model declares."""
+whole inside it (the schema checks read there), with the types the Pandera model declares; the
+check of stored rows finds bad values and duplicated keys, also across validation batches."""
 
 from __future__ import annotations
 
 import duckdb
 import polars as pl
 
+from dp_assets import metadata
 from dp_assets.exploitation.schema import MeterReading
 from dp_assets.frames import polars_schema
 from dp_assets.resources.tables import ensure_table, insert, row_count
 
 
-def test_a_large_insert_into_a_new_table_reads_back_in_the_same_transaction(tmp_path):
-    rows = 400_000  # one insert above DuckDB's optimistic-write size
-    frame = pl.DataFrame(
+def readings(rows: int) -> pl.DataFrame:
+    """``rows`` valid half-hourly readings of one meter."""
+    return pl.DataFrame(
         {
             "meter_id": ["MTR-000001"] * rows,
             "reading_start": pl.datetime_range(
@@ -28,6 +30,11 @@ def test_a_large_insert_into_a_new_table_reads_back_in_the_same_transaction(tmp_
         },
         schema=polars_schema(MeterReading),
     )
+
+
+def test_a_large_insert_into_a_new_table_reads_back_in_the_same_transaction(tmp_path):
+    rows = 400_000  # one insert above DuckDB's optimistic-write size
+    frame = readings(rows)
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
         conn.execute("SET TimeZone = 'UTC'")  # as the Warehouse resource does
         conn.execute("BEGIN TRANSACTION")
@@ -38,3 +45,31 @@ def test_a_large_insert_into_a_new_table_reads_back_in_the_same_transaction(tmp_
         conn.execute("COMMIT")
     assert stored.schema == frame.schema
     MeterReading.validate(stored)
+
+
+def test_the_stored_rows_check_names_bad_values_and_duplicated_keys_across_batches(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(metadata, "VALIDATE_ROWS", 4)  # 10 rows: three batches
+    frame = readings(10)
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        ensure_table(conn, "exploitation.meter_readings", MeterReading)
+        insert(conn, "exploitation.meter_readings", frame)
+        selected = "SELECT t.* FROM exploitation.meter_readings t"
+
+        check, _ = metadata.check_stored(conn, selected, MeterReading)
+        assert check.passed and check.metadata["rows validated"].value == 10
+
+        # The first reading again in the last batch, and a negative reading in the second.
+        insert(conn, "exploitation.meter_readings", frame.head(1))
+        conn.execute(
+            "UPDATE exploitation.meter_readings SET kwh = -1 WHERE reading_start = ?",
+            [frame["reading_start"][5]],
+        )
+        check, _ = metadata.check_stored(conn, selected, MeterReading)
+    assert not check.passed and check.metadata["failures"].value == 2
+    failures = check.metadata["first failures"].value
+    assert "unique (meter_id, reading_start)" in failures
+    assert "MTR-000001, 2024-01-01 00:00:00+00 (2 rows)" in failures
+    assert "greater_than_or_equal_to(0" in failures and "-1.0" in failures
