@@ -138,12 +138,18 @@ def split_valid(
             .with_columns(reject_reason=pl.coalesce("reject_reason", "reason"))
             .drop("reason")
         )
-    # Within one file a key must be unique: a later record with the same key is a duplicate.
-    first = pl.col("record_no").first().over(pl.col("reject_reason").is_null(), "file_sha256", *key)
-    frame = frame.with_columns(
-        reject_reason=pl.when(pl.col("reject_reason").is_null() & (pl.col("record_no") != first))
-        .then(pl.format("duplicate of record {} (same {})", first, pl.lit(", ".join(key))))
-        .otherwise(pl.col("reject_reason"))
+    # Within one file a key must be unique: a later valid record with the same key is a duplicate.
+    # Only repeated keys go through the window that finds each one's first record.
+    valid = frame.filter(pl.col("reject_reason").is_null())
+    later = (
+        valid.filter(valid.select("file_sha256", *key).is_duplicated())
+        .with_columns(first=pl.col("record_no").first().over("file_sha256", *key))
+        .filter(pl.col("record_no") != pl.col("first"))
+        .select("_i", "first")
+    )
+    duplicate = pl.format("duplicate of record {} (same {})", "first", pl.lit(", ".join(key)))
+    frame = frame.join(later, on="_i", how="left", maintain_order="left").with_columns(
+        reject_reason=pl.coalesce("reject_reason", duplicate)
     )
     ok = pl.col("reject_reason").is_null()
     rows = frame.filter(ok).select(columns)
