@@ -70,6 +70,10 @@ WHERE d.source = $source AND NOT d.redelivery
 ORDER BY d.arrival_time, d.original_name
 """
 
+# A source's outcomes of some files: keyed by source too, since identical bytes (an empty file)
+# can arrive as two sources.
+OF_FILES = "source = ? AND file_sha256 IN (SELECT unnest(?))"
+
 
 def build_formatted_asset(source: Source):
     table, rejects_table = f"formatted.{source.name}", f"formatted.{source.name}_rejects"
@@ -181,7 +185,7 @@ def build_formatted_asset(source: Source):
                     replace_where(conn, table, "file_sha256", shas, rows)
                     replace_where(conn, rejects_table, "file_sha256", shas, rejects)
                     conn.execute(
-                        f"DELETE FROM {OUTCOMES} WHERE source = ? AND file_sha256 IN (SELECT unnest(?))",
+                        f"DELETE FROM {OUTCOMES} WHERE {OF_FILES}",
                         [source.name, batch_outcomes["file_sha256"].to_list()],
                     )
                     insert(conn, OUTCOMES, batch_outcomes)
@@ -211,8 +215,7 @@ def build_formatted_asset(source: Source):
             rows_check, _ = check_stored(conn, this_run(table), source.schema, asset_key=key)
             stored_rejects = conn.execute(this_run(rejects_table)).pl()
             stored_outcomes = conn.execute(
-                f"SELECT * FROM {OUTCOMES} WHERE source = ? AND file_sha256 IN (SELECT unnest(?))",
-                [source.name, shas],
+                f"SELECT * FROM {OUTCOMES} WHERE {OF_FILES}", [source.name, shas]
             ).pl()
             previews = {
                 t: conn.execute(f"SELECT * FROM {t} LIMIT 5").pl() for t in (table, rejects_table)
