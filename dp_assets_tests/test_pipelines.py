@@ -169,7 +169,16 @@ def test_leakage_guard_catches_a_feature_that_looks_ahead(world, pipeline):
     platform, _ = world
     spec = PIPELINES[pipeline]
     sandbox = platform.frame(f"SELECT * FROM {pipeline}.sandbox")
-    assert future_leaks(spec, sandbox, spec.build_examples(sandbox)).is_empty()
+    clean = future_leaks(spec, sandbox, spec.build_examples(sandbox))
+    assert clean.is_empty() and clean.columns == ["cut", "customer_id", "as_of", "column"]
+
+    # The same examples in another row order are no leak (the guard's row-for-row shortcut fails,
+    # the join decides).
+    def shuffled_build(frame: pl.DataFrame) -> pl.DataFrame:
+        return spec.build_examples(frame).sample(fraction=1.0, shuffle=True, seed=frame.height)
+
+    shuffled = dataclasses.replace(spec, build_examples=shuffled_build)
+    assert future_leaks(shuffled, sandbox, shuffled_build(sandbox)).is_empty()
 
     # Tomorrow's consumption smuggled into a feature column.
     first = spec.feature_columns[0]
