@@ -13,6 +13,7 @@ from dp_assets.analysis.factory import build_pipeline_assets
 from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.exploitation.assets import EXPLOITATION_ASSETS, EXPLOITATION_CHECKS
 from dp_assets.formatted.assets import FORMATTED_ASSETS
+from dp_assets.frozen import freeze
 from dp_assets.governance.assets import build_data_dictionary_asset
 from dp_assets.governance.erasure_job import build_erasure_job, erasure_log_spec
 from dp_assets.landing.assets import landing
@@ -75,3 +76,4 @@ def build_defs(settings: Settings | None = None) -> Definitions:
 
 
 defs = build_defs()
+freeze()  # what a process loading the definitions imported lives as long as it does

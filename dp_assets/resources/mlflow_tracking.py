@@ -12,6 +12,8 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from dp_assets.frozen import import_frozen
+
 
 class MlflowTracking(ConfigurableResource):
     tracking_uri: str = Field(description="MLflow tracking and registry URI")
@@ -20,8 +22,7 @@ class MlflowTracking(ConfigurableResource):
     )
 
     def client(self):
-        import mlflow
-
+        mlflow = import_frozen("mlflow")
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         return mlflow.MlflowClient(self.tracking_uri, self.tracking_uri)
@@ -45,7 +46,5 @@ class MlflowTracking(ConfigurableResource):
 
     def load_lightgbm(self, name: str, version: str | int):
         """A registered LightGBM model version, from this resource's registry."""
-        import mlflow.lightgbm
-
         self.client()  # MLflow's registry URI is process-global: point it at this resource first
-        return mlflow.lightgbm.load_model(f"models:/{name}/{version}")
+        return import_frozen("mlflow.lightgbm").load_model(f"models:/{name}/{version}")
