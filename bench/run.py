@@ -111,10 +111,8 @@ def materialize(followers_only: bool) -> None:
     sys.path.insert(0, str(REPO))
     from dp_assets.analysis.pipelines import PIPELINES
     from dp_assets.automation import TRAINING_STEPS
-    from dp_assets.definitions import build_defs
-    from dp_assets.settings import Settings
+    from dp_assets.definitions import defs  # built from the environment once, as the CLI does
 
-    defs = build_defs(Settings.from_env())
     selection = None
     if followers_only:
         training = [AssetKey([p, s]) for p in PIPELINES for s in TRAINING_STEPS]
