@@ -5,7 +5,7 @@ the ML stack (MLflow with its SQL store, LightGBM, scikit-learn, SciPy): some 50
 never become garbage. The collector still walks them in every full collection, and Python's
 shutdown collects several times while it tears the modules down: 1.7 s at the end of every run of
 one more day at M, after the last step. ``gc.freeze()`` moves every object alive into a generation
-the collector no longer visits (that exit takes 0.2 s). Reference counting still frees whatever
+the collector no longer visits (that exit takes 0.3 s). Reference counting still frees whatever
 stops being used; only reference cycles among frozen objects are never collected, and those are
 import-time state.
 """

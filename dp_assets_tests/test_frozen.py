@@ -16,7 +16,6 @@ def tracked(obj) -> bool:
 
 
 def test_a_lazy_import_is_frozen_and_made_once():
-    gc.collect()  # nothing pending: the freeze below must be import_frozen's
     module = import_frozen("dp_assets_tests.frozen_probe")
     assert module.MARK == "probe" and not tracked(module.__dict__)
     assert import_frozen("dp_assets_tests.frozen_probe") is module
