@@ -1,8 +1,11 @@
 """Table writes on a real DuckDB file: a table created and filled in one transaction reads back
 whole inside it (the schema checks read there), with the types the Pandera model declares; the
-check of stored rows finds bad values and duplicated keys, also across validation batches."""
+check of stored rows finds bad values and duplicated keys, also across validation batches; a
+rebuilt table is written by its changed rows only, and those are what its check selects."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 import duckdb
 import polars as pl
@@ -10,7 +13,7 @@ import polars as pl
 from dp_assets import metadata
 from dp_assets.exploitation.schema import MeterReading
 from dp_assets.frames import polars_schema
-from dp_assets.resources.tables import ensure_table, insert, row_count
+from dp_assets.resources.tables import ensure_table, insert, replace_changed_rows, row_count
 
 
 def readings(rows: int) -> pl.DataFrame:
@@ -73,3 +76,44 @@ def test_the_stored_rows_check_names_bad_values_and_duplicated_keys_across_batch
     assert "unique (meter_id, reading_start)" in failures
     assert "MTR-000001, 2024-01-01 00:00:00+00 (2 rows)" in failures
     assert "greater_than_or_equal_to(0" in failures and "-1.0" in failures
+
+
+def test_a_rebuilt_table_is_written_by_its_changed_rows(tmp_path):
+    table = "analysis.examples"
+    before = pl.DataFrame(
+        {
+            "id": [1, 2, 3, 4, 5],
+            "day": [dt.date(2024, 1, d) for d in (1, 1, 2, 2, 3)],
+            "value": [1.0, float("nan"), None, 4.0, 5.0],
+            "tag": ["a", None, "c", "d", "e"],
+        }
+    )
+    # 1, 2 (NaN and NULL) and 3 stay; 4 changes its tag, 5 its day (part of the key); 6 is new.
+    after = pl.DataFrame(
+        {
+            "id": [1, 2, 3, 4, 5, 6],
+            "day": [dt.date(2024, 1, d) for d in (1, 1, 2, 2, 4, 4)],
+            "value": [1.0, float("nan"), None, 4.0, 5.0, 6.0],
+            "tag": ["a", None, "c", "D", "e", "f"],
+        }
+    )
+    key = ["id", "day"]
+
+    def stored(where: str = "") -> pl.DataFrame:
+        return conn.execute(f"SELECT t.* FROM {table} t {where}").pl().sort(key)
+
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        conn.execute("CREATE SCHEMA analysis")
+        assert replace_changed_rows(conn, table, before, key) == ""  # a new table: written whole
+        assert stored().equals(before, null_equal=True)
+
+        written = replace_changed_rows(conn, table, after, key)
+        assert stored().equals(after, null_equal=True)
+        assert stored(written).equals(after.filter(pl.col("id") >= 4), null_equal=True)
+
+        assert stored(replace_changed_rows(conn, table, after, key)).is_empty()  # nothing changed
+
+        # Another column: the table is rebuilt whole, with it.
+        wider = after.with_columns(extra=pl.lit(1))
+        assert replace_changed_rows(conn, table, wider, key) == ""
+        assert stored().equals(wider, null_equal=True)

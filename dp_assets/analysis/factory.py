@@ -56,7 +56,7 @@ from dp_assets.resources import MlflowTracking, Warehouse
 from dp_assets.resources.tables import (
     ensure_table,
     insert,
-    replace_table,
+    replace_changed_rows,
     replace_table_with,
     replace_where,
 )
@@ -108,9 +108,15 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     )
     def sandbox(warehouse: Warehouse):
         with warehouse.transaction() as conn:
-            replace_table(conn, table("sandbox"), spec.sandbox_query)
+            # Most of the slice stays the same from one run to the next: write what changed.
+            written = replace_changed_rows(
+                conn,
+                table("sandbox"),
+                conn.execute(spec.sandbox_query).pl(),
+                spec.sandbox_schema.to_schema().unique,
+            )
             yield from stored_table_results(
-                conn, table("sandbox"), spec.sandbox_schema, key("sandbox")
+                conn, table("sandbox"), spec.sandbox_schema, key("sandbox"), where=written
             )
 
     @asset(
@@ -145,9 +151,13 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         except NotEnoughHistory as error:
             raise Failure(f"{name}: {error}") from None
         with warehouse.transaction() as conn:
-            columns = list(spec.features_schema.to_schema().columns)
-            replace_table_with(
-                conn, table("features"), examples.select(columns).sort("as_of", "customer_id")
+            schema = spec.features_schema.to_schema()
+            # A day more changes a few days' rows (new examples, labels, splits), not the past.
+            written = replace_changed_rows(
+                conn,
+                table("features"),
+                examples.select(list(schema.columns)).sort("as_of", "customer_id"),
+                schema.unique,
             )
             splits = examples.group_by("split").agg(
                 rows=pl.len(),
@@ -160,6 +170,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 table("features"),
                 spec.features_schema,
                 key("features"),
+                where=written,
                 splits=markdown(splits.sort("first")),
                 **column_lineage(spec.column_lineage()),
             )
