@@ -104,16 +104,20 @@ def test_a_rebuilt_table_is_written_by_its_changed_rows(tmp_path):
 
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
         conn.execute("CREATE SCHEMA analysis")
-        assert replace_changed_rows(conn, table, before, key) == ""  # a new table: written whole
+        assert replace_changed_rows(conn, table, before, key, "v1") == ""  # new: written whole
         assert stored().equals(before, null_equal=True)
 
-        written = replace_changed_rows(conn, table, after, key)
+        written = replace_changed_rows(conn, table, after, key, "v1")
         assert stored().equals(after, null_equal=True)
         assert stored(written).equals(after.filter(pl.col("id") >= 4), null_equal=True)
 
-        assert stored(replace_changed_rows(conn, table, after, key)).is_empty()  # nothing changed
+        assert stored(replace_changed_rows(conn, table, after, key, "v1")).is_empty()  # no change
+
+        # Another version of the code (its checks may have changed): every row is written again.
+        assert replace_changed_rows(conn, table, after, key, "v2") == ""
+        assert stored(replace_changed_rows(conn, table, after, key, "v2")).is_empty()
 
         # Another column: the table is rebuilt whole, with it.
         wider = after.with_columns(extra=pl.lit(1))
-        assert replace_changed_rows(conn, table, wider, key) == ""
+        assert replace_changed_rows(conn, table, wider, key, "v2") == ""
         assert stored().equals(wider, null_equal=True)

@@ -114,6 +114,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 table("sandbox"),
                 conn.execute(spec.sandbox_query).pl(),
                 spec.sandbox_schema.to_schema().unique,
+                version,
             )
             yield from stored_table_results(
                 conn, table("sandbox"), spec.sandbox_schema, key("sandbox"), where=written
@@ -158,6 +159,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 table("features"),
                 examples.select(list(schema.columns)).sort("as_of", "customer_id"),
                 schema.unique,
+                version,
             )
             splits = examples.group_by("split").agg(
                 rows=pl.len(),

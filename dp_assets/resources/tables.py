@@ -60,7 +60,7 @@ def replace_table_with(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.Da
 
 
 def replace_changed_rows(
-    conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, key: list[str]
+    conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, key: list[str], version: str
 ) -> str:
     """Make ``table`` hold exactly ``frame``'s rows, writing only the rows that differ.
 
@@ -68,20 +68,27 @@ def replace_changed_rows(
     labels and splits moved) then costs a small transaction instead of a full rewrite, its
     write-ahead log and checkpoint. Rows are matched by ``key``: a key whose row differs in any
     column, or exists on one side only, is deleted and written again from ``frame``. A new table,
-    or one whose columns or types changed, is written whole.
+    one whose columns or types changed, or one another ``version`` of the code wrote (kept as the
+    table's comment) is written whole, so that a new version's rules check every row.
 
     Returns the SQL after ``FROM <table> t`` that selects the rows written (for their check), on
     this connection: the keys stay in a temporary table.
     """
     keys = ", ".join(f'"{k}"' for k in key)
+    stored = conn.execute(
+        "SELECT comment FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = ? AND table_name = ?",
+        table.split("."),
+    ).fetchone()
     conn.register("_frame", frame)
     try:
         if (
-            not table_exists(conn, table)
+            stored != (version,)
             or conn.execute(f"DESCRIBE {table}").fetchall()
             != conn.execute("DESCRIBE _frame").fetchall()
         ):
             replace_table(conn, table, "SELECT * FROM _frame")
+            conn.execute(f"COMMENT ON TABLE {table} IS '{version}'")
             return ""
         # `stored IS DISTINCT FROM new` compares whole rows as structs, NULLs (and NaNs) equal.
         changed = conn.execute(
