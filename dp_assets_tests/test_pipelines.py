@@ -154,6 +154,28 @@ def test_retraining_is_reproducible_and_a_worse_model_is_not_promoted(world):
     ]
 
 
+def test_a_rebuild_with_nothing_new_writes_and_checks_no_row(world):
+    platform, first = world
+    keys = [["energy_forecast", "sandbox"], ["energy_forecast", "features"]]
+
+    def validated(result) -> dict[str, int]:
+        return {
+            e.asset_key.to_user_string(): e.metadata["rows validated"].value
+            for e in result.get_asset_check_evaluations()
+            if e.check_name == "schema" and e.asset_key.path in keys
+        }
+
+    stored = {t: platform.sql(f"SELECT count(*) FROM energy_forecast.{t}")[0][0] for _, t in keys}
+    # The first build wrote (and checked) every row; a rebuild on the same data writes none.
+    assert validated(first) == {f"energy_forecast/{t}": n for t, n in stored.items()}
+    again = platform.materialize(AssetSelection.assets(*keys))
+    assert again.success
+    assert validated(again) == {f"energy_forecast/{t}": 0 for t in stored}
+    assert {
+        t: platform.sql(f"SELECT count(*) FROM energy_forecast.{t}")[0][0] for t in stored
+    } == stored
+
+
 def test_gate_rules():
     gate = Gate(min_improvement_vs_baseline=0.15, min_improvement_vs_champion=0.02)
     assert decide("regression", gate, 0.80, 1.0, None).promote

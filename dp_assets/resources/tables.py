@@ -74,7 +74,7 @@ def replace_changed_rows(
     Returns the SQL after ``FROM <table> t`` that selects the rows written (for their check), on
     this connection: the keys stay in a temporary table.
     """
-    keys = ", ".join(f'"{k}"' for k in key)
+    keys, comment = ", ".join(f'"{k}"' for k in key), f"code version {version}"
     stored = conn.execute(
         "SELECT comment FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = ? AND table_name = ?",
@@ -83,12 +83,12 @@ def replace_changed_rows(
     conn.register("_frame", frame)
     try:
         if (
-            stored != (version,)
+            stored != (comment,)
             or conn.execute(f"DESCRIBE {table}").fetchall()
             != conn.execute("DESCRIBE _frame").fetchall()
         ):
             replace_table(conn, table, "SELECT * FROM _frame")
-            conn.execute(f"COMMENT ON TABLE {table} IS '{version}'")
+            conn.execute(f"COMMENT ON TABLE {table} IS '{comment}'")
             return ""
         # `stored IS DISTINCT FROM new` compares whole rows as structs, NULLs (and NaNs) equal.
         changed = conn.execute(
