@@ -72,7 +72,7 @@ def replace_changed_rows(
     table's comment) is written whole, so that a new version's rules check every row.
 
     Returns the SQL after ``FROM <table> t`` that selects the rows written (for their check), on
-    this connection: the keys stay in a temporary table.
+    this connection until its next call: the keys stay in one temporary table, ``_written``.
     """
     keys, comment = ", ".join(f'"{k}"' for k in key), f"code version {version}"
     stored = conn.execute(
