@@ -102,9 +102,12 @@ def stored_table_results(
 ) -> tuple[MaterializeResult, AssetCheckResult]:
     """Materialization metadata of a stored table and its blocking schema check (named 'schema').
 
-    ``where`` (SQL after ``FROM <table> t``) limits the check to the rows a run wrote.
+    ``where`` (SQL after ``FROM <table> t``) limits the check to the rows a run wrote, and the
+    preview to them when there are any.
     """
     check, preview = check_stored(conn, f"SELECT t.* FROM {table} t {where}", schema, asset_key=key)
+    if where and preview.is_empty():  # nothing written this run: show what the table holds
+        preview = conn.execute(f"SELECT * FROM {table} LIMIT {PREVIEW_ROWS}").pl()
     rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     return MaterializeResult(
         asset_key=key, metadata={**table_metadata(rows, preview), **extra}

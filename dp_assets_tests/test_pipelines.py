@@ -25,6 +25,7 @@ from dp_assets.analysis.leakage import future_leaks
 from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.analysis.schema import Example
 from dp_assets.analysis.spec import Gate, PipelineSpec
+from dp_assets.metadata import PREVIEW_ROWS
 
 pytestmark = pytest.mark.slow
 
@@ -171,6 +172,9 @@ def test_a_rebuild_with_nothing_new_writes_and_checks_no_row(world):
     again = platform.materialize(AssetSelection.assets(*keys))
     assert again.success
     assert validated(again) == {f"energy_forecast/{t}": 0 for t in stored}
+    for event in again.get_asset_materialization_events():  # the preview shows the stored rows
+        preview = event.materialization.metadata["preview"].value
+        assert preview.count("\n") >= 2 + PREVIEW_ROWS - 1, preview
     assert {
         t: platform.sql(f"SELECT count(*) FROM energy_forecast.{t}")[0][0] for t in stored
     } == stored
