@@ -75,11 +75,7 @@ def replace_changed_rows(
     this connection until its next call: the keys stay in one temporary table, ``_written``.
     """
     keys, comment = ", ".join(f'"{k}"' for k in key), f"code version {version}"
-    stored = conn.execute(
-        "SELECT comment FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = ? AND table_name = ?",
-        table.split("."),
-    ).fetchone()
+    stored = _catalog_comment(conn, table)
     conn.register("_frame", frame)
     try:
         if (
@@ -97,14 +93,11 @@ def replace_changed_rows(
         ).pl()
     finally:
         conn.unregister("_frame")
+    on = " AND ".join(f't."{k}" = w."{k}"' for k in key)
     conn.execute("CREATE OR REPLACE TEMP TABLE _written AS SELECT * FROM changed")
-    conn.execute(f"DELETE FROM {table} t USING _written w WHERE {_equal(key, 't', 'w')}")
+    conn.execute(f"DELETE FROM {table} t USING _written w WHERE {on}")
     insert(conn, table, frame.join(changed, on=key, how="semi"))  # polars picks them faster
-    return f"SEMI JOIN _written w ON {_equal(key, 't', 'w')}"
-
-
-def _equal(key: list[str], left: str, right: str) -> str:
-    return " AND ".join(f'{left}."{k}" = {right}."{k}"' for k in key)
+    return f"SEMI JOIN _written w ON {on}"
 
 
 def row_count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -112,14 +105,16 @@ def row_count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
-    schema, name = table.split(".")
-    return bool(
-        conn.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = ? AND table_name = ?",
-            [schema, name],
-        ).fetchone()[0]
-    )
+    return _catalog_comment(conn, table) is not None
+
+
+def _catalog_comment(conn: duckdb.DuckDBPyConnection, table: str) -> tuple | None:
+    """``(comment,)`` of ``schema.table`` in the catalog, None when there is no such table."""
+    return conn.execute(
+        "SELECT comment FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = ? AND table_name = ?",
+        table.split("."),
+    ).fetchone()
 
 
 def table_columns(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
