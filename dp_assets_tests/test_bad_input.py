@@ -27,7 +27,7 @@ CASES = {
     "extra_column": ("tariffs", "extra.csv", b"tariff,month,price_pln_per_kwh,currency\nG11,2024-05,0.7,PLN\n", "noted", "ignored extra columns ['currency']"),
     "bad_timestamp": ("meters_vendor_b", "bad_ts.jsonl", b'{"meter": "000002", "ts": "yesterday", "wh": 250}\n' + GOOD_B.encode(), "rejected", "ts: cannot parse 'yesterday'"),
     "binary": ("meters_vendor_b", "garbage.jsonl", bytes(range(256)) * 8, "quarantined", "binary content: NUL byte at offset 0"),
-    "huge_line": ("meters_vendor_b", "huge.jsonl", GOOD_B.encode() + b'{"meter": "' + b"9" * (2 << 20) + b'"}\n', "quarantined", "line 2 is 2,097,165 characters long"),
+    "huge_line": ("meters_vendor_b", "huge.jsonl", GOOD_B.encode() + b'{"meter": "' + b"9" * (2 << 20) + b'"}\n', "quarantined", "line 2 is 2,097,165 bytes long"),
     "path_like_name": ("meters_vendor_a", WEIRD_NAME, GOOD_A.replace("10:", "14:").encode(), "formatted", None),
     "invalid_json_doc": ("weather", "cut.json", b'{"provider": "meteo", "units": {"temperature": "C"}, "observations": [{"region"', "quarantined", "invalid JSON at line 1, column 80"),
     "unknown_unit": ("weather", "kelvin.json", json.dumps({"provider": "x", "units": {"temperature": "K"}, "observations": []}).encode(), "quarantined", "unknown temperature unit 'K'"),

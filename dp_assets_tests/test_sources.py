@@ -11,7 +11,13 @@ import pytest
 from dp_assets.formatted.process import format_file
 from dp_assets.privacy import pseudonymize
 from dp_assets.sources import SOURCES
-from dp_assets.sources.base import FileContext, Unparseable, decode
+from dp_assets.sources.base import (
+    MAX_LINE_BYTES,
+    FileContext,
+    Unparseable,
+    _first_long_line,
+    decode,
+)
 from dp_assets.sources.customers import normalize_name
 from dp_assets.sources.schema import canonical_meter_id
 
@@ -181,6 +187,27 @@ def test_decode_locates_problems():
     with pytest.raises(Unparseable, match="only whitespace"):
         decode(b"  \n \n")
     assert decode(b"\xef\xbb\xbfa\n") == ("a\n", ["UTF-8 byte-order mark removed"])
+
+
+@pytest.mark.parametrize(
+    "lines, long",
+    [
+        (["a", "b" * MAX_LINE_BYTES, "c"], None),  # at the limit
+        (["a\r", "b" * MAX_LINE_BYTES + "\r", "\r", ""], None),  # "\r\n" ends a line too
+        (
+            ["", "a", "b" * (MAX_LINE_BYTES + 1), "c" * (MAX_LINE_BYTES + 2)],
+            (3, MAX_LINE_BYTES + 1),
+        ),
+        (["a", "\r" * (MAX_LINE_BYTES + 2)], (2, MAX_LINE_BYTES + 1)),  # only the last "\r" ends it
+        (["a", "b" * (MAX_LINE_BYTES + 1)], (2, MAX_LINE_BYTES + 1)),  # no final terminator
+    ],
+)
+def test_an_overlong_line_is_located_in_bytes(lines, long):
+    data = "\n".join(lines).encode()
+    assert _first_long_line(data) == long
+    if long:
+        with pytest.raises(Unparseable, match=f"line {long[0]} is {long[1]:,} bytes long"):
+            decode(data)
 
 
 def test_a_batch_validates_files_together_but_duplicates_only_within_a_file():
