@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,6 +77,16 @@ def cli_env(
     env.update(DP_PII_KEY="test-key-not-a-secret", **extra)
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
+
+
+def fresh_python(code: str, env: dict[str, str]) -> str:
+    """What ``code`` prints (stripped) in a new interpreter with ``env``, run from the repository:
+    for what only a process's start shows (imports, allocator settings, the collector)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip()
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch) -> None:

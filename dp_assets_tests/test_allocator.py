@@ -3,10 +3,7 @@ faults and time is measured by bench/run.py, not here."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from dp_assets_tests.conftest import REPO, cli_env
+from dp_assets_tests.conftest import cli_env, fresh_python
 
 PROBE = "import os, dp_assets, polars; print(os.environ['_RJEM_MALLOC_CONF'])"
 
@@ -16,16 +13,7 @@ def allocator_conf(tmp_path, **extra: str) -> str:
     env = cli_env(tmp_path, **extra)
     if not extra:
         env.pop("_RJEM_MALLOC_CONF", None)
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout.strip()
+    return fresh_python(PROBE, env)
 
 
 def test_polars_keeps_freed_pages_unless_the_user_configures_its_allocator(tmp_path):

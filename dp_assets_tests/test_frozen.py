@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import gc
-import subprocess
-import sys
 
 from dp_assets.frozen import import_frozen
-from dp_assets_tests.conftest import REPO, cli_env
+from dp_assets_tests.conftest import cli_env, fresh_python
 
 
 def tracked(obj) -> bool:
@@ -26,13 +24,4 @@ def test_loading_the_definitions_freezes_what_they_imported(tmp_path):
         "import gc, dp_assets.definitions as d; "
         "print(any(o is d.__dict__ for o in gc.get_objects()))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=cli_env(tmp_path),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip() == "False"
+    assert fresh_python(probe, cli_env(tmp_path)) == "False"
