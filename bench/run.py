@@ -9,9 +9,9 @@ One run, each phase in its own process so its peak RSS is its own:
    hold the whole dataset in memory);
 4. the full build: every asset through the real defs, as `dagster asset materialize --select '*'`
    runs it, with wall time per step from the event log;
-5. incremental: the held-back day lands and what automation would run follows (everything but
-   training, which is scheduled); `--repeat` times (3), each on a copy of what the full build
-   left, reporting the median;
+5. incremental: the held-back day lands and what automation follows a landing with runs
+   (`following_new_data`: not training, the hourly health or the data dictionary); `--repeat`
+   times (3), each on a copy of what the full build left, reporting the median;
 6. serving: p50/p99 latency of one prediction through MLflow's scoring server with 20 concurrent
    clients on 127.0.0.1, against the same model's in-process predict time.
 
@@ -116,20 +116,20 @@ def floor_seconds(inbox: Path) -> tuple[float, int]:
 
 
 def materialize(followers_only: bool) -> None:
-    """The full graph in this process, or what automation runs after a landing (all but training:
-    that is scheduled); prints the run's step times as JSON."""
-    from dagster import AssetKey, AssetSelection, DagsterEventType, DagsterInstance
+    """The full graph in this process, or what runs after a landing: the landing, then what
+    automation follows it with (not training, the hourly health or the data dictionary); prints
+    the run's step times as JSON."""
+    from dagster import AssetSelection, DagsterEventType, DagsterInstance
 
     sys.path.insert(0, str(REPO))
     from dp_assets.analysis.pipelines import PIPELINES
-    from dp_assets.automation import TRAINING_STEPS
+    from dp_assets.automation import following_new_data
     from dp_assets.definitions import defs  # built from the environment once, as the CLI does
 
     selection = None
     if followers_only:
-        training = [AssetKey([p, s]) for p in PIPELINES for s in TRAINING_STEPS]
-        everything = AssetSelection.all() - AssetSelection.assets(*training)
-        selection = sorted(everything.resolve(defs.resolve_asset_graph()))
+        landed = AssetSelection.groups("landing") | following_new_data(list(PIPELINES.values()))
+        selection = sorted(landed.resolve(defs.resolve_asset_graph()))
     with DagsterInstance.get() as instance:
         job = defs.resolve_implicit_global_asset_job_def()
         started = time.perf_counter()

@@ -43,6 +43,7 @@ from dp_assets.analysis.spec import PipelineSpec
 from dp_assets.governance.erasure_job import ERASURE_KEY, RETRAIN_METADATA
 
 TRAINING_STEPS = ("model", "evaluation", "champion")
+FOLLOWING_GROUPS = ("formatted", "exploitation", "reporting")
 FOLLOWING_PIPELINE_STEPS = ("sandbox", "features", "predictions", "drift", "live_accuracy")
 FRESH_TABLES = ("customers", "meter_readings", "daily_consumption")
 FRESHNESS = dt.timedelta(hours=26)  # daily data, with two hours of slack for a late delivery
@@ -52,20 +53,27 @@ ERASURES = "erasures"  # the retrain sensor's cursor entry for erasure events
 RETRAIN_COOLDOWN = dt.timedelta(hours=12)
 
 
+def following_new_data(pipelines: list[PipelineSpec]) -> AssetSelection:
+    """What follows a landing by itself, through eager automation: the formatted, exploitation and
+    reporting groups and each pipeline's steps but training (everything else is started by a
+    sensor, a schedule or a person)."""
+    steps = [AssetKey([p.name, s]) for p in pipelines for s in FOLLOWING_PIPELINE_STEPS]
+    return AssetSelection.groups(*FOLLOWING_GROUPS) | AssetSelection.assets(*steps)
+
+
 def with_automation_policy(assets: list, pipelines: list[PipelineSpec]) -> list:
     """The same assets with the platform's automation policy applied in one place:
 
-    - ``AutomationCondition.eager()`` on everything that follows new data by itself: all but
-      landing (started by the inbox sensor) and training (scheduled);
+    - ``AutomationCondition.eager()`` on what follows new data by itself (``following_new_data``);
     - a freshness policy on the integrated tables and the predictions.
     """
-    follow = {AssetKey([p.name, s]) for p in pipelines for s in FOLLOWING_PIPELINE_STEPS}
+    follow = set(following_new_data(pipelines).resolve(assets))
     fresh = {AssetKey(["exploitation", n]) for n in FRESH_TABLES} | {
         AssetKey([p.name, "predictions"]) for p in pipelines
     }
 
     def policy(spec):
-        if spec.group_name in ("formatted", "exploitation", "reporting") or spec.key in follow:
+        if spec.key in follow:
             spec = spec.replace_attributes(automation_condition=AutomationCondition.eager())
         if spec.key in fresh:
             spec = spec.replace_attributes(

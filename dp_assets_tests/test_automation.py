@@ -19,7 +19,7 @@ from dagster import (
 )
 
 from dp_assets.analysis.pipelines import PIPELINES
-from dp_assets.automation import TRAINING_STEPS, build_retrain_sensor
+from dp_assets.automation import TRAINING_STEPS, build_retrain_sensor, following_new_data
 from dp_assets.sample_data import SampleParams, generate
 
 
@@ -35,6 +35,10 @@ def test_policy_automates_all_but_landing_and_training(platform):
     zones = keys(platform, lambda node: node.group_name in ("formatted", "exploitation"))
     operations = {"reporting/kpis", "reporting/model_accuracy", "monitoring/pipeline_health"}
     assert eager == zones | follow | operations
+    # The selection the policy and the benchmark's day share: what follows a landing by itself.
+    graph = platform.defs.resolve_asset_graph()
+    followers = following_new_data(list(PIPELINES.values())).resolve(graph)
+    assert {k.to_user_string() for k in followers} == eager - {"monitoring/pipeline_health"}
     health = platform.defs.resolve_asset_graph().get(AssetKey(["monitoring", "pipeline_health"]))
     assert "0 * * * *" in str(
         health.automation_condition.get_label() or health.automation_condition
