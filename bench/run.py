@@ -363,19 +363,20 @@ def main() -> int:
             f"| serving: throughput ({served['requests']} requests) | {served['per_second']:.0f} /s |",
             f"| in-process predict of one row, p50 | {served['in_process_p50_ms']:.2f} ms |",
         ]  # fmt: skip
-    for run in runs:
-        lines += [
-            "",
-            f"## {run['phase']}: seconds per step",
-            "",
-            "| step | seconds |",
-            "|---|---:|",
-        ]
-        top = sorted(run["steps"].items(), key=lambda kv: -kv[1])
-        lines += [f"| {step} | {seconds:.2f} |" for step, seconds in top[:15]]
-        lines.append(
-            f"| ({max(len(top) - 15, 0)} more steps) | {sum(s for _, s in top[15:]):.2f} |"
-        )
+    # Every step of either run, slowest in the full build first; "-": not run (skipped or failed).
+    lines += [
+        "",
+        "## seconds per step",
+        "",
+        "| step | full build | one more day |",
+        "|---|---:|---:|",
+    ]
+    for step in sorted(full["steps"].keys() | incremental["steps"].keys(),
+                       key=lambda s: (-full["steps"].get(s, 0.0), s)):  # fmt: skip
+        cells = [f"{run['steps'][step]:.2f}" if step in run["steps"] else "-" for run in runs]
+        lines.append(f"| {step} | {' | '.join(cells)} |")
+    totals = " | ".join(f"{sum(run['steps'].values()):.2f}" for run in runs)
+    lines.append(f"| all steps | {totals} |")
     if baseline:
         lines += ["", f"pandas baseline steps (s): {baseline['steps']}"]
     report = "\n".join(lines)
