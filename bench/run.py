@@ -299,8 +299,9 @@ def main() -> int:
         }
 
     full = timed("full build", "all")
-    # The day's run is short and its time swings by a third or more between runs on this machine: it runs
-    # --repeat times, each on a copy of what the full build left, and the median counts.
+    # The day's run is short, and on this machine its time swings by a third or more from one run
+    # to the next: it runs --repeat times, each on a copy of what the full build left; the median
+    # counts.
     kept = root / "after-full-build"
     for part in ("data", "home"):
         shutil.copytree(root / part, kept / part, symlinks=True)

@@ -39,7 +39,7 @@ def test_policy_automates_all_but_landing_and_training(platform):
     graph = platform.defs.resolve_asset_graph()
     followers = following_new_data(list(PIPELINES.values())).resolve(graph)
     assert {k.to_user_string() for k in followers} == eager - {"monitoring/pipeline_health"}
-    health = platform.defs.resolve_asset_graph().get(AssetKey(["monitoring", "pipeline_health"]))
+    health = graph.get(AssetKey(["monitoring", "pipeline_health"]))
     assert "0 * * * *" in str(
         health.automation_condition.get_label() or health.automation_condition
     )
