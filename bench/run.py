@@ -239,11 +239,17 @@ def main() -> int:
     parser.add_argument("--scale", choices=SCALES, default="S")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
-        "--repeat", type=int, default=3, help="incremental runs, on copies of the same state"
+        "--repeat",
+        type=int,
+        default=3,
+        help="incremental runs, each on a copy of what the full build left (the disk needs room "
+        "for one more copy of the data dir)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the data dir afterwards")
     parser.add_argument("--materialize", choices=("all", "followers"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.materialize:
         materialize(args.materialize == "followers")
         return 0
@@ -303,7 +309,7 @@ def main() -> int:
     # to the next: it runs --repeat times, each on a copy of what the full build left; the median
     # counts.
     kept = root / "after-full-build"
-    for part in ("data", "home"):
+    for part in ("data", "home") if args.repeat > 1 else ():
         shutil.copytree(root / part, kept / part, symlinks=True)
     day_runs = []
     for attempt in range(args.repeat):
@@ -314,7 +320,7 @@ def main() -> int:
         for path in (root / "held").rglob("*.*"):
             shutil.copy2(path, data / "inbox" / path.parent.name / path.name)  # keeps the mtime
         day_runs.append(timed("incremental (one more day)", "followers"))
-    shutil.rmtree(kept)
+    shutil.rmtree(kept, ignore_errors=True)
     incremental = sorted(day_runs, key=lambda run: run["wall"])[len(day_runs) // 2]
     runs = [full, incremental]
 
