@@ -222,10 +222,16 @@ def test_leakage_guard_catches_a_feature_that_looks_ahead(world, pipeline):
             .drop("_t")
         )
 
-    leaks = future_leaks(
-        dataclasses.replace(spec, build_examples=leaky_build), sandbox, spec.build_examples(sandbox)
-    )
+    leaky = dataclasses.replace(spec, build_examples=leaky_build)
+    leaks = future_leaks(leaky, sandbox, spec.build_examples(sandbox))
     assert leaks.height > 0 and set(leaks["column"]) == {first}
+
+    # Above its sample size the guard rebuilds from a few customers spread over the ids: features
+    # relative to the day's other customers still agree, and the planted leak is still caught.
+    assert future_leaks(spec, sandbox, spec.build_examples(sandbox), sample=3).is_empty()
+    sampled = future_leaks(leaky, sandbox, spec.build_examples(sandbox), sample=3)
+    assert set(sampled["column"]) == {first}
+    assert 0 < sampled["customer_id"].n_unique() <= 3 < sandbox["customer_id"].n_unique()
 
     # An example that exists only once tomorrow's reading is known: its row leaks, whatever it holds.
     def build_needing_tomorrow(frame: pl.DataFrame) -> pl.DataFrame:
