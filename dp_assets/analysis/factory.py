@@ -36,7 +36,7 @@ from dagster import (
 )
 
 from dp_assets.analysis.gate import decide
-from dp_assets.analysis.leakage import future_leaks
+from dp_assets.analysis.leakage import SAMPLE_CUSTOMERS, future_leaks
 from dp_assets.analysis.metrics import PRIMARY, by_segment, improvement
 from dp_assets.analysis.monitoring import segment_gaps
 from dp_assets.analysis.monitoring_assets import build_monitoring_assets
@@ -134,7 +134,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 asset=key("features"),
                 blocking=True,
                 description="Rebuilding the examples with the data after a past day cut off changes no "
-                "feature of the examples up to that day",
+                f"feature of the examples up to that day (on at most {SAMPLE_CUSTOMERS} customers "
+                "spread over the ids)",
             ),
         ],
         **common,
