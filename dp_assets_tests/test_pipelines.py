@@ -196,7 +196,8 @@ def test_leakage_guard_catches_a_feature_that_looks_ahead(world, pipeline):
     platform, _ = world
     spec = PIPELINES[pipeline]
     sandbox = platform.frame(f"SELECT * FROM {pipeline}.sandbox")
-    clean = future_leaks(spec, sandbox, spec.build_examples(sandbox))
+    built = spec.build_examples(sandbox)
+    clean = future_leaks(spec, sandbox, built)
     assert clean.is_empty() and clean.columns == ["cut", "customer_id", "as_of", "column"]
 
     # The same examples in another row order are no leak (the guard's row-for-row shortcut fails,
@@ -223,15 +224,16 @@ def test_leakage_guard_catches_a_feature_that_looks_ahead(world, pipeline):
         )
 
     leaky = dataclasses.replace(spec, build_examples=leaky_build)
-    leaks = future_leaks(leaky, sandbox, spec.build_examples(sandbox))
+    leaks = future_leaks(leaky, sandbox, built)
     assert leaks.height > 0 and set(leaks["column"]) == {first}
 
     # Above its sample size the guard rebuilds from a few customers spread over the ids: features
     # relative to the day's other customers still agree, and the planted leak is still caught.
-    assert future_leaks(spec, sandbox, spec.build_examples(sandbox), sample=3).is_empty()
-    sampled = future_leaks(leaky, sandbox, spec.build_examples(sandbox), sample=3)
+    assert future_leaks(spec, sandbox, built, sample=3).is_empty()
+    sampled = future_leaks(leaky, sandbox, built, sample=3)
     assert set(sampled["column"]) == {first}
-    assert 0 < sampled["customer_id"].n_unique() <= 3 < sandbox["customer_id"].n_unique()
+    customers = sandbox["customer_id"].n_unique()
+    assert 0 < sampled["customer_id"].n_unique() <= 3 < customers
 
     # An example that exists only once tomorrow's reading is known: its row leaks, whatever it holds.
     def build_needing_tomorrow(frame: pl.DataFrame) -> pl.DataFrame:

@@ -7,9 +7,9 @@ as-of day. Labels are exempt: they look ahead by definition.
 
 Each rebuild costs about as much as the features step itself, so above ``SAMPLE_CUSTOMERS`` the
 guard runs on at most that many customers, every k-th of the sorted ids: a leak is a property of
-the feature code, and a few hundred customers over every day show it. Both sides of the comparison are then
-built from the sample alone, so features relative to the other customers (a median of the day)
-compare like with like.
+the feature code, and a few hundred customers over every day show it. Both sides of the
+comparison are then built from the sample alone, so features relative to the other customers (a
+median of the day) compare like with like.
 """
 
 from __future__ import annotations
