@@ -9,6 +9,8 @@ HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 PIPELINE ?= energy_forecast
 PORT ?= 5001
+# Scoring-server processes: one per core (MLflow's default is one, which leaves the others idle).
+WORKERS ?= $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
 # Only the mlflow commands below get this; the platform reads MLFLOW_TRACKING_URI itself.
 MLFLOW_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(DP_DATA_DIR)/mlflow.db)
 
@@ -19,7 +21,7 @@ help:
 	@echo "make test   - install, lint and run the test suite"
 	@echo "make ui     - dagster dev (webserver + daemon) on http://$(HOST):$(UI_PORT)"
 	@echo "make mlflow-ui - MLflow's UI (runs, metrics, plots, registry) on http://$(HOST):5000"
-	@echo "make serve PIPELINE=energy_forecast [PORT=5001] - MLflow scoring server for the champion"
+	@echo "make serve PIPELINE=energy_forecast [PORT=5001] [WORKERS=n] - MLflow scoring server for the champion"
 	@echo "make clean  - remove the data dir (inbox, landing, warehouse, Dagster instance)"
 
 # Installs into .venv with uv (seconds) and falls back to pip if uv cannot be had. Bytecode is
@@ -81,7 +83,8 @@ mlflow-ui: $(BIN)/dp
 # MLflow's own scoring server; it starts uvicorn from PATH, hence the venv first on it.
 serve: $(BIN)/dp
 	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="$(MLFLOW_URI)" \
-	  $(BIN)/mlflow models serve -m "models:/$(PIPELINE)@champion" -h $(HOST) -p $(PORT) --env-manager local
+	  $(BIN)/mlflow models serve -m "models:/$(PIPELINE)@champion" -h $(HOST) -p $(PORT) \
+	  -w $(WORKERS) --env-manager local
 
 clean:
 	rm -rf "$(DP_DATA_DIR)"
