@@ -9,8 +9,9 @@ HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 PIPELINE ?= energy_forecast
 PORT ?= 5001
-# Scoring-server processes: one per core (MLflow's default is one, which leaves the others idle).
-WORKERS ?= $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+# Scoring-server processes: one per core (MLflow's default is one, which leaves the others idle),
+# at most four by default: each holds its own copy of MLflow and the model, about 270 MB.
+WORKERS ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); echo $$((n < 4 ? n : 4)))
 # Only the mlflow commands below get this; the platform reads MLFLOW_TRACKING_URI itself.
 MLFLOW_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(DP_DATA_DIR)/mlflow.db)
 

@@ -13,7 +13,7 @@ One run, each phase in its own process so its peak RSS is its own:
    (`following_new_data`: not training, the hourly health or the data dictionary); `--repeat`
    times (3), each on a copy of what the full build left, reporting the median;
 6. serving: p50/p99 latency of one prediction through MLflow's scoring server (one worker per core,
-   as `make serve` starts it) with 20 concurrent clients on 127.0.0.1, against the same model's
+   at most four, as `make serve` starts it) with 20 concurrent clients on 127.0.0.1, against the same model's
    in-process predict time.
 
 Before each timed phase (2 to 5) the page cache is written back (``os.sync``), so that no phase
@@ -43,7 +43,7 @@ BIN = Path(sys.executable).parent
 SCALES = {"S": (200, 60), "M": (2_000, 365), "L": (10_000, 365)}  # meters, days
 HELD_BACK = ("meters_vendor_a", "meters_vendor_b", "weather")  # sources with a file per day
 CLIENTS, REQUESTS_PER_CLIENT = 20, 50
-WORKERS = os.cpu_count() or 1  # scoring-server processes, as `make serve` starts them: one per core
+WORKERS = min(os.cpu_count() or 1, 4)  # scoring-server processes, as `make serve` starts them
 PART_METERS = 2_000  # the generator writes larger worlds in parts of this many meters
 GENERATORS = 2  # parts generated at once (each holds its part in memory)
 BASELINE_MAX_METERS = 2_000
