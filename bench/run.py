@@ -13,8 +13,8 @@ One run, each phase in its own process so its peak RSS is its own:
    (`following_new_data`: not training, the hourly health or the data dictionary); `--repeat`
    times (3), each on a copy of what the full build left, reporting the median;
 6. serving: p50/p99 latency of one prediction through MLflow's scoring server (one worker per core,
-   at most four, as `make serve` starts it) with 20 concurrent clients on 127.0.0.1, against the same model's
-   in-process predict time.
+   at most four, as `make serve` starts it) with 20 concurrent clients on 127.0.0.1, against the
+   same model's in-process predict time.
 
 Before each timed phase (2 to 5) the page cache is written back (``os.sync``), so that no phase
 pays for the writeback of what the one before it wrote; a day's run comes long after the last.
