@@ -9,6 +9,10 @@ import os
 # this to its own defaults); a _RJEM_MALLOC_CONF of the user's own wins.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:5000,muzzy_decay_ms:5000")
 
+from dp_assets.event_log import keep_connections_open  # noqa: E402
+
+keep_connections_open()  # Dagster's SQLite event log, 2-3 s of a small run otherwise (event_log.py)
+
 from dp_assets.definitions import defs  # noqa: E402
 
 __all__ = ["defs"]
