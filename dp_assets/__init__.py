@@ -11,7 +11,7 @@ os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:5000,muzzy_decay_ms:5
 
 from dp_assets.event_log import keep_connections_open  # noqa: E402
 
-keep_connections_open()  # Dagster's SQLite event log, 2-3 s of a small run otherwise (event_log.py)
+keep_connections_open()  # Dagster's SQLite event log reuses its connections (event_log.py)
 
 from dp_assets.definitions import defs  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Dagster's SQLite event log keeps a few connections open in our processes (dp_assets/event_log.py)."""
+"""Dagster's SQLite event log keeps a few connections open in our processes (event_log.py)."""
 
 from __future__ import annotations
 
