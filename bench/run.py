@@ -311,9 +311,10 @@ def main() -> int:
     # The day's run is short, and on this machine its time swings by a third or more from one run
     # to the next: it runs --repeat times, each on a copy of what the full build left; the median
     # counts.
-    kept = root / "after-full-build"
-    for part in ("data", "home") if args.repeat > 1 else ():
-        shutil.copytree(root / part, kept / part, symlinks=True)
+    kept = root / "after-full-build" if args.repeat > 1 else None  # a single run needs no copy
+    if kept:
+        for part in ("data", "home"):
+            shutil.copytree(root / part, kept / part, symlinks=True)
     day_runs = []
     for attempt in range(args.repeat):
         if attempt:
@@ -323,7 +324,8 @@ def main() -> int:
         for path in (root / "held").rglob("*.*"):
             shutil.copy2(path, data / "inbox" / path.parent.name / path.name)  # keeps the mtime
         day_runs.append(timed("incremental (one more day)", "followers"))
-    shutil.rmtree(kept, ignore_errors=True)
+    if kept:
+        shutil.rmtree(kept)  # a failed removal shows: it would leave a copy of the data dir behind
     incremental = sorted(day_runs, key=lambda run: run["wall"])[len(day_runs) // 2]
     runs = [full, incremental]
 
