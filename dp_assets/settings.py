@@ -10,6 +10,10 @@ All state lives under ``DP_DATA_DIR`` (default ``./data``)::
     secrets/pii_key         the pseudonymization key when DP_PII_KEY is not set
 
 The Dagster instance lives under ``DAGSTER_HOME`` (the Makefile puts it in ``data/dagster_home``).
+
+The landing, quarantine and secrets hold raw personal data: owner-only (folders 0700, files 0400),
+or readable by the group with ``DP_GROUP_ACCESS=1`` (0750, 0440). ``DP_INBOX_QUIET_S`` (default 10)
+is how long a file must stay unchanged before it is taken (see ``landing.store``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WAREHOUSE_FILE = "warehouse.duckdb"
+INBOX_QUIET_S = 10.0
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may read raw data: modes of its folders and files, and the process umask."""
+
+    folder: int
+    file: int
+    umask: int
+
+    def make_dirs(self, folder: Path) -> None:
+        """``mkdir -p`` giving each folder it creates this mode (mkdir's own is cut by the umask)."""
+        if folder.is_dir():
+            return
+        self.make_dirs(folder.parent)
+        try:
+            folder.mkdir()
+        except FileExistsError:  # created meanwhile by another writer
+            return
+        os.chmod(folder, self.folder)
+
+
+def access() -> Access:
+    """Owner-only, or group-readable when ``DP_GROUP_ACCESS`` is set (to anything but 0)."""
+    if os.environ.get("DP_GROUP_ACCESS", "0") not in ("", "0"):
+        return Access(folder=0o750, file=0o440, umask=0o027)
+    return Access(folder=0o700, file=0o400, umask=0o077)
+
+
+def restrict_umask() -> None:
+    """Make what DuckDB, SQLite and MLflow create (the warehouse and its WAL, mlflow.db and its
+    journal, artifacts) unreadable to others: they take their modes from the umask, and a chmod
+    after the fact would miss the files they create and delete as they go."""
+    os.umask(access().umask)
+
+
+# Every platform process (code server, run and step workers, the dp CLI) imports this module
+# before it writes anything.
+restrict_umask()
 
 
 @dataclass(frozen=True)
@@ -41,6 +85,15 @@ class Settings:
     @property
     def quarantine(self) -> Path:
         return self.data_dir / "quarantine"
+
+    @property
+    def access(self) -> Access:
+        return access()
+
+    @property
+    def inbox_quiet_s(self) -> float:
+        """Seconds a file's size and mtime must stay unchanged before it is taken from the inbox."""
+        return float(os.environ.get("DP_INBOX_QUIET_S", INBOX_QUIET_S))
 
     @property
     def warehouse(self) -> Path:
@@ -66,16 +119,18 @@ class Settings:
     def pii_key(self) -> bytes:
         """The pseudonymization key: ``DP_PII_KEY`` from the environment.
 
-        Without it, a random key is generated once per data dir (``secrets/pii_key``, mode 600) so a
-        local demo works and pseudonyms stay stable across runs. Production sets ``DP_PII_KEY``.
+        Without it, a random key is generated once per data dir (``secrets/pii_key``, owner-only
+        like the landing) so a local demo works and pseudonyms stay stable across runs. Production
+        sets ``DP_PII_KEY``.
         """
         if key := os.environ.get("DP_PII_KEY"):
             return key.encode()
         path = self.data_dir / "secrets" / "pii_key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self.access.make_dirs(path.parent)
             tmp = path.with_suffix(".tmp")
+            tmp.unlink(missing_ok=True)  # a crashed attempt's, read-only
             tmp.write_text(secrets.token_hex(32))
-            tmp.chmod(0o600)
+            tmp.chmod(self.access.file)
             tmp.replace(path)
         return path.read_text().strip().encode()

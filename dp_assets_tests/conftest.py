@@ -93,6 +93,7 @@ def isolate(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fixed PII key, and MLflow in the data dir whatever the caller's environment says."""
     monkeypatch.setenv("DP_PII_KEY", "test-key-not-a-secret")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DP_INBOX_QUIET_S", "0")  # files dropped by tests are taken at once
 
 
 @pytest.fixture
