@@ -18,7 +18,8 @@ from dp_assets.sources import SOURCES
 
 
 @pytest.fixture
-def settings(tmp_path):
+def settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("DP_INBOX_QUIET_S", "0")
     return Settings(tmp_path / "data")
 
 
@@ -33,7 +34,7 @@ def test_land_files_is_content_addressed_and_read_only(settings):
     drop(settings, "weather/a.json", b"same")
     drop(settings, "weather/b.json", b"same")
     drop(settings, "tariffs/a.json", b"same")
-    rows = land_files(settings, scan_inbox(settings.inbox, SOURCES), {})
+    rows = land_files(settings, scan_inbox(settings, SOURCES).files, {}).rows
     by_name = {(r["source"], r["original_name"]): r for r in rows}
     a, b, t = (
         by_name[("weather", "a.json")],
@@ -44,7 +45,7 @@ def test_land_files_is_content_addressed_and_read_only(settings):
     assert a["landed_path"] == b["landed_path"] != t["landed_path"]
     landed = settings.data_dir / t["landed_path"]
     assert landed.read_bytes() == b"same"
-    assert oct(landed.stat().st_mode & 0o777) == "0o444"
+    assert oct(landed.stat().st_mode & 0o777) == "0o400"
 
 
 def test_safe_name():
@@ -109,19 +110,19 @@ def test_a_delivery_already_recorded_is_not_recorded_twice(settings):
     from dp_assets.landing.store import delivery_key
 
     drop(settings, "weather/a.json", b"content")
-    (file,) = scan_inbox(settings.inbox, SOURCES)
-    (row,) = land_files(settings, [file], {})
-    recorded = {delivery_key(row["source"], row["original_name"], row["inbox_changed_ns"])}
+    (file,) = scan_inbox(settings, SOURCES).files
+    (row,) = land_files(settings, [file], {}).rows
+    recorded = {delivery_key(row["source"], row["original_name"], None, row["inbox_changed_ns"])}
     landed = {(row["source"], row["sha256"]): row["landed_path"]}
-    assert land_files(settings, [file], landed, recorded) == []
+    assert land_files(settings, [file], landed, recorded).rows == []
 
     # The same file delivered again, even with its modification time kept, is a new delivery.
     stat = file.path.stat()
     file.path.unlink()
     drop(settings, "weather/a.json", b"content")
     os.utime(settings.inbox / "weather/a.json", ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    (again,) = scan_inbox(settings.inbox, SOURCES)
-    (row,) = land_files(settings, [again], landed, recorded)
+    (again,) = scan_inbox(settings, SOURCES).files
+    (row,) = land_files(settings, [again], landed, recorded).rows
     assert row["redelivery"] and again.arrival_time == file.arrival_time
 
 

@@ -13,7 +13,14 @@ from dp_assets.failpoints import crash_point
 from dp_assets.governance.erasure import ERASURE_LOG, erased_originals
 from dp_assets.frames import polars_schema
 from dp_assets.landing.schema import UNKNOWN_SOURCE, Delivery
-from dp_assets.landing.store import clear_inbox, delivery_key, land_files, scan_inbox
+from dp_assets.landing.store import (
+    clear_inbox,
+    delivery_key,
+    discard_uncommitted,
+    land_files,
+    pending_copies,
+    scan_inbox,
+)
 from dp_assets.metadata import (
     OWNER,
     WAREHOUSE_POOL,
@@ -53,6 +60,16 @@ SPECS = [
 ]
 
 
+def referenced_paths(conn, paths: list[str]) -> set[str]:
+    """Those of ``paths`` a manifest row or the erasure log references: never deleted."""
+    if not paths:
+        return set()
+    query = f"SELECT landed_path FROM {MANIFEST} WHERE landed_path IN (SELECT unnest($paths))"
+    if table_exists(conn, ERASURE_LOG):
+        query += f" UNION SELECT object FROM {ERASURE_LOG} WHERE object IN (SELECT unnest($paths))"
+    return {path for (path,) in conn.execute(query, {"paths": paths}).fetchall()}
+
+
 @multi_asset(
     name="landing",
     specs=SPECS,
@@ -64,9 +81,12 @@ SPECS = [
 def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Warehouse):
     """Take every pending inbox file into the persistent landing and record each delivery."""
     settings = data_dir.settings
-    files = scan_inbox(settings.inbox, SOURCES)
+    inbox = scan_inbox(settings, SOURCES)
     with warehouse.transaction() as conn:
         ensure_table(conn, MANIFEST, Delivery)
+        # A manifest from before the column (the table is never rebuilt: it is the record).
+        conn.execute(f"ALTER TABLE {MANIFEST} ADD COLUMN IF NOT EXISTS original_name_hex VARCHAR")
+        pending = pending_copies(settings)  # read before this run journals its own
         first_copies = f"SELECT source, sha256, landed_path FROM {MANIFEST} WHERE NOT redelivery"
         landed = {
             (source, sha): path for source, sha, path in conn.execute(first_copies).fetchall()
@@ -77,14 +97,14 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
         recorded = {
             delivery_key(*row)
             for row in conn.execute(
-                f"SELECT source, original_name, inbox_changed_ns FROM {MANIFEST}"
+                f"SELECT source, original_name, original_name_hex, inbox_changed_ns FROM {MANIFEST}"
             ).fetchall()
         }
-        rows = pl.DataFrame(
-            land_files(settings, files, landed, recorded), schema=polars_schema(Delivery)
-        )
+        taken = land_files(settings, inbox.files, landed, recorded)
+        rows = pl.DataFrame(taken.rows, schema=polars_schema(Delivery))
         insert(conn, MANIFEST, rows)
         crash_point("landing:copied")  # files copied, manifest not committed
+        referenced = referenced_paths(conn, pending)
         totals = dict(
             conn.execute(f"SELECT source, count(*) FROM {MANIFEST} GROUP BY source").fetchall()
         )
@@ -96,7 +116,20 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
             f"SELECT * FROM {MANIFEST} WHERE landed_at = ?", [rows["landed_at"].max()]
         ).pl()
     # Only after the manifest is committed: a crash before this lands the files again, never loses.
-    clear_inbox(files)
+    for file in clear_inbox(taken.taken):
+        context.log.warning(
+            f"left {file.source}/{file.original_name} in the inbox: changed since it was copied "
+            "(still being written to?); it lands again, whole, as a new delivery"
+        )
+    if discarded := discard_uncommitted(settings, pending, referenced):
+        context.log.warning(f"deleted {discarded} copies a failed landing left uncommitted")
+    skipped = pl.DataFrame(
+        [(s.source, s.name, s.why, s.kind) for s in inbox.skipped + taken.skipped],
+        schema={"source": pl.String, "file": pl.String, "why": pl.String, "kind": pl.String},
+        orient="row",
+    )
+    for s in skipped.filter(pl.col("kind").is_in(["refused", "changed"])).iter_rows(named=True):
+        context.log.warning(f"skipped {s['source']}/{s['file']} in the inbox: {s['why']}")
 
     stray = rows.filter(pl.col("source") == UNKNOWN_SOURCE)
     for row in stray.iter_rows(named=True):
@@ -105,6 +138,7 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
         )
     for name in SOURCES:
         taken = rows.filter(pl.col("source") == name)
+        left = skipped.filter(pl.col("source") == name)
         yield MaterializeResult(
             asset_key=["landing", name],
             metadata={
@@ -114,6 +148,7 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
                 "re-deliveries": MetadataValue.int(taken.filter(pl.col("redelivery")).height),
                 "bytes taken": MetadataValue.int(int(taken["size_bytes"].sum() or 0)),
                 "files": markdown(taken.select(LISTED_COLUMNS), rows=max(taken.height, 1)),
+                "skipped": markdown(left.drop("source"), rows=max(left.height, 1)),
             },
         )
         yield schema_check(

@@ -14,7 +14,8 @@ UNKNOWN_SOURCE = "_unknown"
 class Delivery(pa.DataFrameModel):
     source: str = pa.Field(description="Raw source (the inbox folder); _unknown for stray files")
     original_name: str = pa.Field(
-        description="Path of the file inside its inbox folder, as delivered"
+        description="Path of the file inside its inbox folder, as delivered; bytes that are not "
+        "UTF-8 are shown as \\xNN (original_name_hex then holds the exact name)"
     )
     size_bytes: int = pa.Field(ge=0, description="File size in bytes")
     sha256: str = pa.Field(
@@ -36,6 +37,12 @@ class Delivery(pa.DataFrameModel):
     )
     quarantine_reason: Optional[str] = pa.Field(
         nullable=True, description="Set when the file was quarantined on arrival"
+    )
+    # Last, so a manifest from before the column gets it by ALTER TABLE in the same position.
+    original_name_hex: Optional[str] = pa.Field(
+        nullable=True,
+        description="The name's raw bytes in hex when they are not valid UTF-8, else null: with "
+        "original_name, every delivered name is kept exactly and no two are confused",
     )
 
     class Config:

@@ -2,8 +2,12 @@
 
 The cursor is the newest inode change time (``st_ctime_ns``) already handed to a run. A new file
 gets a fresh ctime when it is created or moved into the inbox, even if the collector preserved its
-modification time, so comparing against the cursor finds exactly the new arrivals.
+modification time, so comparing against the cursor finds exactly the new arrivals. A file not yet
+quiet (still being written, see ``landing.store``) holds the cursor below its own ctime, so a later
+tick hands it out once it is quiet.
 """
+
+import hashlib
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
 
@@ -24,13 +28,18 @@ def build_inbox_sensor(settings: Settings):
     )
     def inbox_sensor(context: SensorEvaluationContext):
         cursor = int(context.cursor or 0)
-        new = scan_inbox(settings.inbox, SOURCES, newer_than_ns=cursor)
+        inbox = scan_inbox(settings, SOURCES, newer_than_ns=cursor)
+        new = inbox.files
+        waiting = [s.changed_ns for s in inbox.skipped if s.kind == "waiting"]
         if not new:
-            return SkipReason("no new files in the inbox")
+            return SkipReason(f"no new files in the inbox ({len(waiting)} not yet quiet)")
         newest = max(f.changed_ns for f in new)
-        context.update_cursor(str(newest))
+        context.update_cursor(str(min([newest, *(ns - 1 for ns in waiting)])))
+        # Files handed out again while an older one waits are the same request (deduplicated by
+        # its key); with the waiting file among them, a new one.
+        handed = hashlib.sha256(repr(sorted((f.path, f.changed_ns) for f in new)).encode())
         return RunRequest(
-            run_key=f"inbox-{newest}",
+            run_key=f"inbox-{newest}-{handed.hexdigest()[:12]}",
             tags={"dp/new_files": str(len(new))},
         )
 
