@@ -36,7 +36,7 @@ class Access:
     umask: int
 
     def make_dirs(self, folder: Path) -> None:
-        """``mkdir -p`` giving each folder it creates this mode (mkdir's own is cut by the umask)."""
+        """``mkdir -p`` giving each folder it creates this mode (mkdir alone applies the umask)."""
         if folder.is_dir():
             return
         self.make_dirs(folder.parent)

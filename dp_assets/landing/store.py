@@ -139,7 +139,11 @@ def scan_inbox(settings: Settings, sources: Iterable[str], newer_than_ns: int = 
     for root, dirs, names in os.walk(inbox):
         for d in list(dirs):
             path = Path(root) / d
-            st = os.lstat(path)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                dirs.remove(d)
+                continue
             if stat.S_ISLNK(st.st_mode) or d.startswith("."):
                 dirs.remove(d)
                 if st.st_ctime_ns > newer_than_ns:
@@ -153,14 +157,12 @@ def scan_inbox(settings: Settings, sources: Iterable[str], newer_than_ns: int = 
                 continue
             if st.st_ctime_ns <= newer_than_ns:
                 continue
-            if stat.S_ISLNK(st.st_mode):
-                skip(path, st, "a symlink: not followed")
+            if why := refused(st):
+                skip(path, st, why)
             elif name.startswith("."):
                 skip(path, st, "a dot-file: taken for a collector's temporary file; rename it")
             elif name.endswith(IGNORED_SUFFIXES):
                 skip(path, st, "still being written: lands once renamed", "in progress")
-            elif why := refused(st):
-                skip(path, st, why)
             elif st.st_ctime_ns <= st.st_mtime_ns and now_ns - st.st_mtime_ns < quiet_ns:
                 # Written to less than the quiet time ago, and not renamed since: maybe still open.
                 skip(path, st, f"written less than {settings.inbox_quiet_s:g} s ago", "waiting")
@@ -216,10 +218,13 @@ def _blocks(fd: int) -> Iterator[bytes]:
         yield block
 
 
-def sha256_of_fd(fd: int) -> str:
+def _sha256_checked(fd: int, file: InboxFile) -> str:
+    """The descriptor's content hash; ``NotAsScanned`` if the file changed while it was read."""
     digest = hashlib.sha256()
     for block in _blocks(fd):
         digest.update(block)
+    if _identity(os.fstat(fd)) != file.identity:
+        raise NotAsScanned("changed while being read: taken next time")
     return digest.hexdigest()
 
 
@@ -295,10 +300,10 @@ def quarantine(
     target = quarantine_path(settings, source, sha256, name)
     if not target.exists():
         copy_immutable(settings.data_dir / landed, target)
-    write_immutable(
-        target.with_name(target.name + ".reason.txt"),
-        f"source: {source}\nfile: {name}\nsha256: {sha256}\nlanded: {landed}\nreason: {reason}\n".encode(),
+    text = f"source: {source}\nfile: {name}\nsha256: {sha256}\n" + (
+        f"landed: {landed}\nreason: {reason}\n"
     )
+    write_immutable(target.with_name(target.name + ".reason.txt"), text.encode())
     return target
 
 
@@ -347,7 +352,7 @@ def _land_one(settings: Settings, file: InboxFile, landed: dict, now: dt.datetim
 
     fd = open_as_scanned(file)
     try:
-        sha = sha256_of_fd(fd)
+        sha = _sha256_checked(fd, file)
         previous = landed.get((file.source, sha))
         path = previous or str(landed_relpath(file, sha))
         if previous is None:
