@@ -1,7 +1,7 @@
 """Catalog metadata derived from the Pandera schemas, so column docs are written once.
 
 Also the asset-spec conventions every zone shares (owner, kinds, pool), applied here rather than
-repeated per asset.
+repeated per asset, and how the blocking schema checks guard what downstream reads.
 """
 
 from __future__ import annotations
@@ -12,16 +12,23 @@ import functools
 import pandera.polars as pa
 import polars as pl
 from dagster import (
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSpec,
     AssetCheckSeverity,
     AssetKey,
+    DagsterInstance,
+    Failure,
     MaterializeResult,
     MetadataValue,
     TableColumn,
     TableColumnDep,
     TableColumnLineage,
     TableSchema,
+)
+from dagster._core.storage.asset_check_execution_record import (
+    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+    AssetCheckExecutionRecordStatus,
 )
 
 OWNER = "team:data-platform"
@@ -164,6 +171,33 @@ def schema_check_spec(
     return AssetCheckSpec("schema", asset=key, blocking=True, description=description)
 
 
+def failed_last_time(instance: DagsterInstance, key: AssetKey, check_name: str = "schema") -> bool:
+    """Whether the latest evaluation of a check failed. A check that validates only a run's rows
+    validates every stored row instead while this holds, so its failure stays until the table is
+    clean: the next run's files cannot hide a bad row that downstream would still read."""
+    done = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(key, check_name),
+        limit=1,
+        status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+    )  # this run's own evaluation is only planned yet: the latest completed one is the last run's
+    return bool(done) and done[0].status == AssetCheckExecutionRecordStatus.FAILED
+
+
+def roll_back_unless_passed(*checks: AssetCheckResult):
+    """Called inside a write's transaction, before its commit: when a blocking check failed,
+    yields the failed results and raises a ``Failure`` naming their reasons, so the transaction
+    rolls back and the previous state stays. Nothing downstream runs, and the write's input stays
+    pending: the next run tries it again, and fails again until the cause is gone."""
+    if failed := [c for c in checks if not c.passed]:
+        yield from failed
+        reasons = "; ".join(
+            f"{c.asset_key.to_user_string()} {c.check_name}: {c.description}" for c in failed
+        )
+        raise Failure(
+            description=f"rolled back, previous state kept: {reasons}", metadata=failed[0].metadata
+        )
+
+
 def schema_check(
     schema: type[pa.DataFrameModel], frame: pl.DataFrame, check_name: str = "schema", **kwargs
 ) -> AssetCheckResult:
@@ -179,6 +213,14 @@ def _failure_cases(schema: type[pa.DataFrameModel], frame: pl.DataFrame) -> pl.D
     return None
 
 
+def _first_failure(cases: pl.DataFrame) -> str:
+    """One line for a failed check: how many failures, and the first."""
+    first = cases.row(0, named=True)
+    column = f"{first['column']} " if first.get("column") else ""
+    case = " ".join(str(first["failure_case"]).split())[:100]
+    return f"{cases.height} failures, first: {column}{first['check']} fails for {case}"
+
+
 def _check_result(
     check_name: str, cases: pl.DataFrame | None, validated: int, **kwargs
 ) -> AssetCheckResult:
@@ -187,6 +229,7 @@ def _check_result(
             check_name=check_name,
             passed=False,
             severity=AssetCheckSeverity.ERROR,
+            description=_first_failure(cases),
             metadata={
                 "failures": MetadataValue.int(cases.height),
                 "first failures": markdown(cases, 20),

@@ -48,6 +48,7 @@ from dp_assets.metadata import (
     WAREHOUSE_POOL,
     column_lineage,
     markdown,
+    roll_back_unless_passed,
     spec_metadata,
     stored_table_results,
     schema_check_spec,
@@ -116,9 +117,12 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 spec.sandbox_schema.to_schema().unique,
                 version,
             )
-            yield from stored_table_results(
+            materialization, check = stored_table_results(
                 conn, table("sandbox"), spec.sandbox_schema, key("sandbox"), where=written
             )
+            yield from roll_back_unless_passed(check)
+        yield materialization
+        yield check
 
     @asset(
         key=key("features"),
@@ -177,6 +181,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 splits=markdown(splits.sort("first")),
                 **column_lineage(spec.column_lineage()),
             )
+            yield from roll_back_unless_passed(check)
         yield materialization
         yield check
         yield AssetCheckResult(
@@ -378,6 +383,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             materialization, check = stored_table_results(
                 conn, table("evaluation"), EvaluationRow, key("evaluation"), **summary
             )
+            yield from roll_back_unless_passed(check)
         gaps = segment_gaps(task, frame, spec.min_segment_rows)
         yield materialization
         yield check
@@ -522,10 +528,13 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             replace_where(
                 conn, table("predictions"), "as_of", frame["as_of"].unique().to_list(), frame
             )
-            yield from stored_table_results(
+            materialization, check = stored_table_results(
                 conn, table("predictions"), Prediction, key("predictions"),
                 scored=MetadataValue.int(frame.height), model_version=MetadataValue.int(int(current.version)),
             )  # fmt: skip
+            yield from roll_back_unless_passed(check)
+        yield materialization
+        yield check
 
     return [
         sandbox, features, model, evaluation, champion, predictions,
