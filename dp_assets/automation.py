@@ -3,7 +3,7 @@
 - The inbox sensor starts a ``land`` run when files arrive (``landing/sensor.py``).
 - Formatted, exploitation, reporting, each pipeline's sandbox, features, predictions, drift and
   live accuracy follow through declarative automation (``follow_updates``, Dagster's eager
-  condition made to keep every update): a run for whatever is
+  condition made to wait for blocking checks and to keep every update): a run for whatever is
   downstream of an update, no hand-written job chains.
 - Training (model -> evaluation -> champion) runs daily on a schedule, and when a monitoring signal
   of a pipeline fails or an erasure removed someone it learned from (``retrain_on_degradation``).
@@ -63,7 +63,7 @@ def following_new_data(pipelines: list[PipelineSpec]) -> AssetSelection:
 
 
 def follow_updates(pipelines: list[PipelineSpec]) -> AutomationCondition:
-    """``AutomationCondition.eager()`` with one change:
+    """``AutomationCondition.eager()`` with two changes:
 
     - An update of a dependency is kept until a later tick handles it. Eager forgets it when the
       target was also requested or updated since the previous tick, whatever came first: a landing
@@ -71,18 +71,23 @@ def follow_updates(pipelines: list[PipelineSpec]) -> AutomationCondition:
       next file (``since`` breaks such a tie by timestamps, but ``|`` and ``&`` drop them). Here
       a tick that saw a dependency update does not count as handled: at worst one run that finds
       nothing new.
+    - Nothing builds on a dependency whose blocking check failed, until it passes again (Dagster
+      stops downstream only within the run that failed; dagster#17332). The promotion gate is left
+      out: it fails with WARN when the champion stays, and predictions go on with that champion.
     """
     updated = AutomationCondition.any_deps_updated()
     handled = (
         AutomationCondition.initial_evaluation()
         | (AutomationCondition.newly_requested() | AutomationCondition.newly_updated()) & ~updated
     ).with_label("handled, with no dependency updated meanwhile")
+    gates = AssetSelection.assets(*(AssetKey([p.name, "champion"]) for p in pipelines))
     return (
         AutomationCondition.in_latest_time_window()
         & (AutomationCondition.newly_missing() | updated).since(handled)
         & ~AutomationCondition.any_deps_missing()
         & ~AutomationCondition.any_deps_in_progress()
         & ~AutomationCondition.in_progress()
+        & AutomationCondition.all_deps_blocking_checks_passed().ignore(gates)
     ).with_label("follow_updates")
 
 

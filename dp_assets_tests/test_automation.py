@@ -1,15 +1,18 @@
 """What keeps the platform current: automation policy, automation ticks played one by one around
-landings and runs, the daily training schedule, and the hook that retrains when monitoring
-degrades."""
+landings, runs and failed blocking checks, the daily training schedule, and the hook that retrains
+when monitoring degrades."""
 
 from __future__ import annotations
 
 import shutil
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetKey,
+    AssetMaterialization,
     AssetSelection,
     DagsterInstance,
     DagsterRunStatus,
@@ -151,6 +154,61 @@ def test_a_landing_while_its_formatting_is_pending_in_a_run_is_followed_once_tha
     assert VENDOR_A not in tick(), "in progress in the other run"
     platform.instance.report_run_canceled(pending)
     assert VENDOR_A in tick() | tick()
+
+
+def report_check(platform, key: str, check: str, passed: bool, severity: str = "ERROR"):
+    """Record a check's outcome on the asset's latest materialization, as its step would."""
+    platform.instance.report_runless_asset_event(
+        AssetCheckEvaluation(
+            asset_key=AssetKey.from_user_string(key),
+            check_name=check,
+            passed=passed,
+            severity=AssetCheckSeverity[severity],
+        )
+    )
+
+
+def test_automation_builds_nothing_on_a_failed_blocking_check_until_it_passes(platform):
+    """Dagster stops downstream of a failed blocking check only within the run; automation itself
+    does not wait for blocking checks by default (dagster#17332). The check's own evaluation is
+    tested with the formatted zone; here its outcome is recorded as the check's step records it."""
+    generate(platform.settings.data_dir, SampleParams(days=3, meters=4, seed=2))
+    tick = Ticks(platform)
+    tick()
+    # Formatted by a run that integrates nothing: its update is for automation to follow.
+    assert platform.materialize(AssetSelection.groups("landing", "formatted")).success
+    report_check(platform, VENDOR_A, "file_outcomes", passed=False)
+    graph = platform.defs.resolve_asset_graph()
+    after = AssetSelection.assets(AssetKey.from_user_string(VENDOR_A)).downstream(
+        include_self=False
+    )
+    downstream = {k.to_user_string() for k in after.resolve(graph)}
+    assert "exploitation/meter_readings" in downstream
+    requested = tick()
+    assert "exploitation/customers" in requested, "what the failed check does not feed goes on"
+    assert not requested & downstream, "built on a failed blocking check"
+    assert not tick() & downstream
+
+    report_check(platform, VENDOR_A, "file_outcomes", passed=True)
+    assert "exploitation/meter_readings" in tick(), "the update waited, it was not forgotten"
+
+
+def test_a_champion_kept_by_the_promotion_gate_still_scores(platform):
+    """The promotion gate is blocking but fails with WARN when it keeps the champion: within a
+    run, Dagster lets predictions go on, and so does automation."""
+    generate(platform.settings.data_dir, SampleParams(days=3, meters=4, seed=2))
+    tick = Ticks(platform)
+    tick()
+    assert platform.materialize(AssetSelection.groups("landing", "formatted")).success
+    champion = "energy_forecast/champion"
+    platform.instance.report_runless_asset_event(
+        AssetMaterialization(asset_key=AssetKey.from_user_string(champion))
+    )
+    report_check(platform, champion, "schema", passed=True)
+    report_check(platform, champion, "promotion_gate", passed=False, severity="WARN")
+    requested = tick()
+    assert "energy_forecast/predictions" in requested
+    assert "customer_churn/predictions" not in requested, "no champion at all: nothing to score"
 
 
 @asset(
