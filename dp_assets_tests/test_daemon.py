@@ -197,3 +197,5 @@ def test_files_dropped_while_the_daemon_runs_flow_through_every_zone(tmp_path):
     assert outcomes == len(manifest.files) - redeliveries, "every landed file formatted once"
     print(f"{DROPPED} files: zones materialized {took:.0f} s after the drop")
     print(f"one more file, dropped while {busy or 'no run'} ran: formatted after {late_took:.0f} s")
+    lands = [r["jobName"] for r in finished].count("land")
+    print(f"runs: {lands} land, {len(finished) - lands - 1} by automation (and the setup's)")
