@@ -2,8 +2,9 @@
 
 - The inbox sensor starts a ``land`` run when files arrive (``landing/sensor.py``).
 - Formatted, exploitation, reporting, each pipeline's sandbox, features, predictions, drift and
-  live accuracy follow through declarative automation (``AutomationCondition.eager()``): a run
-  for whatever is downstream of an update, no hand-written job chains.
+  live accuracy follow through declarative automation (``follow_updates``, Dagster's eager
+  condition made to wait for blocking checks and to keep every update): a run for whatever is
+  downstream of an update, no hand-written job chains.
 - Training (model -> evaluation -> champion) runs daily on a schedule, and when a monitoring signal
   of a pipeline fails or an erasure removed someone it learned from (``retrain_on_degradation``).
 - ``monitoring/pipeline_health`` refreshes hourly from the event log (its own cron condition).
@@ -61,20 +62,50 @@ def following_new_data(pipelines: list[PipelineSpec]) -> AssetSelection:
     return AssetSelection.groups(*FOLLOWING_GROUPS) | AssetSelection.assets(*steps)
 
 
+def follow_updates(pipelines: list[PipelineSpec]) -> AutomationCondition:
+    """``AutomationCondition.eager()`` with two changes:
+
+    - An update of a dependency is kept until a later tick handles it. Eager forgets it when the
+      target was also requested or updated since the previous tick, whatever came first: a landing
+      that commits after a run formatted its source, before the next tick, then waited for the
+      next file (``since`` breaks such a tie by timestamps, but ``|`` and ``&`` drop them). Here
+      a tick that saw a dependency update does not count as handled: at worst one run that finds
+      nothing new.
+    - Nothing builds on a dependency whose blocking check failed, until it passes again (Dagster
+      stops downstream only within the run that failed; dagster#17332). The promotion gate is left
+      out: it fails with WARN when the champion stays, and predictions go on with that champion.
+    """
+    updated = AutomationCondition.any_deps_updated()
+    handled = (
+        AutomationCondition.initial_evaluation()
+        | (AutomationCondition.newly_requested() | AutomationCondition.newly_updated()) & ~updated
+    ).with_label("handled, with no dependency updated meanwhile")
+    gates = AssetSelection.assets(*(AssetKey([p.name, "champion"]) for p in pipelines))
+    return (
+        AutomationCondition.in_latest_time_window()
+        & (AutomationCondition.newly_missing() | updated).since(handled)
+        & ~AutomationCondition.any_deps_missing()
+        & ~AutomationCondition.any_deps_in_progress()
+        & ~AutomationCondition.in_progress()
+        & AutomationCondition.all_deps_blocking_checks_passed().ignore(gates)
+    ).with_label("follow_updates")
+
+
 def with_automation_policy(assets: list, pipelines: list[PipelineSpec]) -> list:
     """The same assets with the platform's automation policy applied in one place:
 
-    - ``AutomationCondition.eager()`` on what follows new data by itself (``following_new_data``);
+    - ``follow_updates`` on what follows new data by itself (``following_new_data``);
     - a freshness policy on the integrated tables and the predictions.
     """
     follow = set(following_new_data(pipelines).resolve(assets))
+    condition = follow_updates(pipelines)
     fresh = {AssetKey(["exploitation", n]) for n in FRESH_TABLES} | {
         AssetKey([p.name, "predictions"]) for p in pipelines
     }
 
     def policy(spec):
         if spec.key in follow:
-            spec = spec.replace_attributes(automation_condition=AutomationCondition.eager())
+            spec = spec.replace_attributes(automation_condition=condition)
         if spec.key in fresh:
             spec = spec.replace_attributes(
                 freshness_policy=FreshnessPolicy.time_window(
@@ -91,7 +122,7 @@ automation_sensor = AutomationConditionSensorDefinition(
     target=AssetSelection.all(),
     default_status=DefaultSensorStatus.RUNNING,  # the implicit default sensor starts stopped
     minimum_interval_seconds=15,
-    description="Evaluates the eager automation conditions: formatted, exploitation, features, predictions",
+    description="Evaluates the automation conditions: formatted, exploitation, features, predictions",
 )
 
 
