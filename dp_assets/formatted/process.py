@@ -97,30 +97,32 @@ def _read_parts(
         for number, chunk in enumerate(chunks):
             if number == 0 and not _plain_text(chunk):  # compressed, UTF-16 or binary
                 break
+            text = None
             try:
                 text, decode_notes = decode(chunk, source.physical.encoding)
                 if number and decode_notes:
                     break
+                notes = merge_notes([*notes, *decode_notes])
                 if number == 0 and source.physical.format == "csv":
                     header = text[: text.find("\n") + 1]
-                    parsed = source.parse(text)
-                else:
-                    parsed = source.parse(header + text)
+                    text, lines_before = text[len(header) :], 1
+                parsed = source.parse(header + text)
             except Unparseable:
-                if number and chunk.isspace():  # blank lines only: no records
-                    lines_before += chunk.count(b"\n")
+                # A part of blank lines only (the header alone, in the first) has no records.
+                if (text is not None and text.strip() == "") or (number and chunk.isspace()):
+                    lines_before += chunk.count(b"\n") if text is None else text.count("\n")
                     continue
                 break
-            shift = lines_before - (1 if number and header else 0)
+            shift = lines_before - (1 if header else 0)
             records = parsed.records.with_columns(pl.col("record_no") + shift)
-            notes = merge_notes([*notes, *decode_notes, *parsed.notes])
-            lines_before += chunk.count(b"\n")
+            notes = merge_notes([*notes, *parsed.notes])
+            lines_before += text.count("\n")
             yield ReadFile(ctx, source.homogenize(records, ctx), final=False)
             yielded = True
         else:
-            # The file's end: no records, its notes; the outcome is due.
-            yield ReadFile(ctx, notes=notes)
-            return
+            if yielded:  # the file's end: no records, its notes; the outcome is due
+                yield ReadFile(ctx, notes=notes)
+                return
     whole = read_file(source, path.read_bytes(), replace(ctx, carry=None))
     whole.restart = yielded
     yield whole
