@@ -89,7 +89,12 @@ def main() -> int:
     parser.add_argument("--source", choices=("meters_vendor_a", "meters_vendor_b"), action="append")
     parser.add_argument("--keep", action="store_true", help="keep the data dir afterwards")
     parser.add_argument("--materialize", help=argparse.SUPPRESS)
+    parser.add_argument("--write", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write:
+        path, source, records = args.write
+        Path(path).write_bytes(vendor_file(source, int(records)))
+        return 0
     if args.materialize:
         materialize(args.materialize)
         return 0
@@ -102,14 +107,12 @@ def main() -> int:
         shutil.copy(REPO / "dagster.yaml", root / "home" / "dagster.yaml")
         per_record = 34 if source == "meters_vendor_a" else 52  # bytes of one line, about
         records = int(args.mb * 1e6 / per_record)
-        data = vendor_file(source, records)
         inbox = root / "data" / "inbox" / source
         inbox.mkdir(parents=True)
-        (inbox / f"large_{DAY:%Y%m%d}.{'csv' if source.endswith('a') else 'jsonl'}").write_bytes(
-            data
-        )
-        size = len(data)
-        del data
+        path = inbox / f"large_{DAY:%Y%m%d}.{'csv' if source.endswith('a') else 'jsonl'}"
+        # Written by a child: a child's ru_maxrss starts from its parent's size at the fork.
+        measured([sys.executable, __file__, "--write", str(path), source, str(records)], env)
+        size = path.stat().st_size
         me = [sys.executable, __file__, "--materialize"]
         written_back()
         _, land_s, land_gb = measured([*me, f'key:"landing/{source}"'], env)
