@@ -10,6 +10,8 @@ transaction that commits its outcome, so memory stays flat with one file too.
 
 import datetime as dt
 import os
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import polars as pl
@@ -86,6 +88,15 @@ ORDER BY d.arrival_time, d.original_name
 OF_FILES = "source = ? AND file_sha256 IN (SELECT unnest(?))"
 
 
+def insert_spooled(conn, table: str, frame: pl.DataFrame, spool: Path) -> None:
+    """``insert`` through a Parquet file, for a transaction that goes on for many more parts:
+    DuckDB holds on to the memory of every frame inserted from polars until the commit (1 GB for
+    the 8.8 M rows of a 300 MB file, in 20 inserts, measured), not to that of a file it read."""
+    if frame.height:
+        frame.write_parquet(spool, compression="uncompressed", statistics=False)
+        conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet('{spool}')")
+
+
 def build_formatted_asset(source: Source):
     table, rejects_table = f"formatted.{source.name}", f"formatted.{source.name}_rejects"
     key, rejects_key = (
@@ -145,7 +156,7 @@ def build_formatted_asset(source: Source):
     ):
         settings = data_dir.settings
         pii_key = settings.pii_key() if source.pii_columns else b""
-        with warehouse.get_connection() as conn:
+        with warehouse.get_connection() as conn, ExitStack() as stack:
             with atomic(conn):
                 for name, schema in (
                     (MANIFEST, Delivery),
@@ -190,6 +201,7 @@ def build_formatted_asset(source: Source):
             outcomes = []
             earlier: dict[str, pl.DataFrame] = {}  # keys kept from the parts of a file so far
             batches = batched_by_records(reads(), config.batch_records)
+            spool = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dp-parts-")))
             for batch in batches:
                 # A batch commits with its files' outcomes: a step stopped midway keeps the files
                 # it finished and leaves the rest pending, and memory stays flat (DuckDB holds a
@@ -211,10 +223,15 @@ def build_formatted_asset(source: Source):
                         rows, rejects, batch_outcomes = format_batch(
                             source, batch, processed_at, earlier
                         )
-                        replace_where(conn, table, "file_sha256", shas, rows)
-                        replace_where(conn, rejects_table, "file_sha256", shas, rejects)
                         unit.append(batch_outcomes)
-                        if not batch or batch[-1].final:
+                        last = not batch or batch[-1].final  # the transaction's last batch
+                        for t, frame in ((table, rows), (rejects_table, rejects)):
+                            if last:
+                                replace_where(conn, t, "file_sha256", shas, frame)
+                            else:
+                                replace_where(conn, t, "file_sha256", shas, frame.clear())
+                                insert_spooled(conn, t, frame, spool / "part.parquet")
+                        if last:
                             break
                         crash_point(f"{table}:part")  # a part written, its file not finished
                         batch = next(batches)
