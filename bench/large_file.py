@@ -59,7 +59,7 @@ def vendor_file(source: str, records: int) -> bytes:
     return (header + frame.select(line.str.join("\n")).item() + "\n").encode()
 
 
-def materialize(selection: str) -> None:
+def materialize(selection: str, run_config: dict) -> None:
     """Materialize ``selection`` through the real definitions in this process; print the step's
     time (the event log's) as JSON."""
     from dagster import AssetSelection, DagsterEventType, DagsterInstance
@@ -71,7 +71,9 @@ def materialize(selection: str) -> None:
     keys = sorted(selected.resolve(defs.resolve_asset_graph()))
     with DagsterInstance.get() as instance:
         job = defs.resolve_implicit_global_asset_job_def()
-        result = job.execute_in_process(instance=instance, asset_selection=keys)
+        result = job.execute_in_process(
+            instance=instance, asset_selection=keys, run_config=run_config
+        )
         records = instance.get_records_for_run(
             result.run_id, of_type=DagsterEventType.STEP_SUCCESS
         ).records
@@ -87,7 +89,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=300.0, help="size of the file, MB")
     parser.add_argument("--source", choices=("meters_vendor_a", "meters_vendor_b"), action="append")
+    parser.add_argument(
+        "--chunk-mb", type=float, help="formatting's chunk size, MB (default: the asset's own)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data dir afterwards")
+    parser.add_argument("--run-config", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--materialize", help=argparse.SUPPRESS)
     parser.add_argument("--write", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,7 +102,7 @@ def main() -> int:
         Path(path).write_bytes(vendor_file(source, int(records)))
         return 0
     if args.materialize:
-        materialize(args.materialize)
+        materialize(args.materialize, json.loads(args.run_config))
         return 0
     for source in args.source or ("meters_vendor_a", "meters_vendor_b"):
         root = Path(tempfile.mkdtemp(prefix="dp-bench-large-"))
@@ -117,7 +123,10 @@ def main() -> int:
         written_back()
         _, land_s, land_gb = measured([*me, f'key:"landing/{source}"'], env)
         written_back()
-        out, wall, peak = measured([*me, f'key:"formatted/{source}"'], env)
+        config = {"chunk_bytes": int(args.chunk_mb * 2**20)} if args.chunk_mb else {}
+        run_config = {"ops": {f"formatted_{source}": {"config": config}}} if config else {}
+        formatting = [*me, f'key:"formatted/{source}"', "--run-config", json.dumps(run_config)]
+        out, wall, peak = measured(formatting, env)
         step = json.loads(out.strip().splitlines()[-1])[f"formatted_{source}"]
         print(
             f"{source}: {size / 1e6:,.0f} MB, {records:,} records | landing {land_s:.1f} s, "
