@@ -215,6 +215,7 @@ def test_a_run_killed_between_two_parts_of_a_file_keeps_none_of_it(tmp_path):
 
     final = run()
     assert final.returncode == 0, final.stderr[-3000:]
+    assert not (data / "spool" / "meters_vendor_a").exists(), "no part left beside the warehouse"
     after = snapshot()
     assert [name for name, _ in after["outcomes"]] == ["a_small.csv", "b_large.csv"]
     assert after["rows"][0] == after_kill["rows"][0], "the small file was not formatted again"

@@ -10,7 +10,7 @@ transaction that commits its outcome, so memory stays flat with one file too.
 
 import datetime as dt
 import os
-import tempfile
+import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -95,6 +95,7 @@ def insert_spooled(conn, table: str, frame: pl.DataFrame, spool: Path) -> None:
     if frame.height:
         frame.write_parquet(spool, compression="uncompressed", statistics=False)
         conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet('{spool}')")
+        spool.unlink()
 
 
 def build_formatted_asset(source: Source):
@@ -201,7 +202,12 @@ def build_formatted_asset(source: Source):
             outcomes = []
             earlier: dict[str, pl.DataFrame] = {}  # keys kept from the parts of a file so far
             batches = batched_by_records(reads(), config.batch_records)
-            spool = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dp-parts-")))
+            # Beside the warehouse, owner-only (the rows are personal data), emptied by the next
+            # step when a killed one left a part behind.
+            spool = settings.data_dir / "spool" / source.name
+            shutil.rmtree(spool, ignore_errors=True)
+            spool.mkdir(parents=True, mode=0o700)
+            stack.callback(shutil.rmtree, spool, True)
             for batch in batches:
                 # A batch commits with its files' outcomes: a step stopped midway keeps the files
                 # it finished and leaves the rest pending, and memory stays flat (DuckDB holds a
