@@ -12,6 +12,7 @@ Two kinds of failure, kept apart on purpose:
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 from collections.abc import Callable
@@ -64,6 +65,9 @@ class FileContext:
     sha256: str
     original_name: str
     pii_key: bytes
+    # Read in parts: what the homogenizer keeps from one part of the file to the next (None when
+    # the file is read whole).
+    carry: dict | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -297,7 +301,7 @@ def _decode_json_lines(text: str, fields: list[str], renames: dict[str, str]) ->
     matches = others["raw_record"].str.extract_all(r'"(?:[^"\\]|\\.)*"\s*:').explode()
     keys = {json.loads(m.rstrip(": \t")) for m in matches.drop_nulls().unique()}
     extra = keys - set(fields) - set(renames)
-    notes = [f"ignored extra fields {sorted(extra)}"] if extra else []
+    notes = [f"{EXTRA_FIELDS}{sorted(extra)}"] if extra else []
     return Parsed(_flag_truncation(frame, text), notes)
 
 
@@ -318,8 +322,25 @@ def _json_lines_one_by_one(text: str, fields: list[str], renames: dict[str, str]
         seen_names.update(record)
         records.add([_as_text(record.get(f)) for f in fields], number, line, reason)
     frame = records.frame("no records", text)
-    notes = [f"ignored extra fields {sorted(extra)}"] if (extra := seen_names - set(fields)) else []
+    notes = [f"{EXTRA_FIELDS}{sorted(extra)}"] if (extra := seen_names - set(fields)) else []
     return Parsed(frame, notes)
+
+
+EXTRA_FIELDS = "ignored extra fields "
+
+
+def merge_notes(notes: list[str]) -> list[str]:
+    """The notes of a file read in parts, as reading it whole gives them: each note once, the
+    extra fields of JSON Lines parts in one sorted list."""
+    merged, extra = [], set()
+    for note in notes:
+        if note.startswith(EXTRA_FIELDS):
+            if not extra:
+                merged.append(EXTRA_FIELDS)  # its place: where the first part noted extras
+            extra.update(ast.literal_eval(note.removeprefix(EXTRA_FIELDS)))
+        elif note not in merged:
+            merged.append(note)
+    return [f"{n}{sorted(extra)}" if n == EXTRA_FIELDS else n for n in merged]
 
 
 def load_json_document(text: str) -> object:

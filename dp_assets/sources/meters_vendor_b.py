@@ -31,7 +31,9 @@ def homogenize(raw: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
     frame = raw.with_columns(
         meter_id=canonical_meter_id("meter"),
         epoch_ms=pl.col("ts").cast(pl.Int64, strict=False),
-        kwh=pl.col("wh").cast(pl.Float64, strict=False) / 1000.0,
+        # Times 0.001, not divided by 1000: polars divides a frame of one row exactly and a longer
+        # one by the reciprocal, so a file's values would depend on how it is cut into parts.
+        kwh=pl.col("wh").cast(pl.Float64, strict=False) * 0.001,
     ).with_columns(
         reading_start=pl.from_epoch("epoch_ms", time_unit="ms")
         .dt.cast_time_unit("us")
