@@ -69,12 +69,14 @@ def cli_env(
     root: Path, instance_yaml: Path = REPO / "dagster.yaml", **extra: str
 ) -> dict[str, str]:
     """Environment for running `dagster`/`dp` as subprocesses: a data dir and a Dagster home under
-    ``root`` (``instance_yaml`` copied in), a fixed PII key, MLflow in the data dir."""
+    ``root`` (``instance_yaml`` copied in), a fixed PII key, no inbox quiet time, MLflow in the
+    data dir."""
     home = root / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(instance_yaml, home / "dagster.yaml")
     env = {**os.environ, "DP_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(home)}
-    env.update(DP_PII_KEY="test-key-not-a-secret", **extra)
+    # Files the tests drop are complete at once: no quiet time before the landing takes them.
+    env.update(DP_PII_KEY="test-key-not-a-secret", DP_INBOX_QUIET_S="0", **extra)
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
 

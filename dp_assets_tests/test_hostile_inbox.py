@@ -256,7 +256,7 @@ def test_the_sensor_comes_back_for_a_file_that_was_not_yet_quiet(settings, monke
 
 @pytest.mark.slow  # three runs through the CLI, one killed
 def test_a_landing_killed_midway_leaves_nothing_behind(tmp_path):
-    env = cli_env(tmp_path, DP_INBOX_QUIET_S="0")
+    env = cli_env(tmp_path)
     data = Path(env["DP_DATA_DIR"])
     settings = Settings(data)
     command = [str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", "--select"]
