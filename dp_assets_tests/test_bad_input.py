@@ -45,6 +45,7 @@ CASES = {
     "utf16_bom": ("tariffs", "utf16.csv", "tariff,month,price_pln_per_kwh\r\nG12,2024-06,0.8\r\n".encode("utf-16"), "noted", "UTF-16LE text (byte-order mark FF FE): decoded"),
     "utf16_no_bom": ("customers", "utf16_nobom.csv", QUOTED_NEWLINE.encode("utf-16-le"), "quarantined", "UTF-16LE text without a byte-order mark"),
     "zip": ("customers", "export.zip", ZIP.getvalue(), "quarantined", "a zip archive"),
+    "quoted_newline": ("customers", "quoted.csv", QUOTED_NEWLINE.encode(), "formatted", None),
     "unknown_unit": ("weather", "kelvin.json", json.dumps({"provider": "x", "units": {"temperature": "K"}, "observations": []}).encode(), "quarantined", "unknown temperature unit 'K'"),
 }  # fmt: skip
 DUPLICATE = ("meters_vendor_a", "again.csv", GOOD_A.replace("10:", "16:").encode())

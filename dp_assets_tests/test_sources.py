@@ -22,6 +22,7 @@ from dp_assets.sources.base import (
     _first_long_line,
     decode,
     gunzip,
+    read_delimited,
 )
 from dp_assets.sources.customers import normalize_name
 from dp_assets.sources.schema import canonical_meter_id
@@ -347,9 +348,7 @@ def test_split_records_equal_csv_module_records(text):
     from dp_assets.sources.base import _delimited_records, _split_records, text_lines
 
     lines, names = text_lines(text), ["meter_id", "timestamp", "consumption_kwh"]
-    assert _split_records(lines, ";", names, text).equals(
-        _delimited_records(lines, ";", names, text)
-    )
+    assert _split_records(lines, ";", names, text).equals(_delimited_records(text, ";", names))
 
 
 @pytest.mark.parametrize("text", JSON_LINES_CASES)
@@ -387,7 +386,7 @@ def test_generated_meter_files_read_the_same_both_ways(tmp_path):
         names = [h.strip() for h in lines["raw_record"][0].split(";")]
         if len(names) == 3:
             assert _split_records(lines, ";", names, text).equals(
-                _delimited_records(lines, ";", names, text)
+                _delimited_records(text, ";", names)
             ), path.name
     for path in sorted((tmp_path / "inbox" / "meters_vendor_b").iterdir()):
         try:
@@ -398,3 +397,40 @@ def test_generated_meter_files_read_the_same_both_ways(tmp_path):
         assert _decode_json_lines(text, fields, renames).records.equals(
             _json_lines_one_by_one(text, fields, renames).records
         ), path.name
+
+
+CRM_HEADER = "customer_id,full_name,email,address,city,region,tariff,meter_id,contract_start,contract_end\r\n"
+
+
+def test_a_quoted_field_may_hold_line_breaks():
+    first = 'ALP-000001,"Doe, John",j@example.com,"Polna 1\r\nflat 2",Lodz,central,G11,MTR-000001,2020-01-01,'
+    second = 'ALP-000002,Ann Roe,a@example.com,"Long\n\n""quoted"" st",Lodz,central,G11,MTR-000002,2020-01-01,'
+    third = "ALP-000003,Bo Li,b@example.com,Short 3,Lodz,central,G11,MTR-000003,2020-01-01,"
+    text = CRM_HEADER + first + "\r\n\r\n" + second + "\r\n" + third + "\r\n"
+    records = read_delimited(text, ",", ["customer_id", "address"]).records
+    # record_no is the line a record starts on; raw_record all its lines, as in the file
+    assert records.select("customer_id", "address", "record_no", "raw_record").rows() == [
+        ("ALP-000001", "Polna 1\r\nflat 2", 2, first),
+        ("ALP-000002", 'Long\n\n"quoted" st', 5, second),
+        ("ALP-000003", "Short 3", 8, third),
+    ]
+    assert records["reject_reason"].is_null().all()
+    result = run("customers", text)
+    assert result.rows["record_no"].to_list() == [2, 5, 8] and result.rejects.is_empty()
+
+
+def test_an_unreadable_or_runaway_quoted_record_is_rejected_and_located():
+    row = "ALP-00000{},Ann Roe,a@example.com,{},Lodz,central,G11,MTR-00000{},2020-01-01,\n"
+    text = (
+        CRM_HEADER
+        + row.format(1, '"' + "x" * 200_000 + '"', 1)  # a field over the csv module's limit
+        + row.format(2, "Side 2", 2)
+        + row.format(3, '"Open quote', 3)  # never closed: it runs to the end of the file
+        + row.format(4, "Side 4", 4)
+    )
+    result = run("customers", text)
+    assert result.rows["source_customer_id"].to_list() == ["ALP-000002"]
+    assert result.rejects.select("record_no", "reason").rows() == [
+        (2, "not a valid CSV record: field larger than field limit (131072)"),
+        (4, "expected 10 fields, found 4 (the record spans lines 4-5: a quote left open?)"),
+    ]

@@ -17,7 +17,7 @@ import io
 import json
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -325,9 +325,11 @@ def read_delimited(
     ``renames`` maps header names to canonical raw names (applied before checking ``required``).
     Missing required columns make the file unparseable; extra columns are ignored with a note.
     A record with the wrong number of fields, or an unterminated last line, is rejected by reason.
+    Quoting follows RFC 4180: a quoted field may hold the delimiter, doubled quotes and line breaks
+    (``record_no`` is then the line the record starts on).
     """
-    lines = text_lines(text)
-    first = lines["raw_record"][0]
+    end = text.find("\n")
+    first = (text if end < 0 else text[:end]).removesuffix("\r")
     header = [h.strip() for h in next(csv.reader([first], delimiter=delimiter))]
     renames = renames or {}
     names = [renames.get(h, h) for h in header]
@@ -349,30 +351,66 @@ def read_delimited(
         notes.append(f"ignored extra columns {extra}")
 
     if '"' in text:  # quoting: Python's csv module knows the rules
-        frame = _delimited_records(lines, delimiter, names, text)
+        frame = _delimited_records(text, delimiter, names)
     else:  # the common case, vectorized: one split per line
-        frame = _split_records(lines, delimiter, names, text)
+        frame = _split_records(text_lines(text), delimiter, names, text)
     return Parsed(frame.select(*required, *RECORD_COLUMNS), notes)
 
 
 EMPTY_DELIMITED = "no data rows: the file holds only a header"
 
 
-def _delimited_records(
-    lines: pl.DataFrame, delimiter: str, names: list[str], text: str
-) -> pl.DataFrame:
+def _delimited_records(text: str, delimiter: str, names: list[str]) -> pl.DataFrame:
     records = _Records(names)
     width = len(names)
-    for number, line in lines.slice(1).iter_rows():
-        if not line.strip():
+    for first, last, raw, fields in _csv_records(text, delimiter):
+        if not raw.strip():
             continue
-        fields = next(csv.reader([line], delimiter=delimiter), [])
         reason = None
-        if len(fields) != width:
+        if isinstance(fields, csv.Error):  # its advice (" - do you need ...") is not ours to give
+            reason, fields = f"not a valid CSV record: {str(fields).split(' - ')[0]}", []
+        elif len(fields) != width:
             reason = f"expected {width} fields, found {len(fields)}"
+            if last > first:
+                reason += f" (the record spans lines {first}-{last}: a quote left open?)"
+        if reason:
             fields = (fields + [None] * width)[:width]
-        records.add([f if f != "" else None for f in fields], number, line, reason)
+        records.add([f if f != "" else None for f in fields], first, raw, reason)
     return records.frame(EMPTY_DELIMITED, text)
+
+
+def _csv_records(text: str, delimiter: str) -> Iterator[tuple[int, int, str, list | csv.Error]]:
+    """The records after the header line: (first line, last line, raw text without its
+    terminator, fields or the csv module's error). Lines end at "\n", as ``text_lines`` counts."""
+    consumed: list[str] = []
+
+    def lines() -> Iterator[str]:
+        start = text.find("\n") + 1  # after the header
+        while 0 < start < len(text):
+            end = text.find("\n", start) + 1 or len(text)
+            consumed.append(text[start:end])  # the csv module wants the terminators
+            yield consumed[-1]
+            start = end
+
+    reader = csv.reader(lines(), delimiter=delimiter)
+    last = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # the reader goes on at the next line
+            fields = error
+        first, last = last + 1, last + len(consumed)
+        yield first, last, "".join(consumed).removesuffix("\n").removesuffix("\r"), fields
+        consumed.clear()
+
+
+def record_lines(text: str, delimiter: str) -> dict[int, int]:
+    """First line -> last line of every delimited record that spans several lines."""
+    if '"' not in text:
+        return {}
+    return {first: last for first, last, *_ in _csv_records(text, delimiter) if last > first}
 
 
 def _split_records(
