@@ -3,8 +3,11 @@ reason (quarantine, reject or note), the good files keep flowing, and no receive
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
+import zipfile
 
 import pytest
 from dagster import AssetSelection
@@ -13,6 +16,13 @@ GOOD_A = "meter_id;timestamp;consumption_kwh\nMTR-000001;2024-01-15 10:00;0,25\n
 GOOD_B = '{"meter": "000002", "ts": 1705312800000, "wh": 250}\n'
 LATIN1 = "customer_id,full_name,email,address,city,region,tariff,meter_id,contract_start,contract_end\n" \
          "ALP-000001,Jörg Müller,j@example.com,Hauptstraße 1,Łódź,central,G11,MTR-000001,2020-01-01,\n"  # fmt: skip
+QUOTED_NEWLINE = LATIN1.replace("Hauptstraße 1", '"Hauptstraße 1\r\nHinterhaus"').replace(
+    "Łódź", "Lodz"
+)
+GZIP_B = gzip.compress(GOOD_B.replace("250", "750").encode())
+ZIP = io.BytesIO()
+with zipfile.ZipFile(ZIP, "w") as archive:
+    archive.writestr("export.csv", LATIN1)
 WEIRD_NAME = "C:\\exports\\..\\..\\etc\\passwd;rm -rf ~ $(x).csv"
 
 # (source, file name, content, expected outcome, text the reason must contain)
@@ -30,6 +40,12 @@ CASES = {
     "huge_line": ("meters_vendor_b", "huge.jsonl", GOOD_B.encode() + b'{"meter": "' + b"9" * (2 << 20) + b'"}\n', "quarantined", "line 2 is 2,097,165 bytes long"),
     "path_like_name": ("meters_vendor_a", WEIRD_NAME, GOOD_A.replace("10:", "14:").encode(), "formatted", None),
     "invalid_json_doc": ("weather", "cut.json", b'{"provider": "meteo", "units": {"temperature": "C"}, "observations": [{"region"', "quarantined", "invalid JSON at line 1, column 80"),
+    "gzip": ("meters_vendor_b", "day.jsonl.gz", GZIP_B, "noted", "gzip-compressed: decompressed"),
+    "gzip_truncated": ("meters_vendor_b", "cut.jsonl.gz", GZIP_B[:-9], "quarantined", "gzip stream ends early"),
+    "utf16_bom": ("tariffs", "utf16.csv", "tariff,month,price_pln_per_kwh\r\nG12,2024-06,0.8\r\n".encode("utf-16"), "noted", "UTF-16LE text (byte-order mark FF FE): decoded"),
+    "utf16_no_bom": ("customers", "utf16_nobom.csv", QUOTED_NEWLINE.encode("utf-16-le"), "quarantined", "UTF-16LE text without a byte-order mark"),
+    "zip": ("customers", "export.zip", ZIP.getvalue(), "quarantined", "a zip archive"),
+    "quoted_newline": ("customers", "quoted.csv", QUOTED_NEWLINE.encode(), "formatted", None),
     "unknown_unit": ("weather", "kelvin.json", json.dumps({"provider": "x", "units": {"temperature": "K"}, "observations": []}).encode(), "quarantined", "unknown temperature unit 'K'"),
 }  # fmt: skip
 DUPLICATE = ("meters_vendor_a", "again.csv", GOOD_A.replace("10:", "16:").encode())

@@ -3,6 +3,9 @@ leaves everyone else byte for byte, logs the audit trail, marks the models, and 
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,7 @@ from dp_assets.governance.erasure import (
 )
 from dp_assets.sample_data import generate
 from dp_assets.sources import SOURCES
-from dp_assets.sources.base import decode
+from dp_assets.sources.base import GZIP_MAGIC, decode, record_lines
 from dp_assets.sources.schema import canonical_meter_id
 from dp_assets_tests.conftest import REPO, WORLD, Platform, cli_env, isolated_platform
 
@@ -41,6 +44,26 @@ def test_blank_lines_keeps_every_other_byte():
     assert blank_lines("a\u2028b\nc\n".encode(), {1}) == b"\nc\n"
     with pytest.raises(ValueError, match="line 3"):
         blank_lines(b"a\nb\n", {3})
+
+
+def test_blank_lines_empties_every_line_of_a_quoted_record():
+    data = b'h,a\n1,"x\r\ny\n"\n2,z\n3,"w\n"\n'
+    assert blank_lines(data, {2, 6}, delimiter=",") == b"h,a\n\r\n\n\n2,z\n\n\n"
+    assert blank_lines(data, {2}) == b'h,a\n\r\ny\n"\n2,z\n3,"w\n"\n'  # by lines: JSON Lines
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"])
+def test_blank_lines_keeps_the_byte_order_mark_and_encoding(encoding):
+    data = "h;a\r\nMTR-1;Łódź\r\nMTR-2;y\r\n".encode(encoding)
+    assert blank_lines(data, {2}) == "h;a\r\n\r\nMTR-2;y\r\n".encode(encoding)
+
+
+def test_blank_lines_of_a_gzip_file_recompress_the_blanked_text():
+    text = b'h,a\n1,"x\ny"\n2,z\n'
+    packed = gzip.compress(text[:9]) + gzip.compress(text[9:])  # two members
+    blanked = blank_lines(packed, {2}, delimiter=",")
+    assert blanked[:2] == b"\x1f\x8b" and gzip.decompress(blanked) == b"h,a\n\n\n2,z\n"
+    assert blank_lines(packed, {2}, delimiter=",") == blanked  # the same bytes every time
 
 
 def test_matching_records_by_any_key():
@@ -117,11 +140,31 @@ def dp_erase(root: Path, customer_id: str) -> subprocess.CompletedProcess:
     )
 
 
+def as_some_crms_write_them(inbox: Path) -> None:
+    """CRM alpha's export gzip-compressed; CRM beta's with every street address on two lines
+    (a quoted field holding a line break, which normalizes to the same address)."""
+    for path in inbox.glob("crm_alpha_*.csv"):
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    for path in inbox.glob("crm_beta_*.csv"):
+        rows = list(csv.reader(io.StringIO(path.read_text(), newline="")))
+        for row in (r for r in rows[1:] if len(r) > 3):
+            row[3] = "\n".join(row[3].rsplit(" ", 1))
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(rows)
+        path.write_text(text.getvalue())
+
+
+def plain(data: bytes) -> bytes:
+    return gzip.decompress(data) if data.startswith(GZIP_MAGIC) else data
+
+
 @pytest.fixture(scope="module")
 def erased(tmp_path_factory) -> Erased:
     root = tmp_path_factory.mktemp("erasure")
     with isolated_platform(root) as platform:
         manifest = generate(platform.settings.data_dir, WORLD)
+        as_some_crms_write_them(platform.settings.inbox / "customers")
         assert platform.materialize().success
         people = {p["meter_id"]: p for p in manifest.people}
         # Someone both CRMs know: the harder case (two records, two exports, one person).
@@ -158,6 +201,16 @@ def about_person(e: Erased, source: str, data: bytes) -> set[int]:
     return set(records.filter(mine)["record_no"].to_list())
 
 
+def lines_of_person(e: Erased, source: str, data: bytes) -> set[int]:
+    """Every line of the person's records: a CRM record can span several."""
+    spans = record_lines(decode(data)[0], ",") if source == "customers" else {}
+    return {
+        n
+        for first in about_person(e, source, data)
+        for n in range(first, spans.get(first, first) + 1)
+    }
+
+
 def test_the_cli_reports_the_erasure(erased):
     assert f"{erased.customer_id} erased" in erased.cli.stdout
     assert "retrain pipelines: ['customer_churn', 'energy_forecast']" in erased.cli.stdout
@@ -167,6 +220,7 @@ def test_landed_files_lose_the_persons_lines_and_nothing_else(erased):
     rewritten = erased.log.filter(pl.col("object_kind") == "landed_file")
     after_of = dict(zip(rewritten["sha256_before"], rewritten["object"]))
     assert rewritten.height >= 3  # two CRM exports and the meter's vendor files
+    spanned, compressed = set(), set()
     for path, before in erased.files_before.items():
         source = path.split("/")[1]
         if sha256_hex(before) not in after_of:
@@ -174,15 +228,19 @@ def test_landed_files_lose_the_persons_lines_and_nothing_else(erased):
             continue
         assert path not in erased.files_after, f"{path}: the unerased version is still there"
         after = erased.files_after[after_of[sha256_hex(before)]]
-        old, new = before.decode().splitlines(), after.decode().splitlines()
+        assert after.startswith(GZIP_MAGIC) == before.startswith(GZIP_MAGIC), path
+        old, new = plain(before).decode().split("\n"), plain(after).decode().split("\n")
         assert len(old) == len(new)
         changed = {n for n, (a, b) in enumerate(zip(old, new), start=1) if a != b}
-        assert changed == about_person(erased, source, before) != set()
+        assert changed == lines_of_person(erased, source, before) != set()
         assert all(new[n - 1] == "" for n in changed)
         assert about_person(erased, source, after) == set()
+        spanned.add(changed != about_person(erased, source, before))
+        compressed.add(before.startswith(GZIP_MAGIC))
+    assert spanned == compressed == {True, False}  # a two-line record, a gzip file, among them
     email = erased.person["email"].lower().encode()
     for path, data in erased.files_after.items():
-        assert email not in data.lower(), f"{path} still holds the person's email"
+        assert email not in plain(data).lower(), f"{path} still holds the person's email"
 
 
 def test_every_table_loses_the_persons_rows_and_nothing_else(erased):
@@ -296,4 +354,4 @@ def test_a_redelivered_original_does_not_bring_the_person_back(erased):
     assert platform.sql(
         "SELECT count(*) FROM exploitation.customers WHERE meter_id = ?", [meter]
     ) == [(0,)]
-    assert email not in b"".join(landed_files(platform).values()).lower()
+    assert email not in b"".join(map(plain, landed_files(platform).values())).lower()

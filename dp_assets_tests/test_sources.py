@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import io
 import json
+import re
+import zipfile
 
 import polars as pl
 import pytest
@@ -17,6 +21,8 @@ from dp_assets.sources.base import (
     Unparseable,
     _first_long_line,
     decode,
+    gunzip,
+    read_delimited,
 )
 from dp_assets.sources.customers import normalize_name
 from dp_assets.sources.schema import canonical_meter_id
@@ -189,6 +195,87 @@ def test_decode_locates_problems():
     assert decode(b"\xef\xbb\xbfa\n") == ("a\n", ["UTF-8 byte-order mark removed"])
 
 
+def test_gzip_is_decompressed_with_a_note():
+    text = "a;b\nx;1\n"
+    packed = gzip.compress(text.encode())
+    assert decode(packed) == (text, [f"gzip-compressed: decompressed ({len(packed)} to 8 bytes)"])
+    # Members concatenated (gzip a >> f; gzip b >> f) are one file; a BOM inside is still a BOM.
+    twice = gzip.compress(b"\xef\xbb\xbfa;b\n") + gzip.compress(b"x;1\n")
+    assert decode(twice)[0] == text and decode(twice)[1][1] == "UTF-8 byte-order mark removed"
+    # What is wrong inside is located in the decompressed text.
+    with pytest.raises(Unparseable, match=r"gzip-compressed.*byte 0xe9 at offset 7 \(line 2\)"):
+        decode(gzip.compress(b"a;b;c\nx\xe9"))
+
+
+def test_a_corrupt_or_exploding_gzip_is_unparseable_and_located():
+    text = "".join(f"MTR-{i:06};2024-01-15 10:00;0,5\n" for i in range(20_000)).encode()
+    packed = gzip.compress(text)
+    with pytest.raises(
+        Unparseable, match=r"gzip stream ends early.*\(line \d+ of the decompressed"
+    ):
+        gunzip(packed[: len(packed) // 2], 1 << 30)
+    flipped = bytearray(packed)
+    flipped[len(packed) // 2] ^= 0xFF
+    with pytest.raises(Unparseable, match=r"corrupt gzip stream \(.+\) in compressed bytes"):
+        gunzip(bytes(flipped), 1 << 30)
+    with pytest.raises(Unparseable, match=r"corrupt gzip stream \(.*data check.*\)"):
+        gunzip(packed[:-8] + b"\0\0\0\0" + packed[-4:], 1 << 30)  # CRC-32 wrong
+    with pytest.raises(
+        Unparseable, match=f"trailing bytes after the gzip stream at offset {len(packed):,}"
+    ):
+        gunzip(packed + b"junk", 1 << 30)
+    # A gzip bomb stops at the limit, not at the end of its output: 100 MB of zeros in 100 kB.
+    bomb = gzip.compress(bytes(100 << 20))
+    assert len(bomb) < 200_000
+    with pytest.raises(Unparseable, match="decompresses to more than 1,048,576 bytes"):
+        gunzip(bomb, 1 << 20)
+    assert gunzip(packed, len(text)) == text  # exactly at the limit
+
+
+@pytest.mark.parametrize(
+    "codec, bom", [("utf-16-le", "FF FE"), ("utf-16-be", "FE FF"), ("utf-32-le", "FF FE 00 00")]
+)
+def test_utf16_and_utf32_with_a_byte_order_mark_are_decoded(codec, bom):
+    text = "customer_id,full_name\r\nALP-1,Jörg Łódź \U0001f600\r\n"
+    data = bytes.fromhex(bom) + text.encode(codec)
+    label = codec.upper().replace("-LE", "LE").replace("-BE", "BE")
+    assert decode(data) == (text, [f"{label} text (byte-order mark {bom}): decoded"])
+    cut = "\n".encode(codec) + b"\xd8"  # the last character cut short
+    with pytest.raises(
+        Unparseable,
+        match=rf"not valid {codec}: byte 0xd8 at offset {len(data) + len(cut) - 1} \(line 4\)",
+    ):
+        decode(data + cut)
+    with pytest.raises(Unparseable, match=r"binary content: NUL character on line 2"):
+        decode(bytes.fromhex(bom) + "a\nb\x00\n".encode(codec))
+
+
+def test_binary_formats_are_named():
+    def zipped(*names: str) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for name in names:
+                archive.writestr(name, "<x/>")
+        return buffer.getvalue()
+
+    parquet = io.BytesIO()
+    pl.DataFrame({"a": [1]}).write_parquet(parquet)
+    cases = {
+        "a zip archive": zipped("export.csv"),
+        "an Excel workbook (.xlsx": zipped("[Content_Types].xml", "xl/workbook.xml"),
+        "a Parquet file": parquet.getvalue(),
+        "a PDF document": b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n",
+        "gzip data": gzip.compress(gzip.compress(b"a\n")),  # compressed twice
+        "an OLE2 compound file": bytes.fromhex("d0cf11e0a1b11ae1") + bytes(512),
+        "UTF-16LE text without a byte-order mark": "meter_id;timestamp\n".encode("utf-16-le"),
+        "UTF-16BE text without a byte-order mark": "Jörg;Łódź\n".encode("utf-16-be"),
+        "NUL byte at offset 0 (line 1)": bytes(range(256)) * 8,
+    }
+    for what, data in cases.items():
+        with pytest.raises(Unparseable, match=re.escape(what)):
+            decode(data)
+
+
 @pytest.mark.parametrize(
     "lines, long",
     [
@@ -261,9 +348,7 @@ def test_split_records_equal_csv_module_records(text):
     from dp_assets.sources.base import _delimited_records, _split_records, text_lines
 
     lines, names = text_lines(text), ["meter_id", "timestamp", "consumption_kwh"]
-    assert _split_records(lines, ";", names, text).equals(
-        _delimited_records(lines, ";", names, text)
-    )
+    assert _split_records(lines, ";", names, text).equals(_delimited_records(text, ";", names))
 
 
 @pytest.mark.parametrize("text", JSON_LINES_CASES)
@@ -301,7 +386,7 @@ def test_generated_meter_files_read_the_same_both_ways(tmp_path):
         names = [h.strip() for h in lines["raw_record"][0].split(";")]
         if len(names) == 3:
             assert _split_records(lines, ";", names, text).equals(
-                _delimited_records(lines, ";", names, text)
+                _delimited_records(text, ";", names)
             ), path.name
     for path in sorted((tmp_path / "inbox" / "meters_vendor_b").iterdir()):
         try:
@@ -312,3 +397,40 @@ def test_generated_meter_files_read_the_same_both_ways(tmp_path):
         assert _decode_json_lines(text, fields, renames).records.equals(
             _json_lines_one_by_one(text, fields, renames).records
         ), path.name
+
+
+CRM_HEADER = "customer_id,full_name,email,address,city,region,tariff,meter_id,contract_start,contract_end\r\n"
+
+
+def test_a_quoted_field_may_hold_line_breaks():
+    first = 'ALP-000001,"Doe, John",j@example.com,"Polna 1\r\nflat 2",Lodz,central,G11,MTR-000001,2020-01-01,'
+    second = 'ALP-000002,Ann Roe,a@example.com,"Long\n\n""quoted"" st",Lodz,central,G11,MTR-000002,2020-01-01,'
+    third = "ALP-000003,Bo Li,b@example.com,Short 3,Lodz,central,G11,MTR-000003,2020-01-01,"
+    text = CRM_HEADER + first + "\r\n\r\n" + second + "\r\n" + third + "\r\n"
+    records = read_delimited(text, ",", ["customer_id", "address"]).records
+    # record_no is the line a record starts on; raw_record all its lines, as in the file
+    assert records.select("customer_id", "address", "record_no", "raw_record").rows() == [
+        ("ALP-000001", "Polna 1\r\nflat 2", 2, first),
+        ("ALP-000002", 'Long\n\n"quoted" st', 5, second),
+        ("ALP-000003", "Short 3", 8, third),
+    ]
+    assert records["reject_reason"].is_null().all()
+    result = run("customers", text)
+    assert result.rows["record_no"].to_list() == [2, 5, 8] and result.rejects.is_empty()
+
+
+def test_an_unreadable_or_runaway_quoted_record_is_rejected_and_located():
+    row = "ALP-00000{},Ann Roe,a@example.com,{},Lodz,central,G11,MTR-00000{},2020-01-01,\n"
+    text = (
+        CRM_HEADER
+        + row.format(1, '"' + "x" * 200_000 + '"', 1)  # a field over the csv module's limit
+        + row.format(2, "Side 2", 2)
+        + row.format(3, '"Open quote', 3)  # never closed: it runs to the end of the file
+        + row.format(4, "Side 4", 4)
+    )
+    result = run("customers", text)
+    assert result.rows["source_customer_id"].to_list() == ["ALP-000002"]
+    assert result.rejects.select("record_no", "reason").rows() == [
+        (2, "not a valid CSV record: field larger than field limit (131072)"),
+        (4, "expected 10 fields, found 4 (the record spans lines 4-5: a quote left open?)"),
+    ]

@@ -9,6 +9,7 @@ and the readers already skip blank lines. ``governance/erasure_job.py`` carries 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from dataclasses import dataclass
 from typing import Optional
@@ -17,11 +18,17 @@ import pandera.polars as pa
 import polars as pl
 
 from dp_assets.exploitation.schema import CUSTOMER_ID_PATTERN
+from dp_assets.sources.base import (
+    GZIP_MAGIC,
+    MAX_DECOMPRESSED_BYTES,
+    gunzip,
+    record_lines,
+    text_encoding,
+)
 from dp_assets.sources.schema import UtcTimestamp
 
 ERASURE_LOG = "governance.erasure_log"
 OBJECT_KINDS = ("landed_file", "unreadable_file", "table", "model")
-BOM = b"\xef\xbb\xbf"
 
 
 class ErasureLogEntry(pa.DataFrameModel):
@@ -83,14 +90,27 @@ def matching_records(typed: pl.DataFrame, subject: Subject, keys) -> list[int]:
     return sorted(set(pl.concat(found).to_list())) if found else []
 
 
-def blank_lines(data: bytes, line_numbers: set[int], encoding: str = "utf-8") -> bytes:
+def blank_lines(
+    data: bytes, line_numbers: set[int], encoding: str = "utf-8", delimiter: str | None = None
+) -> bytes:
     """The file with the given 1-based lines emptied (their terminators kept), all else byte-equal.
 
-    Lines are counted like the readers count them (``text_lines``: ending at "\n", after a UTF-8
-    byte-order mark).
+    Lines are counted like the readers count them (``text_lines``: ending at "\n", in the text
+    ``decode`` reads: after a byte-order mark, which also says the encoding, and decompressed). A
+    gzip file comes back gzip-compressed again. With the ``delimiter`` of delimited text, a number
+    is a record's first line and all the record's lines are emptied: a quoted field can hold line
+    breaks.
     """
-    bom = BOM if data.startswith(BOM) else b""
-    lines = data[len(bom) :].decode(encoding).split("\n")
+    if data.startswith(GZIP_MAGIC):  # mtime 0: the same content always gives the same bytes
+        plain = gunzip(data, MAX_DECOMPRESSED_BYTES)
+        return gzip.compress(blank_lines(plain, line_numbers, encoding, delimiter), mtime=0)
+    bom, codec = text_encoding(data, encoding)
+    text = data[len(bom) :].decode(codec)
+    if delimiter is not None and (spans := record_lines(text, delimiter)):
+        line_numbers = {
+            n for first in line_numbers for n in range(first, spans.get(first, first) + 1)
+        }
+    lines = text.split("\n")
     ends = ["\n"] * (len(lines) - 1) + [""]
     if lines[-1] == "":  # nothing after the last terminator
         lines, ends = lines[:-1], ends[:-1]
@@ -100,7 +120,7 @@ def blank_lines(data: bytes, line_numbers: set[int], encoding: str = "utf-8") ->
         ("\r" if line.endswith("\r") else "") + end if number in line_numbers else line + end
         for number, (line, end) in enumerate(zip(lines, ends), start=1)
     ]
-    return bom + "".join(kept).encode(encoding)
+    return bom + "".join(kept).encode(codec)
 
 
 def sha256_hex(data: bytes) -> str:

@@ -275,7 +275,8 @@ def rewrite_landed_files(
             record_nos = matching_records(read.typed, subject, source.subject_keys)
             if not record_nos:
                 continue
-            new = blank_lines(data, set(record_nos), source.physical.encoding)
+            physical = source.physical
+            new = blank_lines(data, set(record_nos), physical.encoding, physical.delimiter)
             new_sha = sha256_hex(new)
             if conn.execute(
                 f"SELECT 1 FROM {MANIFEST} WHERE source = ? AND sha256 = ?", [source.name, new_sha]

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
-from collections.abc import Callable
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,27 +91,137 @@ class Source:
 
 # --- decoding -----------------------------------------------------------------------------------
 
+GZIP_MAGIC = b"\x1f\x8b"
+# A gzip file is decompressed in memory up to this size (over 3 times the largest file seen, a
+# 300 MB vendor file): beyond it, it is a gzip bomb or a file to deliver uncompressed.
+MAX_DECOMPRESSED_BYTES = 1 << 30
+_GZIP_BLOCK = 1 << 18  # compressed bytes fed at a time: where a corrupt stream is located
+# A byte-order mark declares the text's encoding: (codec, name). UTF-32LE's mark begins with
+# UTF-16LE's, so it is tried first.
+BYTE_ORDER_MARKS = {
+    b"\xef\xbb\xbf": ("utf-8", "UTF-8"),
+    b"\xff\xfe\x00\x00": ("utf-32-le", "UTF-32LE"),
+    b"\x00\x00\xfe\xff": ("utf-32-be", "UTF-32BE"),
+    b"\xff\xfe": ("utf-16-le", "UTF-16LE"),
+    b"\xfe\xff": ("utf-16-be", "UTF-16BE"),
+}
+_WIDE = {codec for codec, _ in BYTE_ORDER_MARKS.values()} - {"utf-8"}  # not ASCII-compatible
+# Files that are not text, by their first bytes, with what to ask the sender for.
+_UNPACK, _AS_TEXT = "deliver the files inside, unpacked", "deliver the records as text"
+MAGIC_NUMBERS = (
+    (b"PK\x03\x04", "a zip archive", _UNPACK),
+    (b"PK\x05\x06", "an empty zip archive", _UNPACK),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", _UNPACK),
+    (GZIP_MAGIC, "gzip data (compressed twice?)", "compress the text once, with gzip"),
+    (b"BZh", "bzip2 data", "deliver the text uncompressed or gzip-compressed"),
+    (b"\xfd7zXZ\x00", "xz data", "deliver the text uncompressed or gzip-compressed"),
+    (b"\x28\xb5\x2f\xfd", "zstd data", "deliver the text uncompressed or gzip-compressed"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an OLE2 compound file (legacy .xls or .doc)", _AS_TEXT),
+    (b"PAR1", "a Parquet file", _AS_TEXT),
+    (b"%PDF-", "a PDF document", _AS_TEXT),
+)
+
 
 def decode(data: bytes, encoding: str = "utf-8") -> tuple[str, list[str]]:
-    """Bytes to text, or ``Unparseable`` with a located reason. Returns the text and notes."""
-    notes: list[str] = []
+    """Bytes to text, or ``Unparseable`` with a located reason. Returns the text and notes.
+
+    A gzip file is decompressed first (a note says so). A byte-order mark declares the encoding,
+    so UTF-16 and UTF-32 text with one is decoded (with a note); without one, ``encoding``.
+    """
+    if not data.startswith(GZIP_MAGIC):
+        return _decode_text(data, encoding)
+    plain = gunzip(data, MAX_DECOMPRESSED_BYTES)
+    try:
+        text, notes = _decode_text(plain, encoding)
+    except Unparseable as error:
+        raise Unparseable(f"gzip-compressed, {len(plain):,} bytes decompressed: {error}") from None
+    return text, [f"gzip-compressed: decompressed ({len(data):,} to {len(plain):,} bytes)", *notes]
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """A gzip file's content (every member, as ``gzip -d`` does), or ``Unparseable``: corrupt
+    (located), truncated, followed by other bytes, or decompressing to more than ``limit`` bytes
+    (stopped there: a gzip bomb never gets further)."""
+    parts: list[bytes] = []
+    size = start = 0
+    while start < len(data):
+        if not data.startswith(GZIP_MAGIC, start):
+            raise Unparseable(f"trailing bytes after the gzip stream at offset {start:,}")
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)  # | 16: gzip header and CRC-32
+        offset = start
+        while not inflater.eof:
+            if offset >= len(data):
+                raise Unparseable(
+                    f"gzip stream ends early at byte {len(data):,} (truncated?), after "
+                    f"{_decompressed(parts)}"
+                )
+            block = data[offset : offset + _GZIP_BLOCK]
+            try:
+                part = inflater.decompress(block, limit + 1 - size)
+            except zlib.error as error:
+                raise Unparseable(
+                    f"corrupt gzip stream ({error}) in compressed bytes {offset:,} to "
+                    f"{offset + len(block):,}, after {_decompressed(parts)}"
+                ) from None
+            size += len(part)
+            if size > limit:
+                raise Unparseable(
+                    f"gzip-compressed file decompresses to more than {limit:,} bytes, the limit "
+                    f"for one file (from {len(data):,}): deliver it uncompressed or split it"
+                )
+            parts.append(part)
+            offset += len(block)
+        start = offset - len(inflater.unused_data)
+    return b"".join(parts)
+
+
+def _decompressed(parts: list[bytes]) -> str:
+    """Where a gzip stream broke off, for a person: in bytes and lines of the decompressed text."""
+    size, lines = sum(map(len, parts)), sum(p.count(b"\n") for p in parts)
+    return f"{size:,} bytes decompressed (line {lines + 1} of the decompressed text)"
+
+
+def text_encoding(data: bytes, declared: str) -> tuple[bytes, str]:
+    """The byte-order mark ``data`` starts with (``b""`` if none) and the codec of its text."""
+    for bom, (codec, _) in BYTE_ORDER_MARKS.items():
+        if data.startswith(bom):
+            return bom, codec
+    return b"", declared
+
+
+def _decode_text(data: bytes, encoding: str) -> tuple[str, list[str]]:
     if not data:
         raise Unparseable("empty file (0 bytes)")
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-        notes.append("UTF-8 byte-order mark removed")
-    if (nul := data.find(b"\x00")) >= 0:
-        raise Unparseable(f"binary content: NUL byte at offset {nul} (line {_line_of(data, nul)})")
+    bom, codec = text_encoding(data, encoding)
+    notes = []
+    name = BYTE_ORDER_MARKS[bom][1] if bom else encoding
+    if bom:
+        notes.append(
+            "UTF-8 byte-order mark removed"
+            if codec == "utf-8"
+            else f"{name} text (byte-order mark {bom.hex(' ').upper()}): decoded"
+        )
+    wide = codec in _WIDE
+    if not wide and (nul := data.find(b"\x00", len(bom))) >= 0:
+        raise Unparseable(_not_text(data, nul))
     try:
-        text = data.decode(encoding)
+        text = data[len(bom) :].decode(codec)
     except UnicodeDecodeError as error:
-        bad = data[error.start : error.start + 1].hex()
-        hint = " (looks like Latin-1 or Windows-125x text)" if _decodes_as_cp1250(data) else ""
+        offset = len(bom) + error.start
+        if not wide and (what := _binary_format(data)):
+            raise Unparseable(f"binary content: {what}") from None
+        bad = data[offset : offset + 1].hex()
+        latin = not wide and _decodes_as_cp1250(data)
+        hint = " (looks like Latin-1 or Windows-125x text)" if latin else ""
         raise Unparseable(
-            f"not valid {encoding}: byte 0x{bad} at offset {error.start} "
-            f"(line {_line_of(data, error.start)}){hint}; re-export the file as {encoding}"
+            f"not valid {codec}: byte 0x{bad} at offset {offset} "
+            f"(line {_line_of(data, offset, codec)}){hint}; re-export the file as {encoding}"
         ) from None
-    if (long := _first_long_line(data)) is not None:
+    if wide and (nul := text.find("\x00")) >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise Unparseable(f"binary content: NUL character on line {line} of the {name} text")
+    # The line limit is in UTF-8 bytes, which is what a record costs once decoded.
+    if (long := _first_long_line(text.encode() if wide else data)) is not None:
         number, length = long
         raise Unparseable(
             f"line {number} is {length:,} bytes long, over the {MAX_LINE_BYTES:,} limit for one "
@@ -117,6 +230,40 @@ def decode(data: bytes, encoding: str = "utf-8") -> tuple[str, list[str]]:
     if not text or text.isspace():
         raise Unparseable("no content: the file holds only whitespace")
     return text, notes
+
+
+def _not_text(data: bytes, nul: int) -> str:
+    """Why bytes holding a NUL are not text: a known format, UTF-16 without its mark, or where."""
+    if what := _binary_format(data):
+        return f"binary content: {what}"
+    # UTF-16 text of Latin script has a NUL in every other byte, at odd offsets when little-endian.
+    sample = data[:4096]
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    for name, nuls, others in (("UTF-16LE", odd, even), ("UTF-16BE", even, odd)):
+        if nuls >= len(sample) // 4 and others <= len(sample) // 200:
+            return (
+                f"{name} text without a byte-order mark (every other byte is NUL): the encoding "
+                "cannot be told for sure; re-export the file as UTF-8"
+            )
+    return f"binary content: NUL byte at offset {nul} (line {_line_of(data, nul)})"
+
+
+def _binary_format(data: bytes) -> str | None:
+    """What a file that is not text is, by its magic number, with what to ask for instead."""
+    for magic, what, ask in MAGIC_NUMBERS:
+        if data.startswith(magic):
+            if magic == b"PK\x03\x04" and _is_xlsx(data):
+                what, ask = "an Excel workbook (.xlsx, a zip archive)", "export the sheet as CSV"
+            return f"{what} (starts {magic.hex(' ').upper()}), not text: {ask}"
+    return None
+
+
+def _is_xlsx(data: bytes) -> bool:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return "xl/workbook.xml" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _first_long_line(data: bytes) -> tuple[int, int] | None:
@@ -134,7 +281,9 @@ def _first_long_line(data: bytes) -> tuple[int, int] | None:
     return (int(long[0]) + 1, int(lengths[long[0]])) if len(long) else None
 
 
-def _line_of(data: bytes, offset: int) -> int:
+def _line_of(data: bytes, offset: int, codec: str = "utf-8") -> int:
+    if codec in _WIDE:  # a 0x0a byte can be half of any character
+        return data[:offset].decode(codec, "replace").count("\n") + 1
     return data.count(b"\n", 0, offset) + 1
 
 
@@ -180,9 +329,11 @@ def read_delimited(
     ``renames`` maps header names to canonical raw names (applied before checking ``required``).
     Missing required columns make the file unparseable; extra columns are ignored with a note.
     A record with the wrong number of fields, or an unterminated last line, is rejected by reason.
+    Quoting follows RFC 4180: a quoted field may hold the delimiter, doubled quotes and line breaks
+    (``record_no`` is then the line the record starts on).
     """
-    lines = text_lines(text)
-    first = lines["raw_record"][0]
+    end = text.find("\n")
+    first = (text if end < 0 else text[:end]).removesuffix("\r")
     header = [h.strip() for h in next(csv.reader([first], delimiter=delimiter))]
     renames = renames or {}
     names = [renames.get(h, h) for h in header]
@@ -204,30 +355,66 @@ def read_delimited(
         notes.append(f"ignored extra columns {extra}")
 
     if '"' in text:  # quoting: Python's csv module knows the rules
-        frame = _delimited_records(lines, delimiter, names, text)
+        frame = _delimited_records(text, delimiter, names)
     else:  # the common case, vectorized: one split per line
-        frame = _split_records(lines, delimiter, names, text)
+        frame = _split_records(text_lines(text), delimiter, names, text)
     return Parsed(frame.select(*required, *RECORD_COLUMNS), notes)
 
 
 EMPTY_DELIMITED = "no data rows: the file holds only a header"
 
 
-def _delimited_records(
-    lines: pl.DataFrame, delimiter: str, names: list[str], text: str
-) -> pl.DataFrame:
+def _delimited_records(text: str, delimiter: str, names: list[str]) -> pl.DataFrame:
     records = _Records(names)
     width = len(names)
-    for number, line in lines.slice(1).iter_rows():
-        if not line.strip():
+    for first, last, raw, fields in _csv_records(text, delimiter):
+        if not raw.strip():
             continue
-        fields = next(csv.reader([line], delimiter=delimiter), [])
         reason = None
-        if len(fields) != width:
+        if isinstance(fields, csv.Error):  # its advice (" - do you need ...") is not ours to give
+            reason, fields = f"not a valid CSV record: {str(fields).split(' - ')[0]}", []
+        elif len(fields) != width:
             reason = f"expected {width} fields, found {len(fields)}"
+            if last > first:
+                reason += f" (the record spans lines {first}-{last}: a quote left open?)"
+        if reason:
             fields = (fields + [None] * width)[:width]
-        records.add([f if f != "" else None for f in fields], number, line, reason)
+        records.add([f if f != "" else None for f in fields], first, raw, reason)
     return records.frame(EMPTY_DELIMITED, text)
+
+
+def _csv_records(text: str, delimiter: str) -> Iterator[tuple[int, int, str, list | csv.Error]]:
+    """The records after the header line: (first line, last line, raw text without its
+    terminator, fields or the csv module's error). Lines end at "\n", as ``text_lines`` counts."""
+    consumed: list[str] = []
+
+    def lines() -> Iterator[str]:
+        start = text.find("\n") + 1  # after the header
+        while 0 < start < len(text):
+            end = text.find("\n", start) + 1 or len(text)
+            consumed.append(text[start:end])  # the csv module wants the terminators
+            yield consumed[-1]
+            start = end
+
+    reader = csv.reader(lines(), delimiter=delimiter)
+    last = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # the reader goes on at the next line
+            fields = error
+        first, last = last + 1, last + len(consumed)
+        yield first, last, "".join(consumed).removesuffix("\n").removesuffix("\r"), fields
+        consumed.clear()
+
+
+def record_lines(text: str, delimiter: str) -> dict[int, int]:
+    """First line -> last line of every delimited record that spans several lines."""
+    if '"' not in text:
+        return {}
+    return {first: last for first, last, *_ in _csv_records(text, delimiter) if last > first}
 
 
 def _split_records(
