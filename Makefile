@@ -9,6 +9,7 @@ HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 PIPELINE ?= energy_forecast
 PORT ?= 5001
+MLFLOW_PORT ?= 5000
 # Scoring-server processes: one per core (MLflow's default is one, which leaves the others idle),
 # at most four by default: each holds its own copy of MLflow and the model, about 270 MB.
 WORKERS ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); echo $$((n < 4 ? n : 4)))
@@ -21,7 +22,7 @@ help:
 	@echo "make demo   - install, generate sample data, materialize every asset, print a summary"
 	@echo "make test   - install, lint and run the test suite"
 	@echo "make ui     - dagster dev (webserver + daemon) on http://$(HOST):$(UI_PORT)"
-	@echo "make mlflow-ui - MLflow's UI (runs, metrics, plots, registry) on http://$(HOST):5000"
+	@echo "make mlflow-ui [MLFLOW_PORT=5000] - MLflow's UI (runs, metrics, plots, registry) on http://$(HOST):$(MLFLOW_PORT)"
 	@echo "make serve PIPELINE=energy_forecast [PORT=5001] [WORKERS=n] - MLflow scoring server for the champion"
 	@echo "make clean  - remove the data dir (inbox, landing, warehouse, Dagster instance)"
 
@@ -79,7 +80,7 @@ ui: $(BIN)/dp home
 	$(BIN)/dagster dev -h $(HOST) -p $(UI_PORT)
 
 mlflow-ui: $(BIN)/dp
-	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_URI)" --default-artifact-root "$(DP_DATA_DIR)/mlartifacts" -h $(HOST) -p 5000
+	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_URI)" --default-artifact-root "$(DP_DATA_DIR)/mlartifacts" -h $(HOST) -p $(MLFLOW_PORT)
 
 # MLflow's own scoring server; it starts uvicorn from PATH, hence the venv first on it.
 serve: $(BIN)/dp

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import duckdb
 import pytest
 from dagster import RunRequest, SkipReason, build_sensor_context
 
@@ -71,13 +72,22 @@ def test_sensor_requests_a_run_only_for_new_files(settings):
         assert isinstance(second, RunRequest) and second.run_key != first.run_key
 
 
-def test_lock_conflict_names_the_holder(tmp_path):
+@pytest.mark.parametrize("read_only", [False, True], ids=["writer", "reader"])
+def test_lock_conflict_names_the_holder(tmp_path, read_only):
+    """A holder's lock, read-write or read-only (a notebook, ``duckdb -readonly``), names its PID.
+
+    DuckDB's error continues differently after the PID for a read-only holder; the PID must be in
+    the platform's own sentence, not only in the original error quoted at the end."""
     database = tmp_path / "w.duckdb"
+    duckdb.connect(str(database)).close()
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            f"import duckdb, time; c = duckdb.connect('{database}'); print('ready', flush=True); time.sleep(30)",
+            "import duckdb, sys, time; "
+            f"c = duckdb.connect(sys.argv[1], read_only={read_only}); "
+            "print('ready', flush=True); time.sleep(30)",
+            str(database),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -85,7 +95,8 @@ def test_lock_conflict_names_the_holder(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(
-            WarehouseLocked, match=rf"locked by .*PID {holder.pid}.*DuckDB allows one process"
+            WarehouseLocked,
+            match=rf"locked by \S+ \(PID {holder.pid}\)\. DuckDB allows one process",
         ):
             with Warehouse(database=str(database), lock_timeout_s=0.5).get_connection():
                 pass

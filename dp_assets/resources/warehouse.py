@@ -23,16 +23,14 @@ class WarehouseLocked(RuntimeError):
     """Another process holds the DuckDB file."""
 
 
-_HOLDER = re.compile(
-    r"Conflicting lock is held in (?P<holder>.+?)(?: \(PID (?P<pid>\d+)\))?\.?(?: See|$)"
-)
+# Anchored on the PID only: what DuckDB writes after it varies (1.5.6 adds a hint when the holder
+# has the file read-only), and the holder's path may hold spaces or dots.
+_HOLDER = re.compile(r"Conflicting lock is held in (?P<holder>.+?) \(PID (?P<pid>\d+)\)")
 
 
 def _lock_message(path: str, error: Exception) -> str:
     match = _HOLDER.search(str(error))
-    holder = (
-        f"{match['holder']} (PID {match['pid']})" if match and match["pid"] else "another process"
-    )
+    holder = f"{match['holder']} (PID {match['pid']})" if match else "another process"
     return (
         f"The warehouse {path} is locked by {holder}. DuckDB allows one process per file: close "
         "that process (a DuckDB shell or notebook left open, or another run outside the Dagster "
