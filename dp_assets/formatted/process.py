@@ -103,7 +103,7 @@ def _read_parts(
                 if number and decode_notes:
                     break
                 notes = merge_notes([*notes, *decode_notes])
-                if number == 0 and source.physical.format == "csv":
+                if number == 0 and source.physical.format == "csv" and source.physical.header:
                     header = text[: text.find("\n") + 1]
                     text, lines_before = text[len(header) :], 1
                 parsed = source.parse(header + text)
@@ -224,7 +224,7 @@ def format_batch(
     for sha, parts in files.items():
         if parts[-1].final:
             earlier.pop(sha, None)
-        else:
+        elif source.key:
             kept = rows.filter(pl.col("file_sha256") == sha).select(*source.key, "record_no")
             earlier[sha] = pl.concat([earlier[sha], kept]) if sha in earlier else kept
     formatted = dict(rows.group_by("file_sha256").len().iter_rows())
@@ -290,10 +290,11 @@ def split_valid(
             .drop("reason")
         )
     # Within one file a key must be unique: a later valid record with the same key is a duplicate.
-    # Only repeated keys go through the window that finds each one's first record.
+    # Only repeated keys go through the window that finds each one's first record. Without a key
+    # (a snapshot of records that stand alone) no record duplicates another.
     valid = frame.filter(pl.col("reject_reason").is_null())
     later = (
-        valid.filter(valid.select("file_sha256", *key).is_duplicated())
+        valid.filter(valid.select("file_sha256", *key).is_duplicated() if key else False)
         .with_columns(first=pl.col("record_no").first().over("file_sha256", *key))
         .filter(pl.col("record_no") != pl.col("first"))
         .select("_i", "first")
