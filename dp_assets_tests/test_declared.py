@@ -12,6 +12,7 @@ import gzip
 import json
 import time
 import zoneinfo
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -23,7 +24,7 @@ from dp_assets.sources.base import FileContext, Source
 from dp_assets.sources.declared import DeclarationError, load_source
 from dp_assets.sources.sniff import scaffold
 
-CTX = FileContext("f" * 64, "test", b"unit-test-key")
+CTX = FileContext("f" * 64, "test.csv", b"unit-test-key")
 UTC = dt.UTC
 HERE = Path(__file__).resolve().parent
 PROJECTS = HERE / "projects"
@@ -385,7 +386,9 @@ def test_uci_adult_both_files(tmp_path):
     source = project_source("adult", "adult")
     started, counts, labels = time.perf_counter(), {}, set()
     for name, records in (("adult.data", 32_560), ("adult.test", 16_281)):
-        result = run(source, shared(f"uci_adult/{name}").read_bytes())
+        result = run(
+            source, shared(f"uci_adult/{name}").read_bytes(), replace(CTX, original_name=name)
+        )
         assert (result.rows.height, result.rejects.height) == (records, 0), reasons(result)
         counts[name] = result.rows
         labels |= set(result.rows["income"].unique())
