@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
 
     if args.command == "sample-data":
-        from dp_assets.sample_data import SampleParams, generate
-        from dp_assets.sample_data.generator import part_name
+        from dp_projects.utility.sample_data.generator import SampleParams, generate
+        from dp_projects.utility.sample_data.generator import part_name
 
         if args.days < 3 or args.meters < 2:
             parser.error("--days must be at least 3 and --meters at least 2")

@@ -15,7 +15,7 @@ from dp_assets.landing.sensor import build_inbox_sensor
 from dp_assets.landing.store import clear_inbox, land_files, safe_name, scan_inbox
 from dp_assets.resources import Warehouse, WarehouseLocked
 from dp_assets.settings import Settings
-from dp_assets.sources import SOURCES
+from dp_assets_tests.conftest import SOURCES
 
 
 @pytest.fixture

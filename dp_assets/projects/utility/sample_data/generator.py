@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dp_assets.sample_data.people import CHURN_DECLINE_DAYS, People, make_people
-from dp_assets.sources.meters_vendor_a import TIME_ZONE
-from dp_assets.sources.schema import REGIONS
-from dp_assets.sources.tariffs import VAT_EXCLUDED_FROM, VAT_RATE
+from dp_projects.utility.sample_data.people import CHURN_DECLINE_DAYS, People, make_people
+from dp_projects.utility.sources.meters_vendor_a import TIME_ZONE
+from dp_projects.utility.model import REGIONS
+from dp_projects.utility.sources.tariffs import VAT_EXCLUDED_FROM, VAT_RATE
 
 PROVIDERS = {"meteo": ("C", ("north", "south", "east")), "skycast": ("F", ("west", "central"))}
 ROW_PROBLEM_RATES = {  # share of readings per vendor

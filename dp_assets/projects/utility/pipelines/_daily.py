@@ -8,7 +8,7 @@ import polars as pl
 
 from dp_assets.analysis.spec import Entity
 from dp_assets.exploitation.schema import CUSTOMER_ID_PATTERN, DailyConsumption
-from dp_assets.sources.schema import REGIONS, TARIFFS
+from dp_projects.utility.model import REGIONS, TARIFFS
 
 ENTITY = "customer_id"
 CUSTOMER = Entity(ENTITY, CUSTOMER_ID_PATTERN, "Customer the example is about")

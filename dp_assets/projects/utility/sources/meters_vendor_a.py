@@ -20,7 +20,7 @@ from dp_assets.sources.base import (
     parse_failures,
     read_delimited,
 )
-from dp_assets.sources.schema import MeterReading, canonical_meter_id
+from dp_projects.utility.model import MeterReading, canonical_meter_id
 
 TIME_ZONE = "Europe/Warsaw"
 COLUMNS = ["meter_id", "timestamp", "consumption_kwh"]
