@@ -35,8 +35,9 @@ from dagster import (
     Config,
     Failure,
     MaterializeResult,
+    AssetSpec,
     MetadataValue,
-    asset,
+    multi_asset,
 )
 
 from dp_assets.analysis.gate import decide
@@ -92,6 +93,23 @@ def code_version(spec: PipelineSpec) -> str:
 
 
 SKIPPED = "skipped"
+
+
+def pipeline_asset(
+    key: AssetKey,
+    check_specs=(),
+    pool: str | None = None,
+    **spec,
+):
+    """One step of a pipeline: an asset whose checks may go unreported, as they do when the step
+    skips (``@asset`` requires every declared check's result; a subsettable asset does not)."""
+    return multi_asset(
+        name="__".join(key.path),
+        specs=[AssetSpec(key, **spec)],
+        check_specs=list(check_specs),
+        can_subset=True,
+        pool=pool,
+    )
 
 
 def skipped(reason: str) -> MaterializeResult:
@@ -153,7 +171,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         ]
     )
 
-    @asset(
+    @pipeline_asset(
         key=key("sandbox"),
         description=f"{spec.description}: the slice of the data the pipeline reads ({table('sandbox')})",
         deps=[AssetKey(list(d)) for d in spec.sandbox_deps],
@@ -203,7 +221,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         yield materialization
         yield check
 
-    @asset(
+    @pipeline_asset(
         key=key("features"),
         description=f"Examples for {name}: the features"
         + ("" if spec.snapshot else " as of each day")
@@ -273,7 +291,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 },
             )
 
-    @asset(
+    @pipeline_asset(
         key=key("model"),
         description=f"LightGBM {task} model trained on the train split"
         + (" (early stopping on the validation split)" if spec.early_stopping_rounds else "")
@@ -394,7 +412,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
 
     segments_doc = f" and by {', '.join(spec.segments)}" if spec.segments else ""
 
-    @asset(
+    @pipeline_asset(
         key=key("evaluation"),
         description=f"Metrics of the challenger, the naive baseline and the current champion on the "
         f"validation split, overall{segments_doc} ({table('evaluation')})",
@@ -537,7 +555,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 },
             )
 
-    @asset(
+    @pipeline_asset(
         key=key("champion"),
         description=f"The champion/challenger gate: the challenger becomes '{CHAMPION}' only if it beats the "
         f"baseline by {spec.gate.min_improvement_vs_baseline:.0%} and the champion by "
@@ -631,7 +649,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         else "the latest day, kept per day, the record monitoring joins with actuals"
     )
 
-    @asset(
+    @pipeline_asset(
         key=key("predictions"),
         description=f"The champion's predictions for {scored}, with model version and time, "
         f"and a rejected challenger's beside them in the shadow ({table('predictions')})",

@@ -18,7 +18,6 @@ from dagster import (
     AssetKey,
     MaterializeResult,
     MetadataValue,
-    asset,
 )
 
 from dp_assets.analysis import monitoring
@@ -39,14 +38,14 @@ def not_applicable(reason: str) -> MaterializeResult:
 
 
 def build_monitoring_assets(spec: PipelineSpec, common: dict) -> list:
-    from dp_assets.analysis.factory import skipped, skipped_upstream
+    from dp_assets.analysis.factory import pipeline_asset, skipped, skipped_upstream
 
     name, task, key = spec.name, spec.task, spec.key
     primary, _ = PRIMARY[task]
     drift_key, live_key = AssetKey([name, "drift"]), AssetKey([name, "live_accuracy"])
     drift_table, live_table = f"{name}.drift", f"{name}.live_accuracy"
 
-    @asset(
+    @pipeline_asset(
         key=drift_key,
         description=f"Feature drift of {name}: population stability index of each feature, the "
         + (
@@ -111,7 +110,7 @@ def build_monitoring_assets(spec: PipelineSpec, common: dict) -> list:
             },
         )
 
-    @asset(
+    @pipeline_asset(
         key=live_key,
         description=f"Live accuracy of {name}: stored predictions (champion and shadow challenger) "
         f"joined with the actuals that arrived later, per as-of day ({live_table})",
