@@ -178,7 +178,7 @@ class PipelineSpec:
         # With every other column a feature, a segment is one of them; else it is carried.
         declared = self.declared_features
         for segment in self.segments if declared is not None else ():
-            if segment not in declared:
+            if segment not in declared and segment not in fields:
                 fields[segment] = (
                     Optional[str],
                     pa.Field(nullable=True, description="A segment for evaluation, not a feature"),
@@ -501,8 +501,10 @@ def _series_builder(data, where, entity, time, label_column, horizon, segments):
     def build_examples(sandbox: pl.DataFrame) -> pl.DataFrame:
         from dp_assets.analysis.timeseries import complete_days
 
-        days = complete_days(sandbox.select(entity, time, label_column, *segments), entity, time,
-                             carried=list(segments))  # fmt: skip
+        carried = [c for c in segments if c not in (entity, time, label_column)]
+        days = complete_days(
+            sandbox.select(entity, time, label_column, *carried), entity, time, carried=carried
+        )
         return days.with_columns(
             as_of=pl.col(time), label=y.shift(-horizon).over(entity), **exprs
         ).filter(pl.all_horizontal(pl.col(f"lag_{k}").is_not_null() for k in lags))
