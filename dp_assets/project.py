@@ -122,6 +122,9 @@ def project_paths(value: str | None = None) -> list[Path]:
 @cache
 def load_projects(paths: tuple[Path, ...]) -> Projects:
     projects = tuple(load_project(p) for p in paths)
+    names = [p.name for p in projects]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise ProjectError(f"two projects served are named {twice[0]!r}: rename one")
     return Projects(
         projects,
         sources=_merged(projects, "sources"),
@@ -250,11 +253,11 @@ def _register_package(name: str, root: Path) -> None:
         sys.modules[PACKAGE] = importlib.util.module_from_spec(spec)
     package = f"{PACKAGE}.{name}"
     if (loaded := sys.modules.get(package)) is not None:
-        if list(loaded.__path__) != [str(root)]:
-            raise ProjectError(
-                f"two projects are named {name!r}: {loaded.__path__[0]} and {root}; rename one"
-            )
-        return
+        if list(loaded.__path__) == [str(root)]:
+            return
+        # Another folder of that name loaded before in this process (a test's): forget its modules.
+        for module in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            del sys.modules[module]
     spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
     spec.submodule_search_locations = [str(root)]
     module = importlib.util.module_from_spec(spec)

@@ -582,3 +582,18 @@ def write_tariffs(writer: Writer, params: SampleParams) -> None:
 
 def clear_inbox_tree(data_dir: Path) -> None:
     shutil.rmtree(Path(data_dir) / "inbox", ignore_errors=True)
+
+
+def write_sample(data_dir: Path, args) -> str:
+    """The project's ``sample_data`` hook, which ``dp sample-data`` calls with its options."""
+    manifest = generate(
+        data_dir,
+        SampleParams(args.days, args.meters, args.seed, args.start, args.part),
+        progress=args.progress,
+    )
+    return (
+        f"wrote {len(manifest.files)} files into {data_dir / 'inbox'} "
+        f"({len(manifest.row_problems)} injected row problems, {len(manifest.file_problems)} "
+        f"malformed files, {len(manifest.duplicate_deliveries)} duplicate deliveries); "
+        f"ground truth in {data_dir / part_name('sample_data_manifest.json', args.part)}"
+    )
