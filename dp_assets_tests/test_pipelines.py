@@ -22,7 +22,6 @@ from dagster import AssetSelection, materialize
 from dp_assets.analysis.factory import build_pipeline_assets, feature_matrix
 from dp_assets.analysis.gate import decide
 from dp_assets.analysis.leakage import future_leaks
-from dp_assets.analysis.schema import Example
 from dp_assets.analysis.spec import Gate, PipelineSpec
 from dp_assets.metadata import PREVIEW_ROWS
 from dp_assets_tests.conftest import PIPELINES
@@ -252,7 +251,7 @@ def _weekly_spec() -> PipelineSpec:
     """A third pipeline written in a test: next week's mean consumption from this week's."""
     import pandera.polars as pa
 
-    class Features(Example):
+    class Features(pa.DataFrameModel):
         mean_7: float = pa.Field(nullable=True, description="Mean daily kWh over the last 7 days")
 
     def build(sandbox: pl.DataFrame) -> pl.DataFrame:
@@ -265,7 +264,6 @@ def _weekly_spec() -> PipelineSpec:
                 label=kwh.rolling_mean(7).shift(-7).over("customer_id"),
             )
             .filter(pl.col("mean_7").is_not_null())
-            .select([c for c in Features.to_schema().columns if c != "split"])
         )
 
     energy = PIPELINES["energy_forecast"]
@@ -276,6 +274,8 @@ def _weekly_spec() -> PipelineSpec:
         sandbox_query=energy.sandbox_query,
         sandbox_deps=energy.sandbox_deps,
         sandbox_schema=energy.sandbox_schema,
+        entity=energy.entity,
+        time="day",
         build_examples=build,
         horizon_days=7,
         features_schema=Features,

@@ -10,6 +10,10 @@ the alias only when the gate passes; ``predictions`` scores the latest day with 
 The gate is a blocking check: it fails with ERROR severity (stopping predictions) only when no
 champion exists at all, and with WARN when a rejected challenger leaves the previous champion in
 place, so scoring goes on with the model that earned it.
+
+A pipeline whose sandbox is empty (or whose inputs were skipped) is skipped, not failed: each step
+materializes with ``skipped: <why>`` metadata and reports no check, and the steps after it skip
+too, so one pipeline without data never fails the others.
 """
 
 import datetime as dt
@@ -31,19 +35,26 @@ from dagster import (
     Config,
     Failure,
     MaterializeResult,
+    AssetSpec,
     MetadataValue,
-    asset,
+    multi_asset,
 )
 
 from dp_assets.analysis.gate import decide
-from dp_assets.analysis.leakage import SAMPLE_CUSTOMERS, future_leaks
+from dp_assets.analysis.leakage import SAMPLE_ENTITIES, future_leaks
 from dp_assets.analysis.metrics import PRIMARY, by_segment, improvement
 from dp_assets.analysis.monitoring import segment_gaps
 from dp_assets.analysis.monitoring_assets import build_monitoring_assets
-from dp_assets.analysis.schema import EvaluationRow, Prediction, Promotion
-from dp_assets.analysis.spec import PipelineSpec
-from dp_assets.analysis.timeseries import NotEnoughHistory, split_by_time
+from dp_assets.analysis.schema import EvaluationRow, Promotion
+from dp_assets.analysis.spec import LINEAGE_COLUMNS, PipelineSpec
+from dp_assets.analysis.timeseries import (
+    NotEnoughHistory,
+    split_by_file,
+    split_holdout,
+    split_by_time,
+)
 from dp_assets.frames import polars_schema
+from dp_assets.frozen import import_frozen
 from dp_assets.metadata import (
     WAREHOUSE_POOL,
     column_lineage,
@@ -74,9 +85,47 @@ class TrainConfig(Config):
 
 
 def code_version(spec: PipelineSpec) -> str:
-    """Changes whenever the factory or the pipeline's spec module changes."""
+    """Changes whenever the factory, the module building the examples or the spec's file changes."""
     source = inspect.getsource(sys.modules[spec.build_examples.__module__])
+    if spec.source_file and Path(spec.source_file).is_file():
+        source += Path(spec.source_file).read_text(encoding="utf-8")
     return f"{FACTORY_VERSION}-{hashlib.sha256(source.encode()).hexdigest()[:10]}"
+
+
+SKIPPED = "skipped"
+
+
+def pipeline_asset(
+    key: AssetKey,
+    check_specs=(),
+    pool: str | None = None,
+    **spec,
+):
+    """One step of a pipeline: an asset whose checks may go unreported, as they do when the step
+    skips (``@asset`` requires every declared check's result; a subsettable asset does not)."""
+    return multi_asset(
+        name="__".join(key.path),
+        specs=[AssetSpec(key, **spec)],
+        check_specs=list(check_specs),
+        can_subset=True,
+        pool=pool,
+    )
+
+
+def skipped(reason: str) -> MaterializeResult:
+    """A step that did nothing, and says why: no table written, no check reported."""
+    return MaterializeResult(metadata={SKIPPED: MetadataValue.text(reason)})
+
+
+def skipped_upstream(context: AssetExecutionContext, *keys: AssetKey) -> str | None:
+    """Why this step skips: an upstream step of the pipeline skipped (its latest materialization
+    says so), or None."""
+    for upstream in keys:
+        event = context.instance.get_latest_materialization_event(upstream)
+        metadata = event.asset_materialization.metadata if event else {}
+        if SKIPPED in metadata:
+            return f"{upstream.to_user_string()} skipped: {metadata[SKIPPED].value}"
+    return None
 
 
 def _inline_png(title: str, png: bytes) -> str:
@@ -86,6 +135,8 @@ def _inline_png(title: str, png: bytes) -> str:
 def build_pipeline_assets(spec: PipelineSpec) -> list:
     name, version = spec.name, code_version(spec)
     task, (primary, _) = spec.task, PRIMARY[spec.task]
+    entity, order = spec.entity.column, ", ".join(reversed(spec.key))  # time first, then entity
+    examples_schema, prediction_schema = spec.examples_schema, spec.prediction_schema
 
     def key(asset_name: str) -> AssetKey:
         return AssetKey([name, asset_name])
@@ -97,106 +148,155 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         return schema_check_spec(key(asset_name))
 
     common = dict(group_name=name, owners=[spec.owner], code_version=version, pool=WAREHOUSE_POOL)
-
-    @asset(
-        key=key("sandbox"),
-        description=f"{spec.description}: the slice of the exploitation zone the pipeline reads ({table('sandbox')})",
-        deps=[AssetKey(list(d)) for d in spec.sandbox_deps],
-        kinds={"duckdb", "sql"},
-        metadata=spec_metadata(spec.sandbox_schema, table("sandbox")),
-        check_specs=[schema_spec("sandbox")],
-        **common,
-    )
-    def sandbox(warehouse: Warehouse):
-        with warehouse.transaction() as conn:
-            # Most of the slice stays the same from one run to the next: write what changed.
-            written = replace_changed_rows(
-                conn,
-                table("sandbox"),
-                conn.execute(spec.sandbox_query).pl(),
-                spec.sandbox_schema.to_schema().unique,
-                version,
-            )
-            materialization, check = stored_table_results(
-                conn, table("sandbox"), spec.sandbox_schema, key("sandbox"), where=written
-            )
-            yield from roll_back_unless_passed(check)
-        yield materialization
-        yield check
-
-    @asset(
-        key=key("features"),
-        description=f"Examples for {name}: features as of each day, the label, and a time split "
-        f"(train, validation = the last {spec.validation_days} labelled days, score = the latest day)",
-        deps=[key("sandbox")],
-        kinds={"polars", "duckdb"},
-        metadata=spec_metadata(spec.features_schema, table("features")),
-        check_specs=[
-            schema_spec("features"),
+    split_doc = {
+        "time": f"train, validation = the last {spec.split.validation_days} labelled days, "
+        "score = the latest day",
+        "holdout": f"train, validation = a seeded {spec.split.fraction:.0%} stratified holdout, "
+        "score = rows without a label",
+        "validation_file": f"train, validation = rows from landed files named "
+        f"'{spec.split.file_pattern}', score = rows without a label",
+    }[spec.split.by]
+    leakage_checks = (
+        []
+        if spec.snapshot
+        else [
             AssetCheckSpec(
                 "no_future_leakage",
                 asset=key("features"),
                 blocking=True,
                 description="Rebuilding the examples with the data after a past day cut off changes no "
-                f"feature of the examples up to that day (on at most {SAMPLE_CUSTOMERS} customers "
+                f"feature of the examples up to that day (on at most {SAMPLE_ENTITIES} entities "
                 "spread over the ids)",
-            ),
-        ],
+            )
+        ]
+    )
+
+    @pipeline_asset(
+        key=key("sandbox"),
+        description=f"{spec.description}: the slice of the data the pipeline reads ({table('sandbox')})",
+        deps=[AssetKey(list(d)) for d in spec.sandbox_deps],
+        kinds={"duckdb", "sql"},
+        metadata=spec_metadata(spec.sandbox_model, table("sandbox")),
+        check_specs=[schema_spec("sandbox")],
         **common,
     )
-    def features(warehouse: Warehouse):
-        source = warehouse.query(f"SELECT * FROM {table('sandbox')}")
-        if source.is_empty():
-            raise Failure(
-                f"{name}: the sandbox is empty: the exploitation zone has no data for it yet"
+    def sandbox(context: AssetExecutionContext, warehouse: Warehouse):
+        import duckdb
+
+        with warehouse.transaction() as conn:
+            try:
+                frame = conn.execute(spec.sandbox_query).pl()
+            except duckdb.CatalogException as error:
+                # An input that was never built, or skipped, is no data yet; any other missing
+                # table is a mistake in the query and fails.
+                absent = [
+                    AssetKey(list(d)).to_user_string()
+                    for d in spec.sandbox_deps
+                    if not (
+                        e := context.instance.get_latest_materialization_event(AssetKey(list(d)))
+                    )
+                    or SKIPPED in e.asset_materialization.metadata
+                ]
+                if not absent:
+                    raise
+                yield skipped(
+                    f"its inputs {absent} hold no data yet ({str(error).splitlines()[0]})"
+                )
+                return
+            if frame.is_empty():
+                yield skipped("the sandbox is empty: its query over the warehouse returned no rows")
+                return
+            # Most of the slice stays the same from one run to the next: write what changed.
+            written = replace_changed_rows(
+                conn,
+                table("sandbox"),
+                frame,
+                spec.sandbox_model.to_schema().unique,
+                version,
             )
+            materialization, check = stored_table_results(
+                conn, table("sandbox"), spec.sandbox_model, key("sandbox"), where=written
+            )
+            yield from roll_back_unless_passed(check)
+        yield materialization
+        yield check
+
+    @pipeline_asset(
+        key=key("features"),
+        description=f"Examples for {name}: the features"
+        + ("" if spec.snapshot else " as of each day")
+        + f", the label, and a split ({split_doc})",
+        deps=[key("sandbox")],
+        kinds={"polars", "duckdb"},
+        metadata=spec_metadata(examples_schema, table("features")),
+        check_specs=[schema_spec("features"), *leakage_checks],
+        **common,
+    )
+    def features(context: AssetExecutionContext, warehouse: Warehouse):
+        if reason := skipped_upstream(context, key("sandbox")):
+            yield skipped(reason)
+            return
+        source = warehouse.query(f"SELECT * FROM {table('sandbox')}")
         built = spec.build_examples(source)
-        leaks = future_leaks(spec, source, built)  # on all examples, before the split drops some
+        # On all examples, before the split drops some.
+        leaks = None if spec.snapshot else future_leaks(spec, source, built)
         try:
-            examples = split_by_time(built, spec.validation_days, spec.horizon_days)
+            examples = split_examples(spec, warehouse, source, built)
         except NotEnoughHistory as error:
             raise Failure(f"{name}: {error}") from None
         with warehouse.transaction() as conn:
-            schema = spec.features_schema.to_schema()
+            schema = examples_schema.to_schema()
             # A day more changes a few days' rows (new examples, labels, splits), not the past.
             written = replace_changed_rows(
-                conn,
-                table("features"),
-                examples.select(list(schema.columns)).sort("as_of", "customer_id"),
-                schema.unique,
-                version,
+                conn, table("features"), examples, schema.unique, version
             )
             splits = examples.group_by("split").agg(
                 rows=pl.len(),
                 label_mean=pl.col("label").mean(),
-                first=pl.col("as_of").min(),
-                last=pl.col("as_of").max(),
+                **(
+                    {}
+                    if spec.snapshot
+                    else {"first": pl.col("as_of").min(), "last": pl.col("as_of").max()}
+                ),
             )
+            features = spec.features_in(examples.columns)
             materialization, check = stored_table_results(
                 conn,
                 table("features"),
-                spec.features_schema,
+                examples_schema,
                 key("features"),
                 where=written,
-                splits=markdown(splits.sort("first")),
+                splits=markdown(splits.sort("split")),
+                features=MetadataValue.text(", ".join(features)),
+                categorical=MetadataValue.text(
+                    ", ".join(categorical_features(spec, examples, features)) or "none"
+                ),
+                **(
+                    {"leakage guard": "not applicable: a snapshot has no time axis to cut"}
+                    if spec.snapshot
+                    else {}
+                ),
                 **column_lineage(spec.column_lineage()),
             )
             yield from roll_back_unless_passed(check)
         yield materialization
         yield check
-        yield AssetCheckResult(
-            check_name="no_future_leakage",
-            passed=leaks.is_empty(),
-            metadata={
-                "leaking cells": MetadataValue.int(leaks.height),
-                "by column": markdown(leaks.group_by("column").len(), rows=30),
-            },
-        )
+        if leaks is not None:
+            yield AssetCheckResult(
+                check_name="no_future_leakage",
+                passed=leaks.is_empty(),
+                metadata={
+                    "leaking cells": MetadataValue.int(leaks.height),
+                    "by column": markdown(leaks.group_by("column").len(), rows=30),
+                },
+            )
 
-    @asset(
+    @pipeline_asset(
         key=key("model"),
-        description=f"LightGBM {task} model trained on the train split, logged to MLflow and registered "
-        f"as a new version of '{name}' with alias '{CHALLENGER}'",
+        description=f"LightGBM {task} model trained on the train split"
+        + (" (early stopping on the validation split)" if spec.early_stopping_rounds else "")
+        + f", logged to MLflow and registered as a new version of '{name}' with alias '{CHALLENGER}'"
+        + (": it takes raw records (the encoding travels inside)" if spec.snapshot else ""),
         deps=[key("features")],
         kinds={"lightgbm", "mlflow"},
         **common,
@@ -207,18 +307,40 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         warehouse: Warehouse,
         mlflow_tracking: MlflowTracking,
     ):
+        if reason := skipped_upstream(context, key("features")):
+            return skipped(reason)
         import lightgbm as lgb
         import mlflow
         import mlflow.lightgbm
         from mlflow.models import infer_signature
 
         train = warehouse.query(
-            f"SELECT * FROM {table('features')} WHERE split = 'train' ORDER BY as_of, customer_id"
+            f"SELECT * FROM {table('features')} WHERE split = 'train' ORDER BY {order}"
         )
-        x, y = feature_matrix(train, spec), train["label"].to_numpy()
-        params = spec.training_params(config.seed)
+        features = spec.features_in(train.columns)
+        levels = category_levels(train, categorical_features(spec, train, features))
+        x, y = feature_matrix(train, spec, levels), train["label"].to_numpy()
+        params = spec.training_params(config.seed, features)
         rounds = config.num_boost_round or spec.num_boost_round
-        booster = lgb.train(params, lgb.Dataset(x, y, feature_name=spec.feature_columns), rounds)
+        dataset = lgb.Dataset(
+            x, y, feature_name=features, categorical_feature=list(levels) or "auto"
+        )
+        fit: dict = {}
+        if spec.early_stopping_rounds:
+            validation = warehouse.query(
+                f"SELECT * FROM {table('features')} WHERE split = 'validation' ORDER BY {order}"
+            )
+            fit = {
+                "valid_sets": [
+                    lgb.Dataset(
+                        feature_matrix(validation, spec, levels),
+                        validation["label"].to_numpy(),
+                        reference=dataset,
+                    )
+                ],
+                "callbacks": [lgb.early_stopping(spec.early_stopping_rounds, verbose=False)],
+            }
+        booster = lgb.train(params, dataset, rounds, **fit)
 
         features_event = context.instance.get_latest_materialization_event(key("features"))
         data_version = (
@@ -232,39 +354,48 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "dagster/code_version": version,
             f"data_version/{name}/features": data_version,
             "train_rows": str(train.height),
-            "train_window": f"{train['as_of'].min()}..{train['as_of'].max()}",
+            **(
+                {}
+                if spec.snapshot
+                else {"train_window": f"{train['as_of'].min()}..{train['as_of'].max()}"}
+            ),
         }
         client = mlflow_tracking.client()
         gains = booster.feature_importance("gain")
+        # Stated, not inferred: inference costs seconds per model (FIELD_NOTES).
+        requirements = [
+            f"lightgbm=={lgb.__version__}",
+            f"mlflow=={mlflow.__version__}",
+            "pandas<3",
+        ]
         with mlflow.start_run(
             experiment_id=mlflow_tracking.experiment_id(name),
             run_name=f"{name}-{context.run_id[:8]}",
             tags=tags,
         ) as run:
             mlflow.log_params(
-                {**params, "num_boost_round": rounds, "features": ",".join(spec.feature_columns)}
-            )
-            mlflow.log_dict(
-                dict(zip(spec.feature_columns, gains.tolist())), "feature_importance.json"
-            )
-            info = mlflow.lightgbm.log_model(
-                booster,
-                name="model",
-                signature=infer_signature(x.head(100), booster.predict(x.head(100))),
-                input_example=x.head(5),
-                registered_model_name=name,
-                # Stated, not inferred: inference costs seconds per model (FIELD_NOTES).
-                pip_requirements=[
-                    f"lightgbm=={lgb.__version__}",
-                    f"mlflow=={mlflow.__version__}",
-                    "pandas<3",
-                ],
-            )
+                {**params, "num_boost_round": rounds, "features": ",".join(features),
+                 "best_iteration": booster.best_iteration or rounds}
+            )  # fmt: skip
+            mlflow.log_dict(dict(zip(features, gains.tolist())), "feature_importance.json")
+            if levels:
+                mlflow.log_dict(levels, "categories.json")
+            if spec.snapshot:
+                info = _log_raw_records_model(booster, train, features, levels, name, requirements)
+            else:
+                info = mlflow.lightgbm.log_model(
+                    booster,
+                    name="model",
+                    signature=infer_signature(x.head(100), booster.predict(x.head(100))),
+                    input_example=x.head(5),
+                    registered_model_name=name,
+                    pip_requirements=requirements,
+                )
         registered = info.registered_model_version
         client.set_registered_model_alias(name, CHALLENGER, registered)
         for tag, value in tags.items():
             client.set_model_version_tag(name, registered, tag, value)
-        importance = pl.DataFrame({"feature": spec.feature_columns, "gain": gains.round(1)}).sort(
+        importance = pl.DataFrame({"feature": features, "gain": gains.round(1)}).sort(
             "gain", descending=True
         )
         return MaterializeResult(
@@ -273,51 +404,66 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 "mlflow_run_id": run.info.run_id,
                 "mlflow_tracking_uri": mlflow_tracking.tracking_uri,
                 "train rows": MetadataValue.int(train.height),
+                "boosting rounds": MetadataValue.int(booster.best_iteration or rounds),
+                "categorical": MetadataValue.text(", ".join(levels) or "none"),
                 "feature importance": markdown(importance, rows=importance.height),
             }
         )
 
-    @asset(
+    segments_doc = f" and by {', '.join(spec.segments)}" if spec.segments else ""
+
+    @pipeline_asset(
         key=key("evaluation"),
         description=f"Metrics of the challenger, the naive baseline and the current champion on the "
-        f"validation window, overall and by {', '.join(spec.segments)} ({table('evaluation')})",
+        f"validation split, overall{segments_doc} ({table('evaluation')})",
         deps=[key("model"), key("features")],
         kinds={"mlflow", "duckdb"},
         metadata=spec_metadata(EvaluationRow, table("evaluation")),
         check_specs=[
             schema_spec("evaluation"),
-            AssetCheckSpec(
-                "worst_segment",
-                asset=key("evaluation"),
-                description=f"No {' or '.join(spec.segments)} segment (of at least "
-                f"{spec.min_segment_rows} examples) has a {primary} more than "
-                f"{spec.max_segment_gap:.0%} worse than overall (warns: an unfair gap)",
+            *(
+                [
+                    AssetCheckSpec(
+                        "worst_segment",
+                        asset=key("evaluation"),
+                        description=f"No {' or '.join(spec.segments)} segment (of at least "
+                        f"{spec.min_segment_rows} examples) has a {primary} more than "
+                        f"{spec.max_segment_gap:.0%} worse than overall (warns: an unfair gap)",
+                    )
+                ]
+                if spec.segments
+                else []
             ),
         ],
         **common,
     )
-    def evaluation(warehouse: Warehouse, mlflow_tracking: MlflowTracking):
+    def evaluation(
+        context: AssetExecutionContext, warehouse: Warehouse, mlflow_tracking: MlflowTracking
+    ):
         from dp_assets.analysis import plots
 
+        if reason := skipped_upstream(context, key("model")):
+            yield skipped(reason)
+            return
         challenger = _require(
             mlflow_tracking.model_version(name, CHALLENGER),
             f"no '{CHALLENGER}' version of {name}: materialize {key('model').to_user_string()}",
         )
         champion = mlflow_tracking.model_version(name, CHAMPION)
         examples = warehouse.query(
-            f"SELECT * FROM {table('features')} WHERE split IN ('train', 'validation') ORDER BY as_of, customer_id"
+            f"SELECT * FROM {table('features')} WHERE split IN ('train', 'validation') ORDER BY {order}"
         )
         train, validation = (
             examples.filter(pl.col("split") == "train"),
             examples.filter(pl.col("split") == "validation"),
         )
-        booster = mlflow_tracking.load_lightgbm(name, challenger.version)
-        predictors = {"challenger": (int(challenger.version), booster.predict(feature_matrix(validation, spec))),
-                      "baseline": (None, spec.baseline(train, validation))}  # fmt: skip
+        booster, predict = _scorer(mlflow_tracking, name, challenger.version, spec)
+        predictors = {"challenger": (int(challenger.version), predict(validation)),
+                      "baseline": (None, baseline(spec, train, validation))}  # fmt: skip
         if champion is not None and champion.version != challenger.version:
             predictors["champion"] = (
                 int(champion.version),
-                _predict(mlflow_tracking, name, champion.version, validation, spec),
+                _scorer(mlflow_tracking, name, champion.version, spec)[1](validation),
             )
         rows = [
             {"model": who, "model_version": model_version, **row}
@@ -337,12 +483,13 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             task, overall[("challenger", primary)], overall[("baseline", primary)]
         )
 
+        features = spec.features_in(examples.columns)
         images = {
             "performance": plots.PLOTS[task](
                 validation["label"].to_numpy(), predictors["challenger"][1]
             ),
             "feature_importance": plots.feature_importance(
-                spec.feature_columns, booster.feature_importance("gain")
+                features, booster.feature_importance("gain")
             ),
         }
         client = mlflow_tracking.client()
@@ -369,7 +516,13 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             f"improvement_vs_baseline_{primary}": MetadataValue.float(round(vs_baseline, 4)),
             "challenger_version": MetadataValue.int(int(challenger.version)),
             "validation rows": MetadataValue.int(validation.height),
-            "validation window": f"{validation['as_of'].min()}..{validation['as_of'].max()}",
+            **(
+                {}
+                if spec.snapshot
+                else {
+                    "validation window": f"{validation['as_of'].min()}..{validation['as_of'].max()}"
+                }
+            ),
             "by segment": markdown(
                 frame.filter((pl.col("metric") == primary) & (pl.col("model") == "challenger")),
                 rows=20,
@@ -384,24 +537,25 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 conn, table("evaluation"), EvaluationRow, key("evaluation"), **summary
             )
             yield from roll_back_unless_passed(check)
-        gaps = segment_gaps(task, frame, spec.min_segment_rows)
         yield materialization
         yield check
-        yield AssetCheckResult(
-            check_name="worst_segment",
-            passed=gaps.is_empty() or gaps["gap"].max() <= spec.max_segment_gap,
-            severity=AssetCheckSeverity.WARN,
-            metadata={
-                "worst segment": " = ".join(gaps.row(0)[:2]) if gaps.height else "none",
-                "worst gap": MetadataValue.float(round(gaps["gap"].max(), 4))
-                if gaps.height
-                else "none",
-                "max gap": MetadataValue.float(spec.max_segment_gap),
-                "segments": markdown(gaps, rows=max(gaps.height, 1)),
-            },
-        )
+        if spec.segments:
+            gaps = segment_gaps(task, frame, spec.min_segment_rows)
+            yield AssetCheckResult(
+                check_name="worst_segment",
+                passed=gaps.is_empty() or gaps["gap"].max() <= spec.max_segment_gap,
+                severity=AssetCheckSeverity.WARN,
+                metadata={
+                    "worst segment": " = ".join(gaps.row(0)[:2]) if gaps.height else "none",
+                    "worst gap": MetadataValue.float(round(gaps["gap"].max(), 4))
+                    if gaps.height
+                    else "none",
+                    "max gap": MetadataValue.float(spec.max_segment_gap),
+                    "segments": markdown(gaps, rows=max(gaps.height, 1)),
+                },
+            )
 
-    @asset(
+    @pipeline_asset(
         key=key("champion"),
         description=f"The champion/challenger gate: the challenger becomes '{CHAMPION}' only if it beats the "
         f"baseline by {spec.gate.min_improvement_vs_baseline:.0%} and the champion by "
@@ -421,7 +575,12 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         ],
         **common,
     )
-    def champion(warehouse: Warehouse, mlflow_tracking: MlflowTracking):
+    def champion(
+        context: AssetExecutionContext, warehouse: Warehouse, mlflow_tracking: MlflowTracking
+    ):
+        if reason := skipped_upstream(context, key("evaluation")):
+            yield skipped(reason)
+            return
         overall = warehouse.query(
             f"SELECT model, model_version, value FROM {table('evaluation')} WHERE segment_column = 'all' AND metric = ?",
             [primary],
@@ -484,18 +643,28 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             },
         )
 
-    @asset(
+    scored = (
+        "the entities without a label"
+        if spec.snapshot
+        else "the latest day, kept per day, the record monitoring joins with actuals"
+    )
+
+    @pipeline_asset(
         key=key("predictions"),
-        description=f"The champion's predictions for the latest day, with model version and time, "
-        f"and a rejected challenger's beside them in the shadow ({table('predictions')}); kept per "
-        "day, the record monitoring joins with actuals",
+        description=f"The champion's predictions for {scored}, with model version and time, "
+        f"and a rejected challenger's beside them in the shadow ({table('predictions')})",
         deps=[key("champion"), key("features")],
         kinds={"mlflow", "duckdb"},
-        metadata=spec_metadata(Prediction, table("predictions")),
+        metadata=spec_metadata(prediction_schema, table("predictions")),
         check_specs=[schema_spec("predictions")],
         **common,
     )
-    def predictions(warehouse: Warehouse, mlflow_tracking: MlflowTracking):
+    def predictions(
+        context: AssetExecutionContext, warehouse: Warehouse, mlflow_tracking: MlflowTracking
+    ):
+        if reason := skipped_upstream(context, key("champion")):
+            yield skipped(reason)
+            return
         current = _require(
             mlflow_tracking.model_version(name, CHAMPION),
             f"{name} has no '{CHAMPION}' yet: no model has passed the gate",
@@ -503,33 +672,40 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         challenger = mlflow_tracking.model_version(name, CHALLENGER)
         shadow = challenger if challenger and challenger.version != current.version else None
         score = warehouse.query(
-            f"SELECT * FROM {table('features')} WHERE split = 'score' ORDER BY customer_id"
+            f"SELECT * FROM {table('features')} WHERE split = 'score' ORDER BY {entity}"
         )
 
         def predicted(version):
-            if version is None:
+            if version is None or score.is_empty():
                 return pl.lit(None, pl.Float64)
             return pl.Series(
-                _predict(mlflow_tracking, name, version, score, spec), dtype=pl.Float64
+                _scorer(mlflow_tracking, name, version, spec)[1](score), dtype=pl.Float64
             )
 
-        frame = score.select("customer_id", "as_of").with_columns(
-            prediction=predicted(current.version),
-            model_name=pl.lit(name),
-            model_version=pl.lit(int(current.version), dtype=pl.Int64),
-            # A challenger the gate rejected keeps predicting in the shadow, never served: live
-            # accuracy compares the two on the same actuals.
-            challenger_prediction=predicted(shadow.version if shadow else None),
-            challenger_version=pl.lit(int(shadow.version) if shadow else None, dtype=pl.Int64),
-            predicted_at=pl.lit(dt.datetime.now(dt.UTC), dtype=pl.Datetime("us", "UTC")),
+        frame = (
+            score.select(spec.key)
+            .with_columns(
+                prediction=predicted(current.version),
+                model_name=pl.lit(name),
+                model_version=pl.lit(int(current.version), dtype=pl.Int64),
+                # A challenger the gate rejected keeps predicting in the shadow, never served: live
+                # accuracy compares the two on the same actuals.
+                challenger_prediction=predicted(shadow.version if shadow else None),
+                challenger_version=pl.lit(int(shadow.version) if shadow else None, dtype=pl.Int64),
+                predicted_at=pl.lit(dt.datetime.now(dt.UTC), dtype=pl.Datetime("us", "UTC")),
+            )
+            .select(list(polars_schema(prediction_schema)))
         )
         with warehouse.transaction() as conn:
-            ensure_table(conn, table("predictions"), Prediction)
-            replace_where(
-                conn, table("predictions"), "as_of", frame["as_of"].unique().to_list(), frame
-            )
+            ensure_table(conn, table("predictions"), prediction_schema)
+            if spec.snapshot:  # the latest scoring is the whole table
+                replace_table_with(conn, table("predictions"), frame)
+            else:
+                replace_where(
+                    conn, table("predictions"), "as_of", frame["as_of"].unique().to_list(), frame
+                )
             materialization, check = stored_table_results(
-                conn, table("predictions"), Prediction, key("predictions"),
+                conn, table("predictions"), prediction_schema, key("predictions"),
                 scored=MetadataValue.int(frame.height), model_version=MetadataValue.int(int(current.version)),
             )  # fmt: skip
             yield from roll_back_unless_passed(check)
@@ -542,26 +718,129 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     ]  # fmt: skip
 
 
+def split_examples(
+    spec: PipelineSpec, warehouse: Warehouse, sandbox: pl.DataFrame, built: pl.DataFrame
+) -> pl.DataFrame:
+    """The examples as stored: the spec's split assigned, the stored columns only, in key order."""
+    entity = spec.entity.column
+    if spec.split.by == "time":
+        examples = split_by_time(built, spec.split.validation_days, spec.horizon_days)
+    elif spec.split.by == "holdout":
+        examples = split_holdout(
+            built, entity, spec.split.fraction, spec.split.seed, spec.task == "classification"
+        )
+    else:
+        if "file_sha256" not in sandbox.columns:
+            raise Failure(
+                f"{spec.name}: split by validation_file needs the sandbox's file_sha256 column "
+                "(select it from the formatted table)"
+            )
+        from dp_assets.landing.assets import MANIFEST
+
+        deliveries = warehouse.query(f"SELECT sha256, original_name FROM {MANIFEST}")
+        examples = split_by_file(built, entity, sandbox, deliveries, spec.split.file_pattern)
+        if examples.filter(pl.col("split") == "validation").is_empty():
+            raise Failure(
+                f"{spec.name}: no row of the sandbox comes from a landed file named like "
+                f"'{spec.split.file_pattern}': nothing to validate on"
+            )
+    examples = examples.with_columns(pl.col(entity).cast(pl.String))
+    if (columns := spec.stored_columns) is not None:
+        segments = [c for c in columns if c in spec.segments]
+        examples = examples.with_columns(pl.col(segments).cast(pl.String)).select(columns)
+    else:
+        first = [*spec.key, "split", "label"]
+        rest = [c for c in examples.columns if c not in (*first, *LINEAGE_COLUMNS)]
+        examples = examples.select(*first, *rest)
+    return examples.sort(list(reversed(spec.key)))
+
+
+def categorical_features(spec: PipelineSpec, frame: pl.DataFrame, features: list[str]) -> list[str]:
+    """The declared categorical features and every string one."""
+    return [
+        c
+        for c in features
+        if c in spec.categorical or frame.schema[c] in (pl.String, pl.Categorical)
+    ]
+
+
+def category_levels(train: pl.DataFrame, categorical: list[str]) -> dict[str, list[str]]:
+    """Each categorical feature's levels, as learned from the training rows (sorted: stable)."""
+    return {
+        c: sorted(train[c].drop_nulls().cast(pl.String).unique().to_list()) for c in categorical
+    }
+
+
+def baseline(spec: PipelineSpec, train: pl.DataFrame, frame: pl.DataFrame) -> np.ndarray:
+    """The spec's naive predictions, or the training prior (classification) or mean."""
+    if spec.baseline is not None:
+        return spec.baseline(train, frame)
+    return np.full(frame.height, float(train["label"].mean()))
+
+
 def _require(value, message: str):
     if value is None:
         raise Failure(message)
     return value
 
 
-def _predict(
-    tracking: MlflowTracking,
-    name: str,
-    model_version: str | int,
-    frame: pl.DataFrame,
-    spec: PipelineSpec,
-) -> np.ndarray:
-    return tracking.load_lightgbm(name, model_version).predict(feature_matrix(frame, spec))
+def _scorer(tracking: MlflowTracking, name: str, model_version: str | int, spec: PipelineSpec):
+    """(booster, predict): a registered version's LightGBM booster and a function of a features
+    frame to its predictions."""
+    if not spec.snapshot:
+        booster = tracking.load_lightgbm(name, model_version)
+        return booster, lambda frame: booster.predict(feature_matrix(frame, spec))
+    tracking.client()  # MLflow's registry URI is process-global: point it at the resource first
+    loaded = import_frozen("mlflow.pyfunc").load_model(f"models:/{name}/{model_version}")
+    wrapper = loaded.unwrap_python_model()
+    return wrapper.booster, lambda frame: wrapper.predict(None, frame.to_pandas())
 
 
-def feature_matrix(frame: pl.DataFrame, spec: PipelineSpec):
-    """The model's input: the feature columns as doubles, so a missing value is NaN, never a type
-    error at serving time (an integer column cannot hold one)."""
-    return frame.select(pl.col(spec.feature_columns).cast(pl.Float64)).to_pandas()
+def _log_raw_records_model(booster, train, features, levels, name, requirements):
+    """Log the booster inside the raw-records wrapper: a served request holds records as the
+    sandbox has them (strings for categories), and the wrapper encodes them as in training."""
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    from dp_assets.analysis.served import RawRecords
+
+    # Numbers as doubles in the signature: a record may lack one (null), and an integer column
+    # in the signature would refuse it.
+    raw = (
+        train.select(
+            pl.col(c).cast(pl.String) if c in levels else pl.col(c).cast(pl.Float64)
+            for c in features
+        )
+        .head(100)
+        .to_pandas()
+    )
+    wrapper = RawRecords(features, levels)
+    wrapper.booster = booster
+    signature = infer_signature(raw, wrapper.predict(None, raw))
+    wrapper.booster = None  # the booster travels as its own artifact, not in the pickle
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "booster.txt"
+        booster.save_model(str(path))
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=wrapper,
+            artifacts={"booster": str(path)},
+            signature=signature,
+            input_example=raw.head(5),
+            registered_model_name=name,
+            pip_requirements=requirements,
+        )
+
+
+def feature_matrix(frame: pl.DataFrame, spec: PipelineSpec, levels: dict | None = None):
+    """The model's input: categorical features as pandas categories (of ``levels``, or of the
+    values present: LightGBM maps them to its training levels by name), the others as doubles."""
+    from dp_assets.analysis.served import encode
+
+    features = spec.features_in(frame.columns)
+    if levels is None:
+        levels = category_levels(frame, categorical_features(spec, frame, features))
+    return encode(frame.select(features).to_pandas(), features, levels)
 
 
 def _log_files(client, run_id: str, folder: str, files: dict[str, bytes]) -> None:

@@ -28,36 +28,60 @@ def psi(expected: np.ndarray, actual: np.ndarray, bins: int = BINS) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def drift(examples: pl.DataFrame, features: list[str], window_days: int) -> pl.DataFrame:
-    """PSI per feature: the train split against the latest ``window_days`` as-of days."""
+def drift(examples: pl.DataFrame, features: list[str], window_days: int | None) -> pl.DataFrame:
+    """PSI per feature: the train split against the latest ``window_days`` as-of days, or (a
+    snapshot: ``window_days`` None) against the rows scored. A categorical feature's bins are
+    its values: it is compared through their frequency rank in training."""
     train = examples.filter(pl.col("split") == "train")
-    last = examples["as_of"].max()
-    recent = examples.filter(pl.col("as_of") > pl.lit(last) - pl.duration(days=window_days))
+    if window_days is None:
+        recent = examples.filter(pl.col("split") == "score")
 
-    def window(frame: pl.DataFrame) -> str:
-        return f"{frame['as_of'].min()}..{frame['as_of'].max()}"
+        def window(frame: pl.DataFrame) -> str:
+            return f"{frame['split'].first()} split, {frame.height} rows"
+    else:
+        last = examples["as_of"].max()
+        recent = examples.filter(pl.col("as_of") > pl.lit(last) - pl.duration(days=window_days))
 
-    return pl.DataFrame([{
-        "feature": f,
-        "psi": round(psi(train[f].cast(pl.Float64).to_numpy(), recent[f].cast(pl.Float64).to_numpy()), 6),
-        "train_mean": train[f].cast(pl.Float64).mean(),
-        "recent_mean": recent[f].cast(pl.Float64).mean(),
-        "train_window": window(train),
-        "recent_window": window(recent),
-    } for f in features])  # fmt: skip
+        def window(frame: pl.DataFrame) -> str:
+            return f"{frame['as_of'].min()}..{frame['as_of'].max()}"
+
+    def numeric(f: str) -> tuple[pl.Series, pl.Series]:
+        if examples.schema[f] in (pl.String, pl.Categorical):
+            codes = train[f].value_counts(sort=True).with_row_index("code").select(f, "code")
+            return tuple(
+                frame.select(pl.col(f).replace_strict(codes[f], codes["code"], default=len(codes),
+                                                      return_dtype=pl.Float64)).to_series()
+                for frame in (train, recent)
+            )  # fmt: skip
+        return train[f].cast(pl.Float64), recent[f].cast(pl.Float64)
+
+    rows = []
+    for f in features:
+        expected, actual = numeric(f)
+        rows.append({
+            "feature": f,
+            "psi": round(psi(expected.to_numpy(), actual.to_numpy()), 6),
+            "train_mean": expected.mean(),
+            "recent_mean": actual.mean(),
+            "train_window": window(train),
+            "recent_window": window(recent),
+        })  # fmt: skip
+    return pl.DataFrame(rows)
 
 
 SHADOWED = {"champion": ("prediction", "model_version"),
             "challenger": ("challenger_prediction", "challenger_version")}  # fmt: skip
 
 
-def live_accuracy(task: str, predictions: pl.DataFrame, actuals: pl.DataFrame) -> pl.DataFrame:
+def live_accuracy(
+    task: str, predictions: pl.DataFrame, actuals: pl.DataFrame, key: list[str]
+) -> pl.DataFrame:
     """Metrics per as-of day, model and version of stored predictions that now have an actual.
 
-    ``actuals`` holds (customer_id, as_of, label); a prediction whose label is not known yet is
-    left out until it is.
+    ``actuals`` holds (*key, label), key being the entity and as_of; a prediction whose label is
+    not known yet is left out until it is.
     """
-    joined = predictions.join(actuals, on=["customer_id", "as_of"], how="inner")
+    joined = predictions.join(actuals, on=key, how="inner")
     rows = []
     for model, (predicted, version) in SHADOWED.items():
         scored = joined.filter(pl.col(predicted).is_not_null())
@@ -75,12 +99,12 @@ _LIVE_SCHEMA = {"as_of": pl.Date, "model": pl.String, "model_version": pl.Int64,
                 "metric": pl.String, "value": pl.Float64, "rows": pl.Int64}  # fmt: skip
 
 
-def pooled(task: str, predictions: pl.DataFrame, actuals: pl.DataFrame, model: str) -> dict:
+def pooled(
+    task: str, predictions: pl.DataFrame, actuals: pl.DataFrame, model: str, key: list[str]
+) -> dict:
     """One model's metrics over all the given predictions with actuals (rows pooled, not averaged)."""
     predicted, _ = SHADOWED[model]
-    joined = predictions.join(actuals, on=["customer_id", "as_of"]).filter(
-        pl.col(predicted).is_not_null()
-    )
+    joined = predictions.join(actuals, on=key).filter(pl.col(predicted).is_not_null())
     if joined.is_empty():
         return {}
     return METRICS[task](joined["label"].to_numpy(), joined[predicted].to_numpy()) | {

@@ -1,7 +1,10 @@
 """Dagster wiring of a pipeline's monitoring: ``[<p>, drift]`` and ``[<p>, live_accuracy]``.
 
 Both follow new data by themselves (eager), and their checks are the signals the
-``retrain_on_degradation`` sensor listens to (``PipelineSpec.retrain_on``).
+``retrain_on_degradation`` sensor listens to (``PipelineSpec.retrain_on``). Where a measure means
+nothing (live accuracy of a snapshot, whose labels never arrive after its predictions; drift when
+nothing is scored) the asset materializes with ``not applicable: <why>`` and reports no check:
+never a pass it did not earn.
 """
 
 import datetime as dt
@@ -11,14 +14,15 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetExecutionContext,
     AssetKey,
+    MaterializeResult,
     MetadataValue,
-    asset,
 )
 
 from dp_assets.analysis import monitoring
 from dp_assets.analysis.metrics import PRIMARY, improvement
-from dp_assets.analysis.schema import DriftRow, LiveAccuracyRow, Prediction, Promotion
+from dp_assets.analysis.schema import DriftRow, LiveAccuracyRow, Promotion
 from dp_assets.analysis.spec import PipelineSpec
 from dp_assets.frames import polars_schema
 from dp_assets.metadata import markdown, schema_check_spec, spec_metadata, stored_table_results
@@ -26,17 +30,30 @@ from dp_assets.resources import Warehouse
 from dp_assets.resources.tables import ensure_table, insert, replace_table_with
 
 
+NOT_APPLICABLE = "not applicable"
+
+
+def not_applicable(reason: str) -> MaterializeResult:
+    return MaterializeResult(metadata={NOT_APPLICABLE: MetadataValue.text(reason)})
+
+
 def build_monitoring_assets(spec: PipelineSpec, common: dict) -> list:
-    name, task = spec.name, spec.task
+    from dp_assets.analysis.factory import pipeline_asset, skipped, skipped_upstream
+
+    name, task, key = spec.name, spec.task, spec.key
     primary, _ = PRIMARY[task]
     drift_key, live_key = AssetKey([name, "drift"]), AssetKey([name, "live_accuracy"])
     drift_table, live_table = f"{name}.drift", f"{name}.live_accuracy"
 
-    @asset(
+    @pipeline_asset(
         key=drift_key,
         description=f"Feature drift of {name}: population stability index of each feature, the "
-        f"training window against the latest {spec.drift_window_days} days, kept per measurement "
-        f"({drift_table})",
+        + (
+            "train split against the rows scored"
+            if spec.snapshot
+            else f"training window against the latest {spec.drift_window_days} days"
+        )
+        + f", kept per measurement ({drift_table})",
         deps=[AssetKey([name, "features"])],
         kinds={"polars", "duckdb"},
         metadata=spec_metadata(DriftRow, drift_table),
@@ -51,10 +68,21 @@ def build_monitoring_assets(spec: PipelineSpec, common: dict) -> list:
         ],
         **common,
     )
-    def drift(warehouse: Warehouse):
-        features = ", ".join(spec.feature_columns)
-        examples = warehouse.query(f"SELECT as_of, split, {features} FROM {name}.features")
-        measured = monitoring.drift(examples, spec.feature_columns, spec.drift_window_days)
+    def drift(context: AssetExecutionContext, warehouse: Warehouse):
+        if reason := skipped_upstream(context, AssetKey([name, "features"])):
+            yield skipped(reason)
+            return
+        examples = warehouse.query(f"SELECT * FROM {name}.features")
+        if spec.snapshot and examples.filter(pl.col("split") == "score").is_empty():
+            yield not_applicable(
+                "nothing is scored: every row of the sandbox is labelled, so there is no data the "
+                "model meets in use to compare with its training data"
+            )
+            return
+        features = spec.features_in(examples.columns)
+        measured = monitoring.drift(
+            examples, features, None if spec.snapshot else spec.drift_window_days
+        )
         measured = measured.with_columns(
             computed_at=pl.lit(dt.datetime.now(dt.UTC)),
             drifted=pl.col("psi") > spec.drift_threshold,
@@ -82,14 +110,16 @@ def build_monitoring_assets(spec: PipelineSpec, common: dict) -> list:
             },
         )
 
-    @asset(
+    @pipeline_asset(
         key=live_key,
         description=f"Live accuracy of {name}: stored predictions (champion and shadow challenger) "
         f"joined with the actuals that arrived later, per as-of day ({live_table})",
         deps=[AssetKey([name, "predictions"]), AssetKey([name, "sandbox"])],
         kinds={"polars", "duckdb"},
         metadata=spec_metadata(LiveAccuracyRow, live_table),
-        check_specs=[
+        check_specs=[]
+        if spec.snapshot
+        else [
             schema_check_spec(live_key),
             AssetCheckSpec(
                 "accuracy_holds",
@@ -101,9 +131,18 @@ def build_monitoring_assets(spec: PipelineSpec, common: dict) -> list:
         ],
         **common,
     )
-    def live_accuracy(warehouse: Warehouse):
+    def live_accuracy(context: AssetExecutionContext, warehouse: Warehouse):
+        if spec.snapshot:
+            yield not_applicable(
+                "a snapshot's labels do not arrive after its predictions: there are no actuals "
+                "to compare them with"
+            )
+            return
+        if reason := skipped_upstream(context, AssetKey([name, "predictions"])):
+            yield skipped(reason)
+            return
         with warehouse.get_connection() as conn:
-            ensure_table(conn, f"{name}.predictions", Prediction)
+            ensure_table(conn, f"{name}.predictions", spec.prediction_schema)
             ensure_table(conn, f"{name}.promotions", Promotion)
             predictions = conn.execute(f"SELECT * FROM {name}.predictions").pl()
             sandbox = conn.execute(f"SELECT * FROM {name}.sandbox").pl()
@@ -115,17 +154,18 @@ def build_monitoring_assets(spec: PipelineSpec, common: dict) -> list:
             )
         # The labels as the pipeline defines them, for every day the data now covers.
         actuals = (
-            spec.build_examples(sandbox).select("customer_id", "as_of", "label").drop_nulls()
+            spec.build_examples(sandbox)
+            .select(*key, pl.col("label").cast(pl.Float64))
+            .with_columns(pl.col(key[0]).cast(pl.String))
+            .drop_nulls()
             if not sandbox.is_empty()
-            else pl.DataFrame(
-                schema={"customer_id": pl.String, "as_of": pl.Date, "label": pl.Float64}
-            )
+            else pl.DataFrame(schema={key[0]: pl.String, "as_of": pl.Date, "label": pl.Float64})
         )
-        daily = monitoring.live_accuracy(task, predictions, actuals)
+        daily = monitoring.live_accuracy(task, predictions, actuals, key)
         days = daily["as_of"].unique().sort()[-spec.live_window_days :]
         window = predictions.filter(pl.col("as_of").is_in(days.implode()))
         shadowed = window.filter(pl.col("challenger_prediction").is_not_null())
-        live = monitoring.pooled(task, window, actuals, "champion")
+        live = monitoring.pooled(task, window, actuals, "champion", key)
         versions = window["model_version"].unique().sort()
         at_evaluation = evaluated.get(versions[-1]) if versions.len() else None
         change = improvement(task, live[primary], at_evaluation) if live and at_evaluation else None
@@ -162,7 +202,8 @@ def build_monitoring_assets(spec: PipelineSpec, common: dict) -> list:
     def shadow_comparison(task: str, shadowed: pl.DataFrame, actuals: pl.DataFrame) -> dict:
         """Champion and shadow challenger on the same predictions with actuals: live A/B evidence."""
         both = {
-            m: monitoring.pooled(task, shadowed, actuals, m) for m in ("champion", "challenger")
+            m: monitoring.pooled(task, shadowed, actuals, m, key)
+            for m in ("champion", "challenger")
         }
         if not both["champion"]:
             return {"shadow comparison": "no shadow predictions with actuals"}

@@ -1,4 +1,7 @@
-"""Tables every analytical pipeline shares: examples, evaluation, predictions."""
+"""Tables every analytical pipeline shares: evaluation, predictions, promotions, monitoring.
+
+The examples table and a prediction's key columns depend on the pipeline's entity and time
+column: ``PipelineSpec.examples_schema`` and ``prediction_schema`` build them."""
 
 from __future__ import annotations
 
@@ -7,44 +10,7 @@ from typing import Optional
 import pandera.polars as pa
 import polars as pl
 
-from dp_assets.exploitation.schema import CUSTOMER_ID_PATTERN
 from dp_assets.sources.schema import UtcTimestamp
-from dp_projects.utility.model import REGIONS, TARIFFS
-
-SPLITS = ("train", "validation", "score")
-
-
-class Example(pa.DataFrameModel):
-    """The columns every features table has; a pipeline's model adds its feature columns."""
-
-    customer_id: str = pa.Field(
-        str_matches=CUSTOMER_ID_PATTERN, description="Customer the example is about"
-    )
-    as_of: pl.Date = pa.Field(
-        description="Prediction time: the example uses only data up to the end of this day (UTC)"
-    )
-    split: str = pa.Field(
-        isin=SPLITS,
-        description="train (the past), validation (the most recent labelled window) or score "
-        "(the latest day, label not known yet)",
-    )
-    label: Optional[float] = pa.Field(
-        nullable=True, description="What the model learns to predict; null when not known yet"
-    )
-    region: Optional[str] = pa.Field(
-        nullable=True,
-        isin=REGIONS,
-        description="Customer's region (a segment for evaluation, not a feature)",
-    )
-    tariff: Optional[str] = pa.Field(
-        nullable=True,
-        isin=TARIFFS,
-        description="Customer's tariff (a segment for evaluation, not a feature)",
-    )
-
-    class Config:
-        strict = True
-        unique = ["customer_id", "as_of"]
 
 
 class EvaluationRow(pa.DataFrameModel):
@@ -57,7 +23,7 @@ class EvaluationRow(pa.DataFrameModel):
         nullable=True, description="Registered model version; null for the baseline"
     )
     segment_column: str = pa.Field(
-        description="'all', or the column the rows were grouped by (region, tariff)"
+        description="'all', or the column the rows were grouped by (a segment)"
     )
     segment: str = pa.Field(description="'all', or the segment's value")
     metric: str = pa.Field(
@@ -72,17 +38,13 @@ class EvaluationRow(pa.DataFrameModel):
         strict = True
 
 
-class Prediction(pa.DataFrameModel):
+class PredictionColumns(pa.DataFrameModel):
     """A batch prediction by the champion, with the challenger's in the shadow: the record
-    monitoring later joins with actuals."""
+    monitoring later joins with actuals (after the pipeline's key columns)."""
 
-    customer_id: str = pa.Field(
-        str_matches=CUSTOMER_ID_PATTERN, description="Customer predicted for"
+    prediction: float = pa.Field(
+        description="The model's output (the predicted value, or the probability of the class)"
     )
-    as_of: pl.Date = pa.Field(
-        description="Prediction time: data up to the end of this day was used"
-    )
-    prediction: float = pa.Field(description="The model's output (kWh, or churn probability)")
     model_name: str = pa.Field(description="Registered model name (the pipeline)")
     model_version: int = pa.Field(ge=1, description="Registered model version that predicted")
     challenger_prediction: Optional[float] = pa.Field(
@@ -93,10 +55,6 @@ class Prediction(pa.DataFrameModel):
         nullable=True, ge=1, description="Registered version of the shadow challenger"
     )
     predicted_at: UtcTimestamp = pa.Field(description="When the batch was scored, UTC")
-
-    class Config:
-        strict = True
-        unique = ["customer_id", "as_of"]
 
 
 class Promotion(pa.DataFrameModel):
@@ -139,8 +97,12 @@ class DriftRow(pa.DataFrameModel):
     )
     train_mean: Optional[float] = pa.Field(nullable=True, description="Mean in the training window")
     recent_mean: Optional[float] = pa.Field(nullable=True, description="Mean in the latest window")
-    train_window: str = pa.Field(description="First..last as-of day of the training window")
-    recent_window: str = pa.Field(description="First..last as-of day of the latest window")
+    train_window: str = pa.Field(
+        description="First..last as-of day of the training window (a snapshot: the train split)"
+    )
+    recent_window: str = pa.Field(
+        description="First..last as-of day of the latest window (a snapshot: the rows scored)"
+    )
     drifted: bool = pa.Field(description="True when psi is above the pipeline's threshold")
 
     class Config:

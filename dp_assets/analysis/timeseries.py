@@ -1,70 +1,39 @@
-"""Helpers the pipeline specs share to build examples from daily series without leakage."""
+"""Building examples without leakage, and splitting them: by time, by a seeded holdout, by file."""
 
 from __future__ import annotations
 
-import pandera.polars as pa
+import fnmatch
+
 import polars as pl
 
-from dp_assets.exploitation.schema import DailyConsumption
-from dp_projects.utility.model import REGIONS, TARIFFS
 
-ENTITY = "customer_id"
-MIN_INTERVALS = 40  # a day with fewer half-hour readings says too little about the day's total
-
-# Daily consumption for modelling: days with at least MIN_INTERVALS readings, scaled to 48, so a
-# few missing readings neither drop the day nor bias it low.
-DAILY_KWH = f"""
-    SELECT * REPLACE (round(kwh * 48.0 / intervals, 6) AS kwh)
-    FROM exploitation.daily_consumption WHERE intervals >= {MIN_INTERVALS}
-"""
-
-
-class DailySandbox(DailyConsumption):
-    kwh: float = pa.Field(
-        ge=0.0,
-        description=f"Daily kWh scaled to 48 half-hours (days with at least {MIN_INTERVALS} readings)",
-    )
-
-
-def complete_days(frame: pl.DataFrame, constant: list[str], carried: list[str]) -> pl.DataFrame:
-    """One row per customer and calendar day from their first day in ``frame`` to its last day
-    (the same for everyone, so every customer still active can be scored on the latest day).
+def complete_days(
+    frame: pl.DataFrame,
+    entity: str,
+    time: str,
+    carried: list[str] = (),
+    constant: list[str] = (),
+) -> pl.DataFrame:
+    """One row per entity and calendar day from their first day in ``frame`` to its last day
+    (the same for everyone, so every entity still present can be scored on the latest day).
 
     Missing days get null measurements, so shifting by rows is shifting by days. ``constant``
-    columns are the same on every row of a customer; ``carried`` ones are carried forward from the
+    columns are the same on every row of an entity; ``carried`` ones are carried forward from the
     last known day (never backward: that would copy the future into the past).
     """
     spans = (
-        frame.group_by(ENTITY)
-        .agg(pl.col("day").min().alias("first"))
-        .sort(ENTITY)
-        .with_columns(last=frame["day"].max())
+        frame.group_by(entity)
+        .agg(pl.col(time).min().alias("_first"))
+        .sort(entity)
+        .with_columns(_last=frame[time].max())
     )
-    # The grid is built in (customer, day) order and the joins keep it: no sort of the result.
-    grid = spans.select(ENTITY, pl.date_ranges("first", "last", "1d").alias("day")).explode("day")
-    constants = (
-        frame.group_by(ENTITY).agg(pl.col(c).first() for c in constant) if constant else None
-    )
-    measured = frame.drop(constant)
-    grid = grid.join(measured, on=[ENTITY, "day"], how="left", maintain_order="left")
-    if constants is not None:
-        grid = grid.join(constants, on=ENTITY, how="left", maintain_order="left")
-    return grid.with_columns(pl.col(c).forward_fill().over(ENTITY) for c in carried)
-
-
-def codes(column: str, values: tuple[str, ...]) -> pl.Expr:
-    """A stable integer code per known value (numbers serve the same in training and in serving)."""
-    return pl.col(column).replace_strict(
-        {v: i for i, v in enumerate(values)}, default=None, return_dtype=pl.Int64
-    )
-
-
-def region_code() -> pl.Expr:
-    return codes("region", REGIONS).alias("region_code")
-
-
-def tariff_code() -> pl.Expr:
-    return codes("tariff", TARIFFS).alias("tariff_code")
+    # The grid is built in (entity, day) order and the joins keep it: no sort of the result.
+    grid = spans.select(entity, pl.date_ranges("_first", "_last", "1d").alias(time)).explode(time)
+    grid = grid.join(frame.drop(constant), on=[entity, time], how="left", maintain_order="left")
+    if constant:
+        constants = frame.group_by(entity).agg(pl.col(c).first() for c in constant)
+        grid = grid.join(constants, on=entity, how="left", maintain_order="left")
+    return grid.with_columns(pl.col(c).forward_fill().over(entity) for c in carried)
 
 
 class NotEnoughHistory(ValueError):
@@ -93,6 +62,54 @@ def split_by_time(examples: pl.DataFrame, validation_days: int, horizon_days: in
         raise NotEnoughHistory(
             f"{len(labelled)} labelled as-of days (days whose {horizon_days}-day label horizon lies within "
             f"the data), but the {validation_days}-day validation window, a {horizon_days}-day gap and a "
-            f"training window need more: land more history (e.g. dp sample-data --days 120)"
+            f"training window need more: land more history"
         )
     return examples.with_columns(split=split).filter(pl.col("split").is_not_null())
+
+
+def split_holdout(
+    examples: pl.DataFrame, entity: str, fraction: float, seed: int, stratified: bool
+) -> pl.DataFrame:
+    """Assign ``split``: a share ``fraction`` of the labelled rows validates (of each label value
+    when ``stratified``), the rest trains, unlabelled rows are scored. Which rows validate depends
+    on the seed and the entity ids only, not on the row order."""
+    labelled = pl.col("label").is_not_null()
+    group = [pl.col("label")] if stratified else [labelled]
+    order = pl.col(entity).cast(pl.String).hash(seed).rank("ordinal").over(group)
+    count = pl.len().over(group)
+    chosen = order <= (count * fraction).round()
+    split = (
+        pl.when(~labelled).then(pl.lit("score"))
+        .when(chosen).then(pl.lit("validation"))
+        .otherwise(pl.lit("train"))
+    )  # fmt: skip
+    return examples.with_columns(split=split)
+
+
+def split_by_file(
+    examples: pl.DataFrame,
+    entity: str,
+    sandbox: pl.DataFrame,
+    deliveries: pl.DataFrame,
+    pattern: str,
+) -> pl.DataFrame:
+    """Assign ``split``: examples of entities read from a landed file whose original name matches
+    the glob ``pattern`` validate, the other labelled ones train, unlabelled ones are scored.
+
+    ``deliveries`` holds the landing manifest's (sha256, original_name)."""
+    names = deliveries.filter(
+        pl.col("original_name").map_elements(
+            lambda name: (
+                fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(name.rsplit("/")[-1], pattern)
+            ),
+            pl.Boolean,
+        )
+    )
+    files = names["sha256"].unique().implode()
+    validating = sandbox.filter(pl.col("file_sha256").is_in(files))[entity].unique().implode()
+    split = (
+        pl.when(pl.col("label").is_null()).then(pl.lit("score"))
+        .when(pl.col(entity).is_in(validating)).then(pl.lit("validation"))
+        .otherwise(pl.lit("train"))
+    )  # fmt: skip
+    return examples.with_columns(split=split)

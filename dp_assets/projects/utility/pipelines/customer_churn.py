@@ -9,16 +9,10 @@ from typing import Optional
 import pandera.polars as pa
 import polars as pl
 
-from dp_assets.analysis.schema import Example
 from dp_assets.analysis.spec import Gate, PipelineSpec
-from dp_assets.analysis.timeseries import (
-    DAILY_KWH,
-    ENTITY,
-    DailySandbox,
-    complete_days,
-    region_code,
-    tariff_code,
-)
+from dp_assets.analysis.timeseries import complete_days
+
+from ._daily import CUSTOMER, DAILY_KWH, ENTITY, SEGMENTS, DailySandbox, region_code, tariff_code
 
 HORIZON_DAYS = 30
 kwh = pl.col("kwh")
@@ -31,7 +25,7 @@ class Sandbox(DailySandbox):
     )
 
 
-class Features(Example):
+class Features(pa.DataFrameModel):
     # Relative to the other customers on the same day: consumption and prices move with the season
     # for everyone, so absolute levels or trends would act as a clock, not as a churn signal.
     level_vs_peers: float = pa.Field(
@@ -62,6 +56,8 @@ def vs_peers(column: str) -> pl.Expr:
 def build_examples(sandbox: pl.DataFrame) -> pl.DataFrame:
     days = complete_days(
         sandbox,
+        ENTITY,
+        "day",
         constant=["contract_start", "contract_end"],
         carried=["region", "tariff", "price_net_pln_per_kwh"],
     )
@@ -102,7 +98,6 @@ def build_examples(sandbox: pl.DataFrame) -> pl.DataFrame:
             region_code=region_code(),
             tariff_code=tariff_code(),
         )
-        .select([c for c in Features.to_schema().columns if c != "split"])
     )
 
 
@@ -113,6 +108,10 @@ SPEC = PipelineSpec(
     sandbox_query=f"""SELECT d.*, c.contract_start, c.contract_end FROM ({DAILY_KWH}) d
                       JOIN exploitation.customers c USING (customer_id) ORDER BY customer_id, day""",
     sandbox_deps=(("exploitation", "daily_consumption"), ("exploitation", "customers")),
+    entity=CUSTOMER,
+    time="day",
+    segments=SEGMENTS,
+    source_file=__file__,
     sandbox_schema=Sandbox,
     build_examples=build_examples,
     horizon_days=HORIZON_DAYS,

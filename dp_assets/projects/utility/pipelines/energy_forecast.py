@@ -7,21 +7,15 @@ the calendar of the target day, the weather and tariff price of the as-of day.
 import pandera.polars as pa
 import polars as pl
 
-from dp_assets.analysis.schema import Example
 from dp_assets.analysis.spec import Gate, PipelineSpec
-from dp_assets.analysis.timeseries import (
-    DAILY_KWH,
-    ENTITY,
-    DailySandbox,
-    complete_days,
-    region_code,
-    tariff_code,
-)
+from dp_assets.analysis.timeseries import complete_days
+
+from ._daily import CUSTOMER, DAILY_KWH, ENTITY, SEGMENTS, DailySandbox, region_code, tariff_code
 
 kwh = pl.col("kwh")
 
 
-class Features(Example):
+class Features(pa.DataFrameModel):
     lag_1: float = pa.Field(nullable=True, description="kWh on the as-of day")
     lag_2: float = pa.Field(nullable=True, description="kWh the day before the as-of day")
     lag_7: float = pa.Field(
@@ -49,7 +43,7 @@ class Features(Example):
 
 def build_examples(sandbox: pl.DataFrame) -> pl.DataFrame:
     days = complete_days(
-        sandbox, constant=[], carried=["region", "tariff", "price_net_pln_per_kwh"]
+        sandbox, ENTITY, "day", constant=[], carried=["region", "tariff", "price_net_pln_per_kwh"]
     )
     by = ENTITY
     return (
@@ -68,7 +62,6 @@ def build_examples(sandbox: pl.DataFrame) -> pl.DataFrame:
         )
         .with_columns(region_code(), tariff_code())
         .filter(pl.col("mean_28").is_not_null() & pl.col("lag_7").is_not_null())
-        .select([c for c in Features.to_schema().columns if c != "split"])
     )
 
 
@@ -78,6 +71,10 @@ SPEC = PipelineSpec(
     task="regression",
     sandbox_query=f"{DAILY_KWH} ORDER BY customer_id, day",
     sandbox_deps=(("exploitation", "daily_consumption"),),
+    entity=CUSTOMER,
+    time="day",
+    segments=SEGMENTS,
+    source_file=__file__,
     sandbox_schema=DailySandbox,
     build_examples=build_examples,
     horizon_days=1,
