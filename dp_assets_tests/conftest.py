@@ -137,3 +137,46 @@ def world(tmp_path_factory):
         result = platform.materialize()
         assert result.success
         yield platform, result
+
+
+def score_served(tracking_uri: str, model_uri: str, records: list[dict]) -> list:
+    """Start MLflow's scoring server for ``model_uri`` on 127.0.0.1, send ``records`` (raw rows,
+    as a client would) and return its predictions; the server is stopped afterwards."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    venv_bin = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+           "PATH": f"{venv_bin}:{os.environ['PATH']}"}  # fmt: skip
+    server = subprocess.Popen(
+        [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m", model_uri,
+         "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"scoring server did not start: {server.stderr.read().decode()[-2000:]}"
+                    ) from None
+                time.sleep(0.5)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"dataframe_records": records}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())["predictions"]
+    finally:
+        os.killpg(server.pid, 9)
+        server.wait()

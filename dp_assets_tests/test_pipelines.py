@@ -6,12 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +18,7 @@ from dp_assets.analysis.gate import decide
 from dp_assets.analysis.leakage import future_leaks
 from dp_assets.analysis.spec import Gate, PipelineSpec
 from dp_assets.metadata import PREVIEW_ROWS
-from dp_assets_tests.conftest import PIPELINES
+from dp_assets_tests.conftest import PIPELINES, score_served
 
 pytestmark = pytest.mark.slow
 
@@ -299,12 +293,6 @@ def test_a_third_pipeline_needs_no_change_to_the_factory(world):
     assert tracking(platform).model_version("weekly_mean", "champion") is not None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_served_champion_answers_a_real_request(world):
     platform, _ = world
     spec = PIPELINES["energy_forecast"]
@@ -312,57 +300,11 @@ def test_served_champion_answers_a_real_request(world):
         "SELECT * FROM energy_forecast.features WHERE split = 'score' ORDER BY customer_id LIMIT 3"
     )
     x = feature_matrix(score, spec)
-    port = _free_port()
-    venv_bin = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking(platform).tracking_uri,
-        "PATH": f"{venv_bin}:{os.environ['PATH']}",
-    }
-    server = subprocess.Popen(
-        [
-            str(Path(venv_bin) / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            "models:/energy_forecast@champion",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--env-manager",
-            "local",
-        ],  # fmt: skip
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    records = json.loads(x.to_json(orient="records"))
+    served = np.array(
+        score_served(tracking(platform).tracking_uri, "models:/energy_forecast@champion", records),
+        dtype=float,
     )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"scoring server did not start: {server.stderr.read().decode()[-2000:]}"
-                    ) from None
-                time.sleep(0.5)
-        body = json.dumps(
-            {"dataframe_split": json.loads(x.to_json(orient="split", index=False))}
-        ).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            served = np.array(json.loads(response.read())["predictions"], dtype=float)
-    finally:
-        os.killpg(server.pid, 9)
-        server.wait()
     stored = platform.frame(
         "SELECT prediction FROM energy_forecast.predictions ORDER BY customer_id LIMIT 3"
     )

@@ -5,19 +5,13 @@ model answering one raw record, and a pipeline whose sandbox is empty skipped be
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 from dagster import AssetSelection
 
-from dp_assets_tests.conftest import isolated_platform
+from dp_assets_tests.conftest import isolated_platform, score_served
 
 pytestmark = pytest.mark.slow
 
@@ -210,47 +204,9 @@ def test_the_served_model_answers_a_raw_record(snapshot):
     platform, _, _ = snapshot
     tracking = platform.defs.resources["mlflow_tracking"]
     record = {"member_id": "M-99999", "plan": "basic", "region": "south", "age": 40, "visits": 0}
-    port = _free_port()
-    venv_bin = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri,
-           "PATH": f"{venv_bin}:{os.environ['PATH']}"}  # fmt: skip
-    server = subprocess.Popen(
-        [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m", "models:/member_churn@champion",
-         "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"scoring server did not start: {server.stderr.read().decode()[-2000:]}"
-                    ) from None
-                time.sleep(0.5)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"dataframe_records": [record]}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            (served,) = json.loads(response.read())["predictions"]
-    finally:
-        os.killpg(server.pid, 9)
-        server.wait()
+    (served,) = score_served(tracking.tracking_uri, "models:/member_churn@champion", [record])
     # A basic-plan member who never visits is among the likeliest to leave.
     stored = platform.sql("SELECT quantile_cont(prediction, 0.9) FROM member_churn.predictions")[0][
         0
     ]
     assert 0.0 < served < 1.0 and served > stored, (served, stored)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
