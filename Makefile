@@ -46,7 +46,9 @@ demo: $(BIN)/dp home
 	$(BIN)/dp sample-data
 	@echo "materializing every asset (log: $(DP_DATA_DIR)/materialize.log) ..."
 	@$(BIN)/dagster asset materialize -m dp_assets --select '*' > "$(DP_DATA_DIR)/materialize.log" 2>&1 \
-	  || { tail -n 60 "$(DP_DATA_DIR)/materialize.log"; echo "materialize failed: see $(DP_DATA_DIR)/materialize.log"; exit 1; }
+	  || { tail -n 40 "$(DP_DATA_DIR)/materialize.log"; \
+	       grep -hoE "(Asset check .* did not pass.*|Execution of step .* failed.*|Failure: .*)" "$(DP_DATA_DIR)/materialize.log" | cut -c1-300; \
+	       echo "materialize failed (above: the failed checks and steps); log: $(DP_DATA_DIR)/materialize.log"; exit 1; }
 	@$(BIN)/dp summary
 	@$(BIN)/dp report
 

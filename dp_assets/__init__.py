@@ -10,6 +10,9 @@ import os
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:5000,muzzy_decay_ms:5000")
 
 from dp_assets.event_log import keep_connections_open  # noqa: E402
+from dp_assets.project import register_built_in  # noqa: E402
+
+register_built_in()  # the sample project's modules importable as dp_projects.utility.*
 
 keep_connections_open()  # Dagster's SQLite event log reuses its connections (event_log.py)
 

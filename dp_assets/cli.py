@@ -32,6 +32,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="write part N of a larger world: meters N*M+1 on, files named *_pN (default 0)")  # fmt: skip
     sample.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
                         help="show a progress bar (default: when stderr is a terminal)")  # fmt: skip
+    init = commands.add_parser(
+        "init",
+        help="create an empty project folder (project.yaml, sources/, views/, pipelines/)",
+        description="Create an empty project. Serve it with DP_PROJECT=<folder> (several: "
+        "DP_PROJECT=utility:<folder>). Example: dp init ~/projects/grid",
+    )
+    init.add_argument("folder", type=Path, help="the project folder (created)")
+    init.add_argument("--name", help="project name (default: the folder's, made an identifier)")
+    add = commands.add_parser(
+        "add-source",
+        help="scaffold sources/<name>.yaml from a sample file (delimiter, header, types, nulls)",
+        description="Sniff a sample file and write a source declaration to edit. Example: "
+        "dp add-source ~/projects/grid pjm_load --sample PJME_hourly.csv",
+    )
+    add.add_argument("folder", type=Path, help="the project folder")
+    add.add_argument("source", help="source name (lower-case, digits, _): also its inbox folder")
+    add.add_argument("--sample", type=Path, required=True, help="a sample raw file")
+    commands.add_parser(
+        "project",
+        help="list the projects served (DP_PROJECT) and the sources, views and pipelines found",
+    )
     commands.add_parser("summary", help="tables with row counts, rejects, quarantined files")
     report = commands.add_parser(
         "report", help="write one HTML page: data quality, drift, model accuracy over time, KPIs"
@@ -50,22 +71,25 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
 
     if args.command == "sample-data":
-        from dp_assets.sample_data import SampleParams, generate
-        from dp_assets.sample_data.generator import part_name
-
+        hooks = settings.catalog().sample_data
+        if not hooks:
+            parser.error("no project served defines sample data (project.yaml: sample_data)")
         if args.days < 3 or args.meters < 2:
             parser.error("--days must be at least 3 and --meters at least 2")
-        manifest = generate(
-            settings.data_dir,
-            SampleParams(args.days, args.meters, args.seed, args.start, args.part),
-            progress=args.progress,
-        )
-        print(
-            f"wrote {len(manifest.files)} files into {settings.inbox} "
-            f"({len(manifest.row_problems)} injected row problems, {len(manifest.file_problems)} "
-            f"malformed files, {len(manifest.duplicate_deliveries)} duplicate deliveries); "
-            f"ground truth in {settings.data_dir / part_name(settings.sample_manifest.name, args.part)}"
-        )
+        for _project, write in hooks:
+            print(write(settings.data_dir, args))
+    elif args.command == "init":
+        from dp_assets.scaffold import init_project
+
+        print(init_project(args.folder, args.name))
+    elif args.command == "add-source":
+        from dp_assets.scaffold import add_source
+
+        print(add_source(args.folder, args.source, args.sample))
+    elif args.command == "project":
+        from dp_assets.scaffold import describe
+
+        print(describe(settings.catalog()))
     elif args.command == "summary":
         from dp_assets.summary import summarize
 

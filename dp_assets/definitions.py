@@ -1,8 +1,10 @@
-"""Assembles ``defs``: every zone's assets, one asset chain per analytical pipeline, the jobs,
-schedule and sensors that keep them current (``automation.py``), resources, policy.
+"""Assembles ``defs``: every zone's assets for the projects served (``dp_assets.project``), one
+asset chain per analytical pipeline, the jobs, schedule and sensors that keep them current
+(``automation.py``), resources, policy.
 
-``build_defs(settings)`` lets tests and the CLI point the platform at another data dir without
-editing code; ``defs`` is the default, configured from the environment.
+``build_defs(settings)`` lets tests and the CLI point the platform at another data dir or project
+without editing code; ``defs`` is the default, configured from the environment (``DP_DATA_DIR``,
+``DP_PROJECT``).
 """
 
 from __future__ import annotations
@@ -10,13 +12,12 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from dp_assets.analysis.factory import build_pipeline_assets
-from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.exploitation.assets import EXPLOITATION_ASSETS, EXPLOITATION_CHECKS
-from dp_assets.formatted.assets import FORMATTED_ASSETS
+from dp_assets.formatted.assets import build_formatted_asset
 from dp_assets.frozen import freeze
 from dp_assets.governance.assets import build_data_dictionary_asset
 from dp_assets.governance.erasure_job import build_erasure_job, erasure_log_spec
-from dp_assets.landing.assets import landing
+from dp_assets.landing.assets import build_landing_asset
 from dp_assets.automation import (
     automation_sensor,
     fail_dead_runs,
@@ -38,11 +39,13 @@ land_job = define_asset_job(
 
 def build_defs(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
-    pipelines = list(PIPELINES.values())
+    catalog = settings.catalog()
+    pipelines = list(catalog.pipelines.values())
     assets = [
-        landing,
-        *FORMATTED_ASSETS,
+        build_landing_asset(catalog.sources),
+        *(build_formatted_asset(source) for source in catalog.sources.values()),
         *EXPLOITATION_ASSETS,
+        *catalog.assets,
         *(a for spec in pipelines for a in build_pipeline_assets(spec)),
     ]
     assets += build_operations_assets(
@@ -57,12 +60,19 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     return Definitions(
         # Cross-cutting policy in one place: what automation keeps current.
         assets=[*with_automation_policy(assets, pipelines), *written_by_jobs],
-        asset_checks=EXPLOITATION_CHECKS,
+        asset_checks=[*EXPLOITATION_CHECKS, *catalog.checks],
         jobs=[land_job, train_job, erase_job],
         schedules=[train_schedule],
-        sensors=[build_inbox_sensor(settings), automation_sensor, retrain_sensor, fail_dead_runs],
+        sensors=[
+            build_inbox_sensor(settings),
+            automation_sensor,
+            retrain_sensor,
+            fail_dead_runs,
+        ],
         resources={
-            "data_dir": DataDir(path=str(settings.data_dir)),
+            "data_dir": DataDir(
+                path=str(settings.data_dir), projects=[str(p) for p in settings.projects]
+            ),
             "warehouse": Warehouse(database=str(settings.warehouse)),
             "mlflow_tracking": MlflowTracking(
                 tracking_uri=settings.mlflow_tracking_uri,

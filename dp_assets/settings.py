@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from dp_assets.project import Projects, load_projects, project_paths
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 INBOX_QUIET_S = 10.0
@@ -69,10 +71,16 @@ restrict_umask()
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
+    # The project folders served (``DP_PROJECT``, default the built-in sample utility).
+    projects: tuple[Path, ...] = field(default_factory=lambda: tuple(project_paths()))
 
     @classmethod
     def from_env(cls) -> Settings:
         return cls(Path(os.environ.get("DP_DATA_DIR", "data")).resolve())
+
+    def catalog(self) -> Projects:
+        """The projects' sources, views and pipelines (loaded once per process)."""
+        return load_projects(self.projects)
 
     @property
     def inbox(self) -> Path:

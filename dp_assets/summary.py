@@ -5,7 +5,6 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.formatted.schema import reason_group
 from dp_assets.resources.warehouse import Warehouse
 from dp_assets.settings import Settings
@@ -14,13 +13,13 @@ from dp_assets.settings import Settings
 def summarize(settings: Settings) -> str:
     if not settings.warehouse.exists():
         return f"No warehouse yet at {settings.warehouse}: run `make demo` first."
-    lines = []
+    lines, pipelines = [], settings.catalog().pipelines
     with Warehouse(database=str(settings.warehouse), lock_timeout_s=5).get_connection() as conn:
         zones = (
             "landing",
             "formatted",
             "exploitation",
-            *PIPELINES,
+            *pipelines,
             "monitoring",
             "reporting",
             "governance",
@@ -57,7 +56,7 @@ def summarize(settings: Settings) -> str:
         )
         lines.append("")
         lines.append("Models (validation window; the latest gate decision):")
-        for name in PIPELINES:
+        for name in pipelines:
             lines += _rows(conn, name, _MODEL_QUERY)
     lines += [
         "",

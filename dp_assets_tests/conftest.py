@@ -14,11 +14,15 @@ import pytest
 from dagster import AssetSelection, DagsterInstance, Definitions
 
 from dp_assets.definitions import build_defs
+from dp_assets.project import load_projects, project_paths
 from dp_assets.resources import Warehouse
-from dp_assets.sample_data import SampleParams, generate
+from dp_projects.utility.sample_data.generator import SampleParams, generate
 from dp_assets.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+# The default project (the sample utility) the tests run on, as the platform discovers it.
+SAMPLE = load_projects(tuple(project_paths("")))
+SOURCES, PIPELINES = SAMPLE.sources, SAMPLE.pipelines
 BACKBONE = AssetSelection.groups("landing", "formatted", "exploitation")
 
 

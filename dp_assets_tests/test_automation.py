@@ -25,9 +25,9 @@ from dagster import (
     materialize,
 )
 
-from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.automation import TRAINING_STEPS, build_retrain_sensor, following_new_data
-from dp_assets.sample_data import SampleParams, generate
+from dp_projects.utility.sample_data.generator import SampleParams, generate
+from dp_assets_tests.conftest import PIPELINES
 
 
 def keys(platform, predicate) -> set[str]:

@@ -13,7 +13,7 @@ import pytest
 from dagster import AssetKey, AssetSelection, DagsterEventType
 
 from dp_assets.exploitation import queries
-from dp_assets.sample_data import SampleParams, generate
+from dp_projects.utility.sample_data.generator import SampleParams, generate
 from dp_assets_tests.conftest import BACKBONE
 
 FORMATTED_A = AssetKey(["formatted", "meters_vendor_a"])

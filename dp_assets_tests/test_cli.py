@@ -49,7 +49,7 @@ def test_dagster_asset_materialize_all_as_ci_would(tmp_path):
 
 
 def test_sample_data_is_deterministic_per_seed(tmp_path):
-    from dp_assets.sample_data import SampleParams, generate
+    from dp_projects.utility.sample_data.generator import SampleParams, generate
 
     params = SampleParams(days=3, meters=5, seed=5)
     generate(tmp_path / "a", params)
@@ -65,7 +65,7 @@ def test_sample_data_is_deterministic_per_seed(tmp_path):
 
 
 def test_parts_name_their_files_and_manifest():
-    from dp_assets.sample_data.generator import part_name
+    from dp_projects.utility.sample_data.generator import part_name
 
     assert part_name("sample_data_manifest.json", 0) == "sample_data_manifest.json"
     assert part_name("sample_data_manifest.json", 2) == "sample_data_manifest_p2.json"

@@ -12,7 +12,7 @@ import shutil
 import polars as pl
 import pytest
 
-from dp_assets.sample_data.generator import (
+from dp_projects.utility.sample_data.generator import (
     EXPECTED_QUARANTINE,
     EXPECTED_REASON,
     SampleParams,

@@ -14,7 +14,6 @@ import polars as pl
 import pytest
 from dagster import RunRequest, build_sensor_context
 
-from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.automation import build_retrain_sensor
 from dp_assets.governance.erasure import (
     Subject,
@@ -24,11 +23,18 @@ from dp_assets.governance.erasure import (
     renamed_for,
     sha256_hex,
 )
-from dp_assets.sample_data import generate
-from dp_assets.sources import SOURCES
+from dp_projects.utility.sample_data.generator import generate
 from dp_assets.sources.base import GZIP_MAGIC, decode, record_lines
-from dp_assets.sources.schema import canonical_meter_id
-from dp_assets_tests.conftest import REPO, WORLD, Platform, cli_env, isolated_platform
+from dp_projects.utility.model import canonical_meter_id
+from dp_assets_tests.conftest import (
+    PIPELINES,
+    Platform,
+    REPO,
+    SOURCES,
+    WORLD,
+    cli_env,
+    isolated_platform,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -24,8 +24,7 @@ from dp_assets.landing.store import (
     write_immutable,
 )
 from dp_assets.settings import Settings
-from dp_assets.sources import SOURCES
-from dp_assets_tests.conftest import REPO, cli_env, fresh_python
+from dp_assets_tests.conftest import REPO, SOURCES, cli_env, fresh_python
 
 BIN = Path(sys.executable).parent
 GOOD_A = b"meter_id;timestamp;consumption_kwh\nMTR-000001;2024-01-15 10:00;0,25\n"

@@ -15,7 +15,7 @@ from dp_assets.landing.sensor import build_inbox_sensor
 from dp_assets.landing.store import clear_inbox, land_files, safe_name, scan_inbox
 from dp_assets.resources import Warehouse, WarehouseLocked
 from dp_assets.settings import Settings
-from dp_assets.sources import SOURCES
+from dp_assets_tests.conftest import SOURCES
 
 
 @pytest.fixture
@@ -158,3 +158,23 @@ def test_crash_between_commit_and_inbox_clear_is_recovered(platform, monkeypatch
         0
     ] == (1, 0)
     assert not (platform.settings.inbox / "weather" / "a.json").exists()
+
+
+def test_one_sources_chain_can_be_selected(platform):
+    """`--select` of one source's chain lands that source's files only; the others wait."""
+    from dagster import AssetSelection
+
+    weather = b'{"provider": "p", "units": {"temperature": "C"}, "observations": []}'
+    platform.drop("weather", "a.json", weather)
+    platform.drop("tariffs", "t.csv", b"tariff;valid_from;price\n")
+    platform.drop("stray", "x.bin", b"\x00")
+    result = platform.materialize(AssetSelection.assets(["landing", "weather"]).downstream(1))
+    assert result.success
+    landed = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
+    assert landed[0] == "landing/weather" and "landing/tariffs" not in landed
+    assert platform.sql("SELECT source, original_name FROM landing.deliveries") == [
+        ("weather", "a.json")
+    ]
+    # Files of the sources not selected, and strays, wait for a run that lands them all.
+    assert (platform.settings.inbox / "tariffs" / "t.csv").exists()
+    assert (platform.settings.inbox / "stray" / "x.bin").exists()

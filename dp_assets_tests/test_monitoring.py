@@ -13,10 +13,9 @@ from dagster import AssetKey, AssetSelection, RunRequest, build_sensor_context
 
 from dp_assets.analysis.metrics import regression
 from dp_assets.analysis.monitoring import psi
-from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.automation import TRAINING_STEPS, build_retrain_sensor
-from dp_assets.sample_data import generate
-from dp_assets_tests.conftest import WORLD, Platform, isolated_platform
+from dp_projects.utility.sample_data.generator import generate
+from dp_assets_tests.conftest import PIPELINES, Platform, WORLD, isolated_platform
 
 pytestmark = pytest.mark.slow
 LATE_FROM = "2024-04-21"  # the world's last three days of readings arrive after the first run

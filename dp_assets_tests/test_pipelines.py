@@ -22,10 +22,10 @@ from dagster import AssetSelection, materialize
 from dp_assets.analysis.factory import build_pipeline_assets, feature_matrix
 from dp_assets.analysis.gate import decide
 from dp_assets.analysis.leakage import future_leaks
-from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.analysis.schema import Example
 from dp_assets.analysis.spec import Gate, PipelineSpec
 from dp_assets.metadata import PREVIEW_ROWS
+from dp_assets_tests.conftest import PIPELINES
 
 pytestmark = pytest.mark.slow
 

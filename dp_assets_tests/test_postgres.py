@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dp_assets.sample_data import SampleParams, generate
+from dp_projects.utility.sample_data.generator import SampleParams, generate
 from dp_assets_tests.conftest import REPO, cli_env
 
 pytestmark = pytest.mark.slow

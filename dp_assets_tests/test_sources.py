@@ -14,7 +14,6 @@ import pytest
 
 from dp_assets.formatted.process import format_file
 from dp_assets.privacy import pseudonymize
-from dp_assets.sources import SOURCES
 from dp_assets.sources.base import (
     MAX_LINE_BYTES,
     FileContext,
@@ -24,8 +23,9 @@ from dp_assets.sources.base import (
     gunzip,
     read_delimited,
 )
-from dp_assets.sources.customers import normalize_name
-from dp_assets.sources.schema import canonical_meter_id
+from dp_projects.utility.sources.customers import normalize_name
+from dp_projects.utility.model import canonical_meter_id
+from dp_assets_tests.conftest import SOURCES
 
 CTX = FileContext("f" * 64, "test", b"unit-test-key")
 UTC = dt.UTC
@@ -367,7 +367,7 @@ def test_decoded_json_lines_equal_line_by_line(text):
 
 
 def test_generated_meter_files_read_the_same_both_ways(tmp_path):
-    from dp_assets.sample_data import SampleParams, generate
+    from dp_projects.utility.sample_data.generator import SampleParams, generate
     from dp_assets.sources.base import (
         _decode_json_lines,
         _delimited_records,

@@ -8,7 +8,8 @@ import pandera.polars as pa
 import polars as pl
 
 from dp_assets.exploitation.schema import CUSTOMER_ID_PATTERN
-from dp_assets.sources.schema import REGIONS, TARIFFS, UtcTimestamp
+from dp_assets.sources.schema import UtcTimestamp
+from dp_projects.utility.model import REGIONS, TARIFFS
 
 SPLITS = ("train", "validation", "score")
 

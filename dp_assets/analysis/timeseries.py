@@ -6,7 +6,7 @@ import pandera.polars as pa
 import polars as pl
 
 from dp_assets.exploitation.schema import DailyConsumption
-from dp_assets.sources.schema import REGIONS, TARIFFS
+from dp_projects.utility.model import REGIONS, TARIFFS
 
 ENTITY = "customer_id"
 MIN_INTERVALS = 40  # a day with fewer half-hour readings says too little about the day's total

@@ -55,7 +55,6 @@ from dp_assets.metadata import (
 from dp_assets.resources import DataDir, Warehouse
 from dp_assets.resources.warehouse import atomic
 from dp_assets.resources.tables import ensure_table, insert, replace_where, row_count
-from dp_assets.sources import SOURCES
 from dp_assets.sources.base import FileContext, Source
 
 OUTCOMES = "formatted.file_outcomes"
@@ -328,6 +327,3 @@ def build_formatted_asset(source: Source):
         )
 
     return _formatted
-
-
-FORMATTED_ASSETS = [build_formatted_asset(source) for source in SOURCES.values()]

@@ -10,12 +10,13 @@ because Pandera's cost is mostly per call, not per row.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import BinaryIO, TypeVar
 
 import pandera.polars as pa
@@ -61,6 +62,8 @@ class FileResult:
 
 
 def read_file(source: Source, data: bytes, ctx: FileContext) -> ReadFile:
+    if reason := unexpected_name(source, ctx.original_name):
+        return ReadFile(ctx, quarantine_reason=reason)
     try:
         text, notes = decode(data, source.physical.encoding)
         parsed = source.parse(text)
@@ -69,12 +72,21 @@ def read_file(source: Source, data: bytes, ctx: FileContext) -> ReadFile:
     return ReadFile(ctx, source.homogenize(parsed.records, ctx), notes + parsed.notes)
 
 
+def unexpected_name(source: Source, name: str) -> str | None:
+    """Why a file in the source's folder is not one of its files: its name does not match the
+    declared pattern (kept in the landing, quarantined here: nothing delivered is dropped)."""
+    if fnmatch.fnmatchcase(PurePath(name).name, source.pattern):
+        return None
+    return f"file name {name!r} does not match the source's pattern {source.pattern!r}"
+
+
 def read_landed(
     source: Source, path: Path, ctx: FileContext, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterable[ReadFile]:
     """The landed file at ``path`` read whole (a list of one, read now) or, when it is line-based
     plain text larger than ``chunk_bytes``, in parts (read lazily, in order)."""
-    if source.physical.format in LINE_FORMATS and path.stat().st_size > chunk_bytes:
+    big = path.stat().st_size > chunk_bytes and not unexpected_name(source, ctx.original_name)
+    if source.physical.format in LINE_FORMATS and big:
         return _read_parts(source, path, ctx, chunk_bytes)
     return [read_file(source, path.read_bytes(), ctx)]
 
@@ -103,7 +115,7 @@ def _read_parts(
                 if number and decode_notes:
                     break
                 notes = merge_notes([*notes, *decode_notes])
-                if number == 0 and source.physical.format == "csv":
+                if number == 0 and source.physical.format == "csv" and source.physical.header:
                     header = text[: text.find("\n") + 1]
                     text, lines_before = text[len(header) :], 1
                 parsed = source.parse(header + text)
@@ -224,7 +236,7 @@ def format_batch(
     for sha, parts in files.items():
         if parts[-1].final:
             earlier.pop(sha, None)
-        else:
+        elif source.key:
             kept = rows.filter(pl.col("file_sha256") == sha).select(*source.key, "record_no")
             earlier[sha] = pl.concat([earlier[sha], kept]) if sha in earlier else kept
     formatted = dict(rows.group_by("file_sha256").len().iter_rows())
@@ -290,10 +302,11 @@ def split_valid(
             .drop("reason")
         )
     # Within one file a key must be unique: a later valid record with the same key is a duplicate.
-    # Only repeated keys go through the window that finds each one's first record.
+    # Only repeated keys go through the window that finds each one's first record. Without a key
+    # (a snapshot of records that stand alone) no record duplicates another.
     valid = frame.filter(pl.col("reject_reason").is_null())
     later = (
-        valid.filter(valid.select("file_sha256", *key).is_duplicated())
+        valid.filter(valid.select("file_sha256", *key).is_duplicated() if key else False)
         .with_columns(first=pl.col("record_no").first().over("file_sha256", *key))
         .filter(pl.col("record_no") != pl.col("first"))
         .select("_i", "first")

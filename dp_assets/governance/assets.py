@@ -72,12 +72,11 @@ def bookkeeping_tables() -> list[CatalogTable]:
     from dp_assets.exploitation.schema import IntegratedFile, ReadingChange, Watermark
     from dp_assets.formatted.assets import OUTCOMES
     from dp_assets.formatted.schema import FileOutcome
-    from dp_assets.sources import SOURCES
 
     return [
         catalog_entry(
             OUTCOMES, FileOutcome, asset="formatted/<source> (each its own rows)",
-            zone="formatted", owner=OWNER, upstream=[f"landing/{s}" for s in SOURCES],
+            zone="formatted", owner=OWNER, upstream=["landing/<source>"],
             source_format=None,
         ),
         *(catalog_entry(

@@ -61,7 +61,6 @@ from dp_assets.resources.tables import (
     table_exists,
 )
 from dp_assets.settings import Settings
-from dp_assets.sources import SOURCES
 from dp_assets.sources.base import FileContext
 
 ERASURE_KEY = AssetKey(["governance", "erasure_log"])
@@ -265,7 +264,7 @@ def rewrite_landed_files(
     paths to ``written``); return the rewrites and the (source, path, reason) of unreadable files."""
     pii_key = settings.pii_key()
     rewrites, unreadable = [], []
-    for source in (s for s in SOURCES.values() if s.subject_keys):
+    for source in (s for s in settings.catalog().sources.values() if s.subject_keys):
         for sha, path, name in conn.execute(LANDED, [source.name]).fetchall():
             data = (settings.data_dir / path).read_bytes()
             read = read_file(source, data, FileContext(sha, name, pii_key))

@@ -32,7 +32,6 @@ from dp_assets.metadata import (
 )
 from dp_assets.resources import DataDir, Warehouse
 from dp_assets.resources.tables import ensure_table, insert, table_exists
-from dp_assets.sources import SOURCES
 
 MANIFEST = "landing.deliveries"
 CODE_VERSION = "1"
@@ -42,12 +41,14 @@ ERASED_FILES = (
 )
 LISTED_COLUMNS = ["source", "original_name", "size_bytes", "sha256", "arrival_time", "redelivery"]
 
-SPECS = [
-    AssetSpec(
-        ["landing", name],
+
+def landing_spec(source) -> AssetSpec:
+    return AssetSpec(
+        ["landing", source.name],
         group_name="landing",
         description=f"Persistent landing of {source.description.lower()}: every delivered file kept "
-        f"immutable under landing/{name}/ (by arrival time, content-hashed), listed in {MANIFEST}.",
+        f"immutable under landing/{source.name}/ (by arrival time, content-hashed), listed in "
+        f"{MANIFEST}.",
         owners=[OWNER],
         kinds={"file", "duckdb"},
         code_version=CODE_VERSION,
@@ -56,8 +57,6 @@ SPECS = [
             **{f"physical/{k}": v for k, v in source.physical.as_metadata().items()},
         },
     )
-    for name, source in SOURCES.items()
-]
 
 
 def referenced_paths(conn, paths: list[str]) -> set[str]:
@@ -70,18 +69,33 @@ def referenced_paths(conn, paths: list[str]) -> set[str]:
     return {path for (path,) in conn.execute(query, {"paths": paths}).fetchall()}
 
 
-@multi_asset(
-    name="landing",
-    specs=SPECS,
-    check_specs=[
-        schema_check_spec(spec.key, "Manifest rows pass the Pandera schema") for spec in SPECS
-    ],
-    pool=WAREHOUSE_POOL,
-)
-def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Warehouse):
-    """Take every pending inbox file into the persistent landing and record each delivery."""
-    settings = data_dir.settings
-    inbox = scan_inbox(settings, SOURCES)
+def build_landing_asset(sources: dict):
+    """One asset per source, landed together in one step; selecting some lands only theirs (files
+    outside every source's folder are quarantined when all are selected)."""
+    specs = [landing_spec(source) for source in sources.values()]
+
+    @multi_asset(
+        name="landing",
+        specs=specs,
+        check_specs=[
+            schema_check_spec(spec.key, "Manifest rows pass the Pandera schema") for spec in specs
+        ],
+        can_subset=True,
+        pool=WAREHOUSE_POOL,
+    )
+    def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Warehouse):
+        """Take every pending inbox file into the persistent landing and record each delivery."""
+        selected = [key.path[1] for key in context.selected_asset_keys]
+        yield from land(context, data_dir.settings, warehouse, sources, selected)
+
+    return landing
+
+
+def land(context, settings, warehouse: Warehouse, sources: dict, selected: list[str]):
+    inbox = scan_inbox(settings, sources)
+    every = len(selected) == len(sources)
+    inbox.files[:] = [f for f in inbox.files if f.source in selected or every]
+    inbox.skipped[:] = [s for s in inbox.skipped if s.source in selected or every]
     with warehouse.transaction() as conn:
         ensure_table(conn, MANIFEST, Delivery)
         # A manifest from before the column (the table is never rebuilt: it is the record).
@@ -136,7 +150,7 @@ def landing(context: AssetExecutionContext, data_dir: DataDir, warehouse: Wareho
         context.log.warning(
             f"quarantined stray file {row['original_name']!r}: {row['quarantine_reason']}"
         )
-    for name in SOURCES:
+    for name in selected:
         taken = rows.filter(pl.col("source") == name)
         left = skipped.filter(pl.col("source") == name)
         yield MaterializeResult(

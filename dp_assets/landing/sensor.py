@@ -13,12 +13,13 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Sk
 
 from dp_assets.landing.store import scan_inbox
 from dp_assets.settings import Settings
-from dp_assets.sources import SOURCES
 
 LAND_JOB = "land"
 
 
 def build_inbox_sensor(settings: Settings):
+    sources = list(settings.catalog().sources)
+
     @sensor(
         name="inbox_sensor",
         job_name=LAND_JOB,
@@ -28,7 +29,7 @@ def build_inbox_sensor(settings: Settings):
     )
     def inbox_sensor(context: SensorEvaluationContext):
         cursor = int(context.cursor or 0)
-        inbox = scan_inbox(settings, SOURCES, newer_than_ns=cursor)
+        inbox = scan_inbox(settings, sources, newer_than_ns=cursor)
         new = inbox.files
         waiting = [s.changed_ns for s in inbox.skipped if s.kind == "waiting"]
         if not new:

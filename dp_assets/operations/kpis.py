@@ -8,7 +8,7 @@ from typing import Optional
 import pandera.polars as pa
 import polars as pl
 
-from dp_assets.sources.schema import REGIONS
+from dp_projects.utility.model import REGIONS
 
 KPIS_TABLE = "reporting.kpis"
 ACCURACY_TABLE = "reporting.model_accuracy"

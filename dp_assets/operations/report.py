@@ -12,7 +12,6 @@ import polars as pl
 
 from dp_assets.analysis import plots
 from dp_assets.analysis.metrics import PRIMARY
-from dp_assets.analysis.pipelines import PIPELINES
 from dp_assets.operations.health import HEALTH_TABLE
 from dp_assets.operations.kpis import KPIS_TABLE
 from dp_assets.resources import Warehouse
@@ -28,6 +27,7 @@ padding:3px 8px;text-align:right}th{background:#f2f2f2}img{max-width:100%}.none{
 def write_report(settings: Settings, output: Path | None = None) -> Path:
     output = output or settings.data_dir / "reports" / "report.html"
     warehouse = Warehouse(database=str(settings.warehouse))
+    pipelines = settings.catalog().pipelines
     with warehouse.get_connection() as conn:
 
         def read(table: str, query: str | None = None) -> pl.DataFrame | None:
@@ -40,7 +40,7 @@ def write_report(settings: Settings, output: Path | None = None) -> Path:
         sections = [
             _data_quality(read("formatted.file_outcomes"), read(HEALTH_TABLE)),
             *(_pipeline(name, read(f"{name}.drift"), read(f"{name}.live_accuracy"),
-                        read(f"{name}.evaluation")) for name in PIPELINES),
+                        read(f"{name}.evaluation"), pipelines[name].task) for name in pipelines),
             _kpis(read(KPIS_TABLE, f"SELECT * FROM {KPIS_TABLE} WHERE region = 'all' ORDER BY month")),
         ]  # fmt: skip
     stamp = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
@@ -86,8 +86,8 @@ def _data_quality(outcomes: pl.DataFrame | None, health: pl.DataFrame | None) ->
     return "".join(parts)
 
 
-def _pipeline(name: str, drift, live, evaluation) -> str:
-    primary, _ = PRIMARY[PIPELINES[name].task]
+def _pipeline(name: str, drift, live, evaluation, task: str) -> str:
+    primary, _ = PRIMARY[task]
     parts = [f"<h2>{name}</h2>"]
     if evaluation is not None:
         parts.append(f"<h3>Evaluation ({primary}, validation window)</h3>")

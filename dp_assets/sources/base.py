@@ -18,7 +18,7 @@ import io
 import json
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,9 +44,12 @@ class PhysicalFormat:
     units: str = ""
     time_zone: str = "UTC"
     notes: str = ""
+    # Whether a delimited file starts with a header line (a file read in parts repeats it).
+    header: bool = True
 
     def as_metadata(self) -> dict[str, str]:
-        return {k: v for k, v in self.__dict__.items() if v}
+        metadata = {k: v for k, v in self.__dict__.items() if v and k != "header"}
+        return metadata if self.header else {**metadata, "header": "none (names declared)"}
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class Source:
     # Typed columns that say whom a record is about (each tuple one way to match a person): what an
     # erasure request looks for. Only line-based formats can have one, since erasure blanks lines.
     subject_keys: tuple[tuple[str, ...], ...] = ()
+    # Which files of inbox/<source>/ belong to the source (a glob on the name).
+    pattern: str = "*"
 
 
 # --- decoding -----------------------------------------------------------------------------------
@@ -639,6 +644,42 @@ def add_reasons(*reasons: pl.Expr) -> pl.Expr:
 def _joined(parts: list[pl.Expr]) -> pl.Expr:
     joined = pl.concat_str(parts, separator="; ", ignore_nulls=True)
     return pl.when(joined.ne("")).then(joined)
+
+
+def occurrences(
+    frame: pl.DataFrame, time: str, entity: Sequence[str] = (), carry: dict | None = None
+) -> pl.DataFrame:
+    """``occurrence``: 1 for the first record of an entity and local ``time`` in the file, 2 for
+    the second... (what tells the two instants of a repeated autumn hour apart, in file order).
+    Counted only among repeated ones: a window over every record costs five times more, and
+    repeats are rare (the autumn hour, duplicates). ``carry`` (a file read in parts) keeps the
+    entities and local times of the parts before, whose records come first."""
+    by = [*entity, time]
+    frame = frame.with_row_index("_row")
+    repeated = frame.filter(pl.struct(by).is_duplicated()).select(
+        "_row", occurrence=pl.col(time).cum_count().over(by)
+    )
+    frame = frame.join(repeated, on="_row", how="left", maintain_order="left").with_columns(
+        pl.col("occurrence").fill_null(1)
+    )
+    if carry is not None:
+        # cum_count counts only records with a local time; a null entity is a group of its own.
+        seen = frame.filter(pl.col(time).is_not_null()).select(
+            "_row", *[pl.col(e).cast(pl.String).fill_null("") for e in entity], time
+        )
+        slot = f"occurrences/{time}"
+        if (before := carry.get(slot)) is not None:
+            counts = seen.join(before, on=by).group_by("_row").len("before")
+            frame = (
+                frame.join(counts, on="_row", how="left", maintain_order="left")
+                .with_columns(pl.col("occurrence") + pl.col("before").fill_null(0))
+                .drop("before")
+            )
+            seen = pl.concat([before, seen.drop("_row")])
+        else:
+            seen = seen.drop("_row")
+        carry[slot] = seen
+    return frame.drop("_row")
 
 
 def decimal_comma(col: str) -> pl.Expr:

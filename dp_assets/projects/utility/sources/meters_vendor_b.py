@@ -17,7 +17,7 @@ from dp_assets.sources.base import (
     add_reasons,
     read_json_lines,
 )
-from dp_assets.sources.schema import MeterReading, canonical_meter_id
+from dp_projects.utility.model import MeterReading, canonical_meter_id
 
 FIELDS = ["meter", "ts", "wh"]
 RENAMED_FIELDS = {"energy_wh": "wh"}  # schema drift: the newer name -> the name we read

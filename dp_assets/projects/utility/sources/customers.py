@@ -27,7 +27,8 @@ from dp_assets.sources.base import (
     parse_failures,
     read_delimited,
 )
-from dp_assets.sources.schema import METER_ID_PATTERN, REGIONS, TARIFFS, Lineage, canonical_meter_id
+from dp_assets.sources.schema import Lineage
+from dp_projects.utility.model import METER_ID_PATTERN, REGIONS, TARIFFS, canonical_meter_id
 
 COLUMNS = [
     "customer_id", "full_name", "email", "address", "city", "region", "tariff", "meter_id",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from dp_assets.sources.schema import REGIONS, TARIFFS
+from dp_projects.utility.model import REGIONS, TARIFFS
 
 FIRST_NAMES = [
     "Anna", "Piotr", "Maria", "Krzysztof", "Katarzyna", "Andrzej", "Małgorzata", "Tomasz", "Agnieszka",

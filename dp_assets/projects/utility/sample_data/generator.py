@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dp_assets.sample_data.people import CHURN_DECLINE_DAYS, People, make_people
-from dp_assets.sources.meters_vendor_a import TIME_ZONE
-from dp_assets.sources.schema import REGIONS
-from dp_assets.sources.tariffs import VAT_EXCLUDED_FROM, VAT_RATE
+from dp_projects.utility.sample_data.people import CHURN_DECLINE_DAYS, People, make_people
+from dp_projects.utility.sources.meters_vendor_a import TIME_ZONE
+from dp_projects.utility.model import REGIONS
+from dp_projects.utility.sources.tariffs import VAT_EXCLUDED_FROM, VAT_RATE
 
 PROVIDERS = {"meteo": ("C", ("north", "south", "east")), "skycast": ("F", ("west", "central"))}
 ROW_PROBLEM_RATES = {  # share of readings per vendor
@@ -582,3 +582,18 @@ def write_tariffs(writer: Writer, params: SampleParams) -> None:
 
 def clear_inbox_tree(data_dir: Path) -> None:
     shutil.rmtree(Path(data_dir) / "inbox", ignore_errors=True)
+
+
+def write_sample(data_dir: Path, args) -> str:
+    """The project's ``sample_data`` hook, which ``dp sample-data`` calls with its options."""
+    manifest = generate(
+        data_dir,
+        SampleParams(args.days, args.meters, args.seed, args.start, args.part),
+        progress=args.progress,
+    )
+    return (
+        f"wrote {len(manifest.files)} files into {data_dir / 'inbox'} "
+        f"({len(manifest.row_problems)} injected row problems, {len(manifest.file_problems)} "
+        f"malformed files, {len(manifest.duplicate_deliveries)} duplicate deliveries); "
+        f"ground truth in {data_dir / part_name('sample_data_manifest.json', args.part)}"
+    )

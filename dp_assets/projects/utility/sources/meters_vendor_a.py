@@ -17,10 +17,11 @@ from dp_assets.sources.base import (
     Source,
     add_reasons,
     decimal_comma,
+    occurrences,
     parse_failures,
     read_delimited,
 )
-from dp_assets.sources.schema import MeterReading, canonical_meter_id
+from dp_projects.utility.model import MeterReading, canonical_meter_id
 
 TIME_ZONE = "Europe/Warsaw"
 COLUMNS = ["meter_id", "timestamp", "consumption_kwh"]
@@ -40,6 +41,8 @@ def homogenize(raw: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
         raw.with_columns(
             meter=canonical_meter_id("meter_id"), local=local, kwh=decimal_comma("consumption_kwh")
         ),
+        "local",
+        ["meter"],
         ctx.carry,
     )
     # The repeated autumn hour: first occurrence per meter is the earlier (summer-time) instant.
@@ -76,37 +79,6 @@ def homogenize(raw: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
         "raw_record",
         "reject_reason",
     )
-
-
-def occurrences(frame: pl.DataFrame, carry: dict | None = None) -> pl.DataFrame:
-    """``occurrence``: 1 for the first record of a meter and local time in the file, 2 for the
-    second... Counted only among repeated ones: a window over every record costs five times more,
-    and repeats are rare (the autumn hour, duplicates). ``carry`` (a file read in parts) keeps the
-    meters and local times of the parts before, whose records come first."""
-    frame = frame.with_row_index("_row")
-    repeated = frame.filter(pl.struct("meter", "local").is_duplicated()).select(
-        "_row", occurrence=pl.col("local").cum_count().over("meter", "local")
-    )
-    frame = frame.join(repeated, on="_row", how="left", maintain_order="left").with_columns(
-        pl.col("occurrence").fill_null(1)
-    )
-    if carry is not None:
-        # cum_count counts only records with a local time; a null meter is a group of its own.
-        seen = frame.filter(pl.col("local").is_not_null()).select(
-            "_row", pl.col("meter").fill_null(""), "local"
-        )
-        if (before := carry.get("meter_local")) is not None:
-            counts = seen.join(before, on=["meter", "local"]).group_by("_row").len("before")
-            frame = (
-                frame.join(counts, on="_row", how="left", maintain_order="left")
-                .with_columns(pl.col("occurrence") + pl.col("before").fill_null(0))
-                .drop("before")
-            )
-            seen = pl.concat([before, seen.drop("_row")])
-        else:
-            seen = seen.drop("_row")
-        carry["meter_local"] = seen
-    return frame.drop("_row")
 
 
 SOURCE = Source(

@@ -20,7 +20,8 @@ from dp_assets.sources.base import (
     parse_failures,
     read_delimited,
 )
-from dp_assets.sources.schema import TARIFFS, Lineage
+from dp_assets.sources.schema import Lineage
+from dp_projects.utility.model import TARIFFS
 
 COLUMNS = ["tariff", "month", "price_pln_per_kwh"]
 VAT_RATE = 0.23

@@ -21,7 +21,8 @@ from dp_assets.sources.base import (
     parse_failures,
     records_from_objects,
 )
-from dp_assets.sources.schema import REGIONS, Lineage, UtcTimestamp
+from dp_assets.sources.schema import Lineage, UtcTimestamp
+from dp_projects.utility.model import REGIONS
 
 FIELDS = ["region", "time", "temperature", "humidity"]
 TO_CELSIUS = {"C": lambda t: t, "F": lambda t: (t - 32.0) * 5.0 / 9.0}

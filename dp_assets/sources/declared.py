@@ -1,0 +1,718 @@
+"""Sources declared in YAML: one file per source turned into the runtime ``Source``.
+
+A declaration says what the raw files look like (format, delimiter, header, decimal mark, null
+tokens...) and what each column means (type, canonical name, unit, time zone, checks, PII). From it
+come the parser, the homogenizer and the Pandera model, so the formatted zone gives rejects,
+quarantine, physical metadata and the data dictionary as for a source written in Python::
+
+    description: PJM East hourly load
+    pattern: "*.csv"
+    columns:
+      ds: {type: timestamp, rename: hour_start, format: "%Y-%m-%d %H:%M:%S",
+           time_zone: America/New_York, dst: by_order}
+      y: {type: float, rename: load_mw, unit: MW, canonical: MW, ge: 0}
+    key: [hour_start]
+
+Order of the work on a value: trim, null tokens, ``map``, ``case``, parse by type (decimal mark,
+thousands separator, date format), unit conversion, local time to UTC; then the ``transform``
+hook (if any), pseudonymization of PII columns, and the checks (on canonical values, in canonical
+units). A record whose value is present but does not parse is rejected with the field and value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import inspect
+import re
+import zoneinfo
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, Optional, Protocol
+
+import pandera.polars as pa
+import polars as pl
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dp_assets.privacy import pseudonymize
+from dp_assets.sources.base import (
+    RECORD_COLUMNS,
+    FileContext,
+    Parsed,
+    PhysicalFormat,
+    Source,
+    Unparseable,
+    _delimited_records,
+    _split_records,
+    add_reasons,
+    load_json_document,
+    occurrences,
+    parse_failures,
+    read_json_lines,
+    records_from_objects,
+    text_lines,
+)
+from dp_assets.sources.schema import Lineage, UtcTimestamp
+
+TYPES = ("string", "int", "float", "bool", "date", "timestamp")
+EPOCHS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us"}
+TRUE_VALUES = ["true", "t", "yes", "y", "1"]
+FALSE_VALUES = ["false", "f", "no", "n", "0"]
+PII_WITHHELD = "<PII withheld: see the landed file at record_no>"
+NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+DURATION = re.compile(r"^(\d+(d|h|m|s))+$")
+RESERVED = {*RECORD_COLUMNS, "file_sha256"}
+
+
+def _scale(factor: float) -> Callable[[pl.Expr], pl.Expr]:
+    # Times a constant, never divided: polars divides a one-row frame exactly and a longer one by
+    # the reciprocal, so a value would depend on how its file was cut into parts.
+    return lambda value: value * factor
+
+
+# (from, to) -> conversion of a Float64 expression. Power is not energy: kW and MW convert to each
+# other, never to kWh (that needs the interval, which a declaration does not say).
+CONVERSIONS: dict[tuple[str, str], Callable[[pl.Expr], pl.Expr]] = {
+    ("Wh", "kWh"): _scale(0.001),
+    ("MWh", "kWh"): _scale(1000.0),
+    ("kWh", "MWh"): _scale(0.001),
+    ("Wh", "MWh"): _scale(1e-6),
+    ("W", "kW"): _scale(0.001),
+    ("MW", "kW"): _scale(1000.0),
+    ("kW", "MW"): _scale(0.001),
+    ("F", "C"): lambda value: (value - 32.0) * (5.0 / 9.0),
+    ("K", "C"): lambda value: value - 273.15,
+    ("fraction", "percent"): _scale(100.0),
+    ("percent", "fraction"): _scale(0.01),
+    ("cents", "currency"): _scale(0.01),
+}
+# gross -> net is also known; it needs the column's ``vat`` (a rate and the dates it applies to).
+KNOWN_PAIRS = [*(f"{a}->{b}" for a, b in CONVERSIONS), "gross->net (with vat)"]
+
+
+class DeclarationError(ValueError):
+    """A declaration that cannot be used; the message names the file and every problem in it."""
+
+
+class Project(Protocol):
+    root: Path
+
+    def hook(self, ref: str) -> Callable: ...
+
+
+# --- the declaration ------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Vat(_Strict):
+    """Values on the rows whose ``date_column`` lies in [``from``, ``until``) include VAT."""
+
+    rate: float = Field(gt=0, lt=1)
+    from_: Optional[dt.date] = Field(None, alias="from")
+    until: Optional[dt.date] = None
+    date_column: str
+
+
+class Column(_Strict):
+    type: Literal[TYPES] = "string"
+    rename: Optional[str] = None
+    description: str = ""
+    pii: bool = False
+    required: bool = False
+    unique: bool = False
+    map: Optional[dict[str, Optional[str]]] = None
+    case: Optional[Literal["lower", "upper", "title"]] = None
+    format: Optional[str] = None  # date and timestamp: strftime codes, or epoch_s/_ms/_us
+    time_zone: Optional[str] = None  # timestamp: the wall clock the raw times are written in
+    dst: Literal["by_order", "reject"] = "reject"
+    dst_per: list[str] = []  # by_order: the entity columns whose records are in time order
+    # What a timestamp labels: the start of its interval or (as hour-ending data) its end; the
+    # canonical value is always the start, the label minus `interval` (a duration: 1h, 30m, 1d).
+    marks: Literal["start", "end"] = "start"
+    interval: Optional[str] = None
+    true_values: list[str] = TRUE_VALUES
+    false_values: list[str] = FALSE_VALUES
+    unit: Optional[str] = None
+    canonical: Optional[str] = None
+    vat: Optional[Vat] = None
+    round: Optional[int] = Field(None, ge=0, le=12)
+    ge: Optional[float] = None
+    le: Optional[float] = None
+    gt: Optional[float] = None
+    lt: Optional[float] = None
+    pattern: Optional[str] = None
+    isin: Optional[list[Any]] = None
+
+    @field_validator("map", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        # YAML reads `1: one` or `yes: true` as numbers and booleans; raw values are text.
+        if isinstance(value, dict):
+            return {_text(k): None if v is None else _text(v) for k, v in value.items()}
+        return value
+
+
+class Declaration(_Strict):
+    description: str
+    pattern: str = "*"
+    format: Literal["csv", "jsonl", "json"] = "csv"
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    quote: Optional[str] = '"'  # None: quotes are data (and required for a multi-char delimiter)
+    header: bool | list[str] = True  # False: names in column order; a list: names in file order
+    decimal: str = "."
+    thousands: Optional[str] = None
+    trim: bool = True
+    nulls: list[str] = [""]
+    records_path: Optional[str] = None  # json: dotted path of the records array
+    columns: dict[str, Column] = Field(min_length=1)
+    key: list[str] = []
+    subject_keys: list[list[str]] = []
+    transform: Optional[str] = None  # "hooks.py:fn": typed frame -> typed frame
+    notes: str = ""
+
+    @field_validator("nulls", mode="before")
+    @classmethod
+    def _nulls_as_text(cls, value: Any) -> Any:
+        return [_text(v) for v in value] if isinstance(value, list) else value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "" if value is None else str(value)
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def load_source(path: Path, project: Project) -> Source:
+    """The ``Source`` a YAML declaration describes; ``DeclarationError`` naming the file and each
+    problem (``sources/x.yaml: columns.y.type: 'flaot' is not one of ...``)."""
+    where = _shown(path, project.root)
+    text = path.read_text(encoding="utf-8")
+    declaration = parse_declaration(text, where)
+    transform = project.hook(declaration.transform) if declaration.transform else None
+    return build_source(path.stem, declaration, text, where, transform)
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def parse_declaration(text: str, where: str) -> Declaration:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise DeclarationError(f"{where}{at}: not valid YAML: {problem}") from None
+    if not isinstance(document, dict):
+        raise DeclarationError(f"{where}: expected a mapping of settings, found {document!r:.80}")
+    try:
+        declaration = Declaration.model_validate(document)
+    except ValidationError as error:
+        raise DeclarationError(
+            "\n".join(f"{where}: {_located(e)}" for e in error.errors())
+        ) from None
+    if problems := _problems(declaration):
+        raise DeclarationError("\n".join(f"{where}: {p}" for p in problems))
+    return declaration
+
+
+def _located(error: dict) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    value = error.get("input")
+    if error["type"] == "literal_error":
+        return f"{loc}: {value!r} is not one of {error['ctx']['expected']}"
+    if error["type"] == "extra_forbidden":
+        *parent, name = error["loc"]
+        fields = Column if "columns" in parent else Vat if "vat" in parent else Declaration
+        close = difflib.get_close_matches(str(name), _settings(fields), 1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{loc}: unknown setting{hint}"
+    if error["type"] == "missing":
+        return f"{loc}: required"
+    return f"{loc}: {error['msg']} (got {value!r:.80})"
+
+
+def _settings(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def canonical_name(raw: str, column: Column) -> str:
+    return column.rename or raw
+
+
+def _problems(d: Declaration) -> list[str]:
+    """What pydantic cannot see: names, references between settings, units, formats."""
+    problems = []
+    names = {raw: canonical_name(raw, c) for raw, c in d.columns.items()}
+    canonical = list(names.values())
+    for raw, name in names.items():
+        if not NAME.match(name):
+            suggestion = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "a_name"
+            problems.append(
+                f"columns.{raw}: canonical name {name!r} is not a lower-case identifier: "
+                f"add `rename: {suggestion}`"
+            )
+        elif name in RESERVED:
+            problems.append(f"columns.{raw}: {name!r} is a column the platform adds: rename it")
+    for name in {n for n in canonical if canonical.count(n) > 1}:
+        problems.append(f"columns: two columns are named {name!r}")
+    if len(d.delimiter) == 0:
+        problems.append("delimiter: empty")
+    elif len(d.delimiter) > 1 and d.quote is not None and d.format == "csv":
+        problems.append(
+            f"quote: a {len(d.delimiter)}-character delimiter {d.delimiter!r} reads fields "
+            "between delimiters only: set `quote: null`"
+        )
+    if d.decimal not in (".", ","):
+        problems.append(f"decimal: {d.decimal!r} is not one of '.', ','")
+    if d.thousands is not None and d.thousands == d.decimal:
+        problems.append("thousands: the same as the decimal mark")
+    if isinstance(d.header, list) and (missing := [c for c in d.columns if c not in d.header]):
+        problems.append(f"header: declared columns {missing} are not among its names")
+    if d.format != "csv" and d.header is not True:
+        problems.append(f"header: only for csv (format is {d.format})")
+    if d.records_path is not None and d.format != "json":
+        problems.append(f"records_path: only for json (format is {d.format})")
+    if d.subject_keys and d.format == "json":
+        problems.append(
+            "subject_keys: erasure blanks lines, so only csv and jsonl sources can have them"
+        )
+    for setting, columns in (
+        ("key", [d.key]),
+        ("subject_keys", d.subject_keys),
+        *((f"columns.{raw}.dst_per", [c.dst_per]) for raw, c in d.columns.items()),
+    ):
+        for unknown in sorted({n for cols in columns for n in cols if n not in canonical}):
+            problems.append(f"{setting}: {unknown!r} is not a (canonical) column name")
+    for raw, column in d.columns.items():
+        problems += [f"columns.{raw}.{p}" for p in _column_problems(column, canonical)]
+    if d.transform is not None and not re.match(r"^[\w./-]+\.py:\w+$", d.transform):
+        problems.append(f"transform: {d.transform!r} is not a hook reference like 'hooks.py:fn'")
+    return problems
+
+
+def _column_problems(c: Column, canonical: list[str]) -> list[str]:
+    problems = []
+    if c.type == "timestamp":
+        if c.format is None:
+            problems.append(
+                "format: a timestamp declares its format, e.g. '%Y-%m-%d %H:%M:%S' (or epoch_s, "
+                "epoch_ms, epoch_us)"
+            )
+        zoned = c.format is not None and (c.format in EPOCHS or "%z" in c.format)
+        if c.time_zone is None and not zoned:
+            problems.append(
+                "time_zone: a local timestamp declares the time zone its wall clock is in "
+                "(e.g. Europe/Warsaw, or UTC)"
+            )
+        elif c.time_zone is not None:
+            try:
+                zoneinfo.ZoneInfo(c.time_zone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                close = difflib.get_close_matches(c.time_zone, zoneinfo.available_timezones(), 1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"time_zone: {c.time_zone!r} is not a known time zone{hint}")
+        if c.marks == "end" and c.interval is None:
+            problems.append("interval: `marks: end` needs the interval's length, e.g. 1h or 30m")
+        if c.interval is not None and not DURATION.match(c.interval):
+            problems.append(f"interval: {c.interval!r} is not a duration like 1h, 30m or 1d")
+    else:
+        for setting in ("time_zone", "dst_per", "interval"):
+            if getattr(c, setting):
+                problems.append(f"{setting}: only for timestamps (type is {c.type})")
+        if c.format is not None and c.type != "date":
+            problems.append(f"format: only for dates and timestamps (type is {c.type})")
+    if (c.unit is None) != (c.canonical is None):
+        problems.append("unit: a value declares both `unit` and `canonical` (the unit stored)")
+    elif c.unit is not None and c.unit != c.canonical:
+        if c.type != "float":
+            problems.append(f"unit: converting {c.unit} to {c.canonical} needs type float")
+        if (c.unit, c.canonical) == ("gross", "net"):
+            if c.vat is None:
+                problems.append("vat: gross->net needs `vat: {rate: ..., date_column: ...}`")
+            elif c.vat.date_column not in canonical:
+                problems.append(
+                    f"vat.date_column: {c.vat.date_column!r} is not a (canonical) column"
+                )
+        elif (c.unit, c.canonical) not in CONVERSIONS:
+            problems.append(
+                f"unit: no conversion from {c.unit!r} to {c.canonical!r}; known: "
+                + ", ".join(KNOWN_PAIRS)
+            )
+    if c.vat is not None and (c.unit, c.canonical) != ("gross", "net"):
+        problems.append("vat: only with `unit: gross, canonical: net`")
+    if c.pattern is not None:
+        try:
+            re.compile(c.pattern)
+        except re.error as error:
+            problems.append(f"pattern: not a regular expression ({error})")
+    if c.type in ("bool", "date", "timestamp") and any(
+        getattr(c, b) is not None for b in ("ge", "le", "gt", "lt")
+    ):
+        problems.append(f"ge/le/gt/lt: bounds are for numbers (type is {c.type})")
+    if c.round is not None and c.type != "float":
+        problems.append(f"round: only for floats (type is {c.type})")
+    if c.pii and c.type != "string":
+        problems.append(f"pii: pseudonyms are text: declare type string (type is {c.type})")
+    return problems
+
+
+# --- the runtime Source ---------------------------------------------------------------------------
+
+
+def build_source(
+    name: str,
+    d: Declaration,
+    text: str,
+    where: str = "",
+    transform: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+) -> Source:
+    """The ``Source`` of a validated declaration; ``text`` (and the hook's code) make its version."""
+    digest = hashlib.sha256(text.encode())
+    if transform is not None:
+        try:
+            digest.update(inspect.getsource(transform).encode())
+        except (OSError, TypeError):  # no source to read: the reference alone, already in text
+            pass
+    pii = tuple(canonical_name(raw, c) for raw, c in d.columns.items() if c.pii)
+    zones = sorted({c.time_zone for c in d.columns.values() if c.time_zone})
+    units = [
+        f"{canonical_name(raw, c)}: {c.unit}"
+        + (f" -> {c.canonical}" if c.canonical != c.unit else "")
+        for raw, c in d.columns.items()
+        if c.unit
+    ]
+    return Source(
+        name=name,
+        description=d.description,
+        physical=PhysicalFormat(
+            format=d.format,
+            encoding=d.encoding,
+            delimiter=d.delimiter if d.format == "csv" else None,
+            decimal=d.decimal if d.decimal != "." else None,
+            units="; ".join(units),
+            time_zone=", ".join(zones) or "UTC",
+            notes=d.notes or (f"declared in {where}" if where else ""),
+            header=d.header is True,
+        ),
+        schema=declared_schema(name, d),
+        key=tuple(d.key),
+        parse=partial(parse, d),
+        homogenize=partial(homogenize, d, transform),
+        version=digest.hexdigest()[:16],
+        pii_columns=pii,
+        subject_keys=tuple(tuple(k) for k in d.subject_keys),
+        pattern=d.pattern,
+    )
+
+
+DTYPES = {
+    "string": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "date": pl.Date,
+    "timestamp": UtcTimestamp,
+}
+
+
+def declared_schema(name: str, d: Declaration) -> type[pa.DataFrameModel]:
+    """The Pandera model of the formatted table: ``Lineage`` plus one field per column, named by
+    alias (a canonical name may be any identifier, even one a DataFrameModel uses itself)."""
+    annotations, fields = {}, {}
+    for i, (raw, c) in enumerate(d.columns.items()):
+        attribute = f"column_{i}"
+        dtype = DTYPES[c.type]
+        annotations[attribute] = dtype if c.required else Optional[dtype]
+        checks = {b: getattr(c, b) for b in ("ge", "le", "gt", "lt") if getattr(c, b) is not None}
+        if c.pattern is not None:
+            checks["str_matches"] = c.pattern
+        if c.isin is not None:
+            checks["isin"] = c.isin
+        fields[attribute] = pa.Field(
+            alias=canonical_name(raw, c),
+            nullable=not c.required,
+            unique=c.unique,
+            description=_description(raw, c),
+            **checks,
+        )
+    title = "".join(part.title() for part in name.split("_"))
+    return type(
+        title,
+        (Lineage,),
+        {
+            "__annotations__": annotations,
+            "__module__": __name__,
+            "__doc__": d.description,
+            **fields,
+        },
+    )
+
+
+def _description(raw: str, c: Column) -> str:
+    parts = [c.description or raw]
+    if c.unit:
+        parts.append(f"in {c.canonical}" + (f" (from {c.unit})" if c.unit != c.canonical else ""))
+    if c.type == "timestamp":
+        parts.append(f"UTC (from {c.time_zone} wall-clock time)" if c.time_zone else "UTC")
+    if c.pii:
+        parts.append("PII, pseudonymized")
+    if c.rename and c.rename != raw:
+        parts.append(f"raw field {raw!r}")
+    return "; ".join(parts)
+
+
+# --- parsing --------------------------------------------------------------------------------------
+
+
+def parse(d: Declaration, text: str) -> Parsed:
+    """Text -> one string column per declared raw field, ``record_no``, ``raw_record`` and the
+    syntax-level ``reject_reason``. A final line without a line terminator is a record like any
+    other (a truncated one has too few fields, which is its reason)."""
+    if not text.endswith("\n"):
+        text += "\n"
+    fields = list(d.columns)
+    if d.format == "jsonl":
+        return read_json_lines(text, fields)
+    if d.format == "json":
+        return _json_records(text, d.records_path, fields)
+    return _delimited(d, text, fields)
+
+
+def _json_records(text: str, records_path: str | None, fields: list[str]) -> Parsed:
+    records = load_json_document(text)
+    for step in records_path.split(".") if records_path else []:
+        if not isinstance(records, dict) or step not in records:
+            raise Unparseable(f"records_path {records_path!r}: no {step!r} in the document")
+        records = records[step]
+    if not isinstance(records, list):
+        what = f"at {records_path!r}" if records_path else "the document"
+        raise Unparseable(f"{what} is a JSON {type(records).__name__}, not an array of records")
+    return records_from_objects(records, fields)
+
+
+def _delimited(d: Declaration, text: str, fields: list[str]) -> Parsed:
+    if d.header is True:
+        end = text.find("\n")
+        first = text[:end].removesuffix("\r")
+        names = [_unquote(n.strip(), d.quote) for n in first.split(d.delimiter)]
+        offset = 0
+    else:
+        names = list(fields) if d.header is False else list(d.header)
+        # A header line of our own, so that the readers (which skip one) see every line.
+        text, offset = d.delimiter.join(names) + "\n" + text, -1
+    missing = [f for f in fields if f not in names]
+    if missing:
+        hint = next(
+            (
+                f"; the header looks {c!r}-delimited, not {d.delimiter!r}"
+                for c in (", ", ",", ";", "\t", "|")
+                if c != d.delimiter and c in first and c not in d.delimiter
+            ),
+            "",
+        )
+        raise Unparseable(f"missing declared columns {missing} (header: {first[:200]!r}){hint}")
+    if len(set(names)) != len(names):
+        raise Unparseable(f"duplicate column names in header {names}")
+    notes = (
+        [f"ignored extra columns {extra}"]
+        if (extra := [n for n in names if n not in fields])
+        else []
+    )
+    if d.quote is not None and d.quote in text:  # quoting: Python's csv module knows the rules
+        frame = _delimited_records(text, d.delimiter, names)
+    else:  # vectorized: one split per line
+        frame = _split_records(text_lines(text), d.delimiter, names, text)
+    if offset:
+        frame = frame.with_columns(pl.col("record_no") + offset)
+    return Parsed(frame.select(*fields, *RECORD_COLUMNS), notes)
+
+
+def _unquote(name: str, quote: str | None) -> str:
+    if quote and len(name) >= 2 and name[0] == name[-1] == quote:
+        return name[1:-1].replace(quote * 2, quote)
+    return name
+
+
+# --- homogenizing ---------------------------------------------------------------------------------
+
+
+def homogenize(
+    d: Declaration,
+    transform: Callable[[pl.DataFrame], pl.DataFrame] | None,
+    raw: pl.DataFrame,
+    ctx: FileContext,
+) -> pl.DataFrame:
+    """Raw strings -> the declared canonical columns (typed, converted, UTC), with reasons."""
+    columns = list(d.columns.items())
+    typed = {f"_typed_{i}": raw_name for i, (raw_name, _) in enumerate(columns)}
+    frame = (
+        raw.with_columns(_cleaned(d, raw_name, c) for raw_name, c in columns)
+        .with_columns(_typed(d, c, r).alias(t) for t, (r, c) in zip(typed, columns))
+        .with_columns(add_reasons(parse_failures(typed)))
+    )
+    # Canonical names from here on; the cleaned raw text stays for the reasons that quote it.
+    frame = frame.select(
+        pl.lit(ctx.sha256).alias("file_sha256"),
+        "record_no",
+        *(pl.col(t).alias(canonical_name(r, c)) for t, (r, c) in zip(typed, columns)),
+        *(pl.col(r).alias(f"_raw_{i}") for i, (r, _) in enumerate(columns)),
+        "raw_record",
+        "reject_reason",
+    )
+    for i, (raw_name, c) in enumerate(columns):
+        if c.type == "timestamp" and c.marks == "end":
+            # On the wall clock: an hour-ending label 02:00 is the hour from 01:00, whatever the
+            # DST change does to that hour (which the time zone then says).
+            name = canonical_name(raw_name, c)
+            frame = frame.with_columns(pl.col(name).dt.offset_by(f"-{c.interval}"))
+        if c.type == "timestamp" and c.time_zone is not None and c.format not in EPOCHS:
+            frame = _to_utc(frame, raw_name, f"_raw_{i}", c, ctx)
+        if c.type == "float" and (c.unit != c.canonical or c.round is not None):
+            frame = frame.with_columns(_converted(raw_name, c))
+    frame = frame.select(
+        "file_sha256",
+        "record_no",
+        *(canonical_name(r, c) for r, c in columns),
+        "raw_record",
+        "reject_reason",
+    )
+    if transform is not None:
+        frame = transform(frame)
+    if pii := [canonical_name(r, c) for r, c in columns if c.pii]:
+        # The raw record holds clear PII: rejects keep only its position, the landing the rest.
+        frame = frame.with_columns(
+            *(pseudonymize(frame[n], ctx.pii_key) for n in pii), raw_record=pl.lit(PII_WITHHELD)
+        )
+    return frame
+
+
+def _cleaned(d: Declaration, raw: str, c: Column) -> pl.Expr:
+    value = pl.col(raw)
+    if d.trim:
+        value = value.str.strip_chars()
+    if d.nulls:
+        value = pl.when(value.is_in(d.nulls)).then(None).otherwise(value)
+    if c.map:
+        value = value.replace(c.map)
+    if c.case == "lower":
+        value = value.str.to_lowercase()
+    elif c.case == "upper":
+        value = value.str.to_uppercase()
+    elif c.case == "title":
+        value = value.str.to_titlecase()
+    return value.alias(raw)
+
+
+def _typed(d: Declaration, c: Column, raw: str) -> pl.Expr:
+    value = pl.col(raw)
+    if c.type == "string":
+        return value
+    if c.type == "bool":
+        lower = value.str.to_lowercase()
+        return (
+            pl.when(lower.is_in(c.true_values))
+            .then(True)
+            .when(lower.is_in(c.false_values))
+            .then(False)
+            .otherwise(None)
+        )
+    if c.type in ("int", "float"):
+        if d.thousands is not None:
+            value = value.str.replace_all(d.thousands, "", literal=True)
+        if d.decimal == ",":
+            value = value.str.replace(",", ".", literal=True)
+        return value.cast(pl.Int64 if c.type == "int" else pl.Float64, strict=False)
+    if c.type == "date":
+        return value.str.to_date(c.format or "%Y-%m-%d", strict=False)
+    if c.format in EPOCHS:
+        epoch = value.cast(pl.Int64, strict=False)
+        return (
+            pl.from_epoch(epoch, time_unit=EPOCHS[c.format])
+            .dt.cast_time_unit("us")
+            .dt.replace_time_zone("UTC")
+        )
+    if "%z" in c.format:
+        return value.str.to_datetime(c.format, time_unit="us", time_zone="UTC", strict=False)
+    return value.str.to_datetime(c.format, time_unit="us", strict=False)  # local: see _to_utc
+
+
+def _to_utc(frame: pl.DataFrame, raw: str, text: str, c: Column, ctx: FileContext) -> pl.DataFrame:
+    """The column's wall-clock times (naive) as UTC instants, with a reason for those that are not
+    one instant: a time in the skipped spring hour, and (``dst: reject``) one in the repeated
+    autumn hour, or (``by_order``) one seen more than twice for its entity. ``text`` holds the
+    raw value the reasons quote."""
+    name, zone = canonical_name(raw, c), c.time_zone
+    local = pl.col(name)
+    if c.dst == "by_order":
+        frame = occurrences(frame, name, c.dst_per, ctx.carry)
+        # The first occurrence (per entity) of a repeated hour is the earlier instant.
+        ambiguous = (
+            pl.when(pl.col("occurrence") <= 1).then(pl.lit("earliest")).otherwise(pl.lit("latest"))
+        )
+    else:
+        frame = frame.with_columns(occurrence=pl.lit(1))
+        ambiguous = pl.lit("earliest")
+    earliest = local.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+    repeated = earliest != local.dt.replace_time_zone(zone, ambiguous="latest", non_existent="null")
+    shown = pl.col(text).str.slice(0, 80)
+
+    def reason(template: str, *args: pl.Expr | str) -> pl.Expr:
+        return pl.format(
+            template, pl.lit(raw), shown, *(pl.lit(a) if isinstance(a, str) else a for a in args)
+        )
+
+    reasons = [
+        pl.when(local.is_not_null() & earliest.is_null()).then(
+            reason("{}: '{}' does not exist in {} (skipped by the DST change)", zone)
+        )
+    ]
+    if c.dst == "reject":
+        reasons.append(
+            pl.when(repeated).then(
+                reason("{}: '{}' is ambiguous in {} (the repeated DST hour; dst: reject)", zone)
+            )
+        )
+    else:
+        per = f" for the same {', '.join(c.dst_per)}" if c.dst_per else ""
+        reasons.append(
+            pl.when(pl.col("occurrence") > 2).then(reason("{}: '{}' occurs more than twice{}", per))
+        )
+    utc = local.dt.replace_time_zone(zone, ambiguous=ambiguous, non_existent="null")
+    if c.dst == "reject":
+        utc = pl.when(repeated).then(None).otherwise(utc)
+    return frame.with_columns(
+        add_reasons(*reasons), **{name: utc.dt.convert_time_zone("UTC")}
+    ).drop("occurrence")
+
+
+def _converted(raw: str, c: Column) -> pl.Expr:
+    name = canonical_name(raw, c)
+    value = pl.col(name)
+    if (c.unit, c.canonical) == ("gross", "net"):
+        on = pl.col(c.vat.date_column).cast(pl.Date)
+        gross = pl.lit(True)
+        if c.vat.from_ is not None:
+            gross = gross & (on >= c.vat.from_)
+        if c.vat.until is not None:
+            gross = gross & (on < c.vat.until)
+        value = pl.when(gross).then(value * (1.0 / (1.0 + c.vat.rate))).otherwise(value)
+    elif c.unit != c.canonical:
+        value = CONVERSIONS[(c.unit, c.canonical)](value)
+    if c.round is not None:
+        value = value.round(c.round)
+    return value.alias(name)

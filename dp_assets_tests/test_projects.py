@@ -1,0 +1,114 @@
+"""Projects: discovery of a folder's sources, views and pipelines, the errors a user meets, and the
+`dp init` / `dp add-source` / `dp project` commands."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dp_assets.project import ProjectError, load_project, load_projects, project_paths
+from dp_assets_tests.conftest import REPO, cli_env
+
+CSV_SOURCE = """\
+description: Gadgets sold, one file per day
+pattern: "*.csv"
+columns:
+  gadget: {required: true, description: Gadget id}
+  sold_at: {type: timestamp, format: "%Y-%m-%d %H:%M", time_zone: Europe/Paris, description: When}
+  price: {type: float, unit: cents, canonical: currency, ge: 0, description: Price paid}
+key: [gadget, sold_at]
+"""
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(textwrap.dedent(text))
+    return root
+
+
+def test_a_folder_is_a_project_and_each_file_one_source(tmp_path):
+    root = write(tmp_path / "shop", {"project.yaml": "name: shop\n",
+                                     "sources/gadgets.yaml": CSV_SOURCE,
+                                     "sources/README": "not a declaration\n"})  # fmt: skip
+    project = load_project(root)
+    assert (project.name, list(project.sources)) == ("shop", ["gadgets"])
+    assert project.sources["gadgets"].pattern == "*.csv"
+    # Served next to the sample utility: both projects' sources, one catalog.
+    both = load_projects((REPO / "dp_assets/projects/utility", root))
+    assert {"gadgets", "meters_vendor_a"} <= set(both.sources)
+    assert both.owner_of("gadgets").name == "shop"
+
+
+def test_project_paths_name_built_in_projects_or_folders(tmp_path):
+    assert project_paths("") == [REPO / "dp_assets/projects/utility"]
+    assert project_paths(f"utility:{tmp_path}") == [REPO / "dp_assets/projects/utility", tmp_path]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"project.yaml": "name: My Shop\n"}, "name 'My Shop' must be lower-case"),
+        ({"project.yaml": "name: shop\nowners: x\n"}, "unknown keys ['owners']"),
+        ({"project.yaml": "name: [shop\n"}, "not valid YAML"),
+        (
+            {"project.yaml": "name: shop\n", "sources/gadgets.py": "X = 1\n"},
+            "sources/gadgets.py: defines no SOURCE",
+        ),
+        (
+            {"project.yaml": "name: shop\n", "pipelines/p.py": "import nothing_here\n"},
+            "No module named 'nothing_here'",
+        ),
+    ],
+)
+def test_a_broken_project_says_which_file_and_what(tmp_path, files, message):
+    root = write(tmp_path / "shop", files)
+    with pytest.raises((ProjectError, ImportError), match=message.replace("[", r"\[")):
+        load_project(root)
+
+
+def test_two_projects_declaring_one_source_is_an_error(tmp_path):
+    roots = [
+        write(tmp_path / n, {"project.yaml": f"name: {n}\n", "sources/gadgets.yaml": CSV_SOURCE})
+        for n in ("shop_a", "shop_b")
+    ]
+    with pytest.raises(ProjectError, match="'gadgets' is declared by both projects 'shop_a'"):
+        load_projects(tuple(roots))
+
+
+def test_hooks_are_the_projects_own_modules(tmp_path):
+    root = write(tmp_path / "hooked", {
+        "project.yaml": "name: hooked\n",
+        "hooks.py": "from dp_projects.hooked.helpers import twice\n\ndef four():\n    return twice(2)\n",
+        "helpers.py": "def twice(x):\n    return 2 * x\n",
+    })  # fmt: skip
+    project = load_project(root)
+    assert project.hook("hooks.py:four")() == 4
+    with pytest.raises(ProjectError, match="defines no 'five'"):
+        project.hook("hooks.py:five")
+    with pytest.raises(ProjectError, match="is not '<file>.py:<function>'"):
+        project.hook("hooks.four")
+
+
+def test_dp_init_add_source_and_project(tmp_path):
+    env = cli_env(tmp_path)
+    dp = str(REPO / ".venv/bin/dp")
+    folder = tmp_path / "my-grid"
+    out = subprocess.run([dp, "init", str(folder)], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "created project 'my_grid'" in out.stdout
+    again = subprocess.run([dp, "init", str(folder)], env=env, capture_output=True, text=True)
+    assert again.returncode != 0 and "not overwritten" in again.stderr
+    sample = tmp_path / "load.csv"
+    sample.write_text("ds,y\n2024-03-01 00:00:00, 0.219 \n2024-03-01 01:00:00,NULL\n")
+    out = subprocess.run([dp, "add-source", str(folder), "load", "--sample", str(sample)],
+                         env=env, capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert (folder / "sources/load.yaml").exists()
+    env["DP_PROJECT"] = f"utility:{folder}"
+    out = subprocess.run([dp, "project"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "project my_grid" in out.stdout and "sources:   load" in out.stdout
