@@ -63,13 +63,14 @@ def catalog(specs: list) -> list[CatalogTable]:
                 for c in spec.metadata["dagster/column_schema"].columns
             ],
         )
-    return list(tables.values()) + bookkeeping_tables()
+    return list(tables.values()) + bookkeeping_tables(specs)
 
 
-def bookkeeping_tables() -> list[CatalogTable]:
-    """Tables several assets share, declared here since no single asset owns them."""
-    from dp_assets.exploitation.queries import CHANGES, INTEGRATED, VENDOR_SOURCES, WATERMARKS
-    from dp_assets.exploitation.schema import IntegratedFile, ReadingChange, Watermark
+def bookkeeping_tables(specs: list) -> list[CatalogTable]:
+    """Tables several assets share, declared here since no single asset owns them: the formatted
+    zone's file outcomes, and the ``_platform`` tables an asset lists as its bookkeeping
+    (``platform/bookkeeping``), upstream of them what that asset reads."""
+    from dp_assets.exploitation.assets import BOOKKEEPING
     from dp_assets.formatted.assets import OUTCOMES
     from dp_assets.formatted.schema import FileOutcome
 
@@ -80,11 +81,11 @@ def bookkeeping_tables() -> list[CatalogTable]:
             source_format=None,
         ),
         *(catalog_entry(
-            table, schema, asset="exploitation/meter_readings (its bookkeeping)",
-            zone="exploitation", owner=OWNER, upstream=[f"formatted/{s}" for s in VENDOR_SOURCES],
-            source_format=None,
-        ) for table, schema in ((INTEGRATED, IntegratedFile), (CHANGES, ReadingChange),
-                                (WATERMARKS, Watermark))),
+            table, BOOKKEEPING[table], asset=f"{spec.key.to_user_string()} (its bookkeeping)",
+            zone="_platform", owner=OWNER,
+            upstream=[dep.asset_key.to_user_string() for dep in spec.deps], source_format=None,
+        ) for spec in sorted(specs, key=lambda s: s.key)
+          for table in plain(spec.metadata.get("platform/bookkeeping")) or ()),
     ]  # fmt: skip
 
 

@@ -71,25 +71,29 @@ customers AS (
 ),
 usage AS (
     SELECT CAST(date_trunc('month', day) AS DATE) AS month, coalesce(region, 'all') AS region,
-           sum(kwh) AS kwh, count(*) AS customer_days, sum(cost_net_pln) AS cost
+           sum(CAST(kwh AS DECIMAL(18, 6))) AS kwh, count(*) AS customer_days,
+           sum(CAST(cost_net_pln AS DECIMAL(18, 6))) AS cost
     FROM exploitation.daily_consumption
     GROUP BY GROUPING SETS ((CAST(date_trunc('month', day) AS DATE), region), (CAST(date_trunc('month', day) AS DATE)))
 )
 SELECT c.month, c.region, c.active_customers, c.new_customers, c.churned_customers,
        round(c.churned_customers / nullif(c.active_customers, 0), 6) AS churn_rate,
-       round(coalesce(u.kwh, 0), 3) AS kwh,
-       round(u.kwh / nullif(u.customer_days, 0), 4) AS kwh_per_customer_day,
-       round(u.cost, 2) AS cost_net_pln
+       CAST(round(coalesce(u.kwh, 0), 3) AS DOUBLE) AS kwh,
+       round(CAST(u.kwh AS DOUBLE) / nullif(u.customer_days, 0), 4) AS kwh_per_customer_day,
+       CAST(round(u.cost, 2) AS DOUBLE) AS cost_net_pln
 FROM customers c LEFT JOIN usage u USING (month, region)
 ORDER BY c.month, c.region
 """
 
 
 def model_accuracy(pipelines: list[str]) -> str:
+    """Accuracy per pipeline, month, model and metric. The weighted sum adds in a fixed order (a
+    metric may be NaN, which a DECIMAL cannot hold), so the value does not depend on the order a
+    parallel aggregation meets the rows."""
     return (
         " UNION ALL ".join(
             f"""SELECT '{p}' AS pipeline, CAST(date_trunc('month', as_of) AS DATE) AS month, model, metric,
-                   round(sum(value * rows) / sum(rows), 6) AS value, CAST(sum(rows) AS BIGINT) AS rows
+                   round(sum(value * rows ORDER BY as_of, model_version) / sum(rows), 6) AS value, CAST(sum(rows) AS BIGINT) AS rows
             FROM {p}.live_accuracy WHERE value IS NOT NULL GROUP BY ALL"""
             for p in pipelines
         )
