@@ -112,3 +112,95 @@ def test_dp_init_add_source_and_project(tmp_path):
     out = subprocess.run([dp, "project"], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "project my_grid" in out.stdout and "sources:   load" in out.stdout
+
+
+THROW_AWAY = {
+    "project.yaml": "name: gadgets_team\nowner: team:gadgets\n",
+    "views/gadgets_latest.sql": """\
+        /*
+        description: Each gadget's latest sale
+        key: [gadget]
+        columns:
+          gadget: Gadget id
+          sold_at: When it was sold, UTC
+          price: Price paid, EUR
+          colour: Its colour
+          returned: yes or no
+        */
+        SELECT gadget, sold_at, price, colour, returned FROM formatted.gadgets
+        QUALIFY row_number() OVER (PARTITION BY gadget ORDER BY sold_at DESC) = 1
+        """,
+    "pipelines/gadget_returns.yaml": """\
+        description: Will the buyer return the gadget?
+        task: classification
+        sandbox: SELECT * FROM exploitation.gadgets_latest
+        entity: {column: gadget, pattern: "^G-[0-9]{5}$"}
+        label: {column: returned, positive: "yes"}
+        exclude: [sold_at]
+        features: all
+        split: {by: holdout, fraction: 0.25, seed: 1}
+        gate: {min_improvement_vs_baseline: 0.1}
+        """,
+}
+
+
+def gadgets_csv(n: int = 800, seed: int = 5) -> str:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lines = ["gadget,sold_at,price,colour,returned"]
+    for i in range(n):
+        colour = rng.choice(["red", "green", "blue"])
+        price = int(rng.integers(500, 20_000))
+        odds = 0.15 + 0.5 * (colour == "red") * (price > 10_000)
+        returned = "yes" if rng.random() < odds else "no"
+        lines.append(
+            f"G-{i:05d},2024-03-{1 + i % 28:02d} 10:{i % 60:02d},{price},{colour},{returned}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.slow
+def test_a_throw_away_project_next_to_the_sample_keeps_select_star_green(tmp_path):
+    """`dagster asset materialize --select '*'` with a user's project (a source, a view, a
+    snapshot pipeline) served beside the sample utility: green while the user's inbox is empty
+    (their view and pipeline skip, saying why), green once their files arrive."""
+    files = {**THROW_AWAY}
+    files["sources/gadgets.yaml"] = CSV_SOURCE.replace(
+        "key: [gadget, sold_at]",
+        "  colour: {isin: [red, green, blue], description: Colour}\n"
+        '  returned: {isin: ["yes", "no"], description: Returned within 30 days}\n'
+        "key: [gadget, sold_at]",
+    )
+    root = write(tmp_path / "gadgets_team", files)
+    env = cli_env(tmp_path, DP_PROJECT=f"utility:{root}")
+    bin_ = REPO / ".venv/bin"
+    made = subprocess.run([bin_ / "dp", "sample-data", "--days", "100", "--meters", "40",
+                           "--seed", "3"], env=env, capture_output=True, text=True)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+
+    def materialize_all() -> str:
+        run = subprocess.run(
+            [bin_ / "dagster", "asset", "materialize", "-m", "dp_assets", "--select", "*"],
+            env=env, capture_output=True, text=True, cwd=tmp_path,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        return run.stderr
+
+    log = materialize_all()
+    assert "skipped" in log and "gadgets_latest" in log
+    inbox = tmp_path / "data" / "inbox" / "gadgets"
+    inbox.mkdir(parents=True)
+    (inbox / "gadgets_2024-03.csv").write_text(gadgets_csv())
+    materialize_all()
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as conn:
+        assert conn.sql("SELECT count(*) FROM exploitation.gadgets_latest").fetchone()[0] == 800
+        auc = conn.sql(
+            "SELECT value FROM gadget_returns.evaluation WHERE model = 'challenger' "
+            "AND metric = 'roc_auc' AND segment_column = 'all'"
+        ).fetchone()[0]
+        assert auc > 0.6, auc
+        # The sample utility's chain ran beside it as always.
+        assert conn.sql("SELECT count(*) FROM energy_forecast.predictions").fetchone()[0] > 0
