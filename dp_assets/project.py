@@ -4,9 +4,10 @@ A project is a folder anywhere on disk (``DP_PROJECT=<dir>``; several joined by 
 utility in ``dp_assets/projects/utility`` is the default and is loaded the same way::
 
     <project>/
-      project.yaml          name, description, owner; optional ``sample_data: <file.py>:<function>``,
-                            ``subject_keys: [[column, ...], ...]`` (a person's keys in its views)
-                            and ``erasure: <file.py>:<function>`` (a request -> all their keys)
+      project.yaml          name, description, owner; optional ``sample_data: <file.py>:<function>``
+                            (writes sample files), ``subject_keys: [[column, ...], ...]`` (a
+                            person's keys in its views) and ``erasure: <file.py>:<function>``
+                            (an erasure request -> every key of that person)
       sources/<name>.yaml   a declared source (``dp_assets.sources.declared``)
       sources/<name>.py     a source a declaration cannot say: a module defining ``SOURCE``
       views/<name>.sql      an integrated view (``dp_assets.exploitation.views``)

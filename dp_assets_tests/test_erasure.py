@@ -30,6 +30,7 @@ from dp_assets.governance.erasure import (
 )
 from dp_assets.governance.erasure_job import ensure_log
 from dp_assets.privacy import pseudonymize
+from dp_assets.project import ProjectError, load_project
 from dp_assets.settings import Settings
 from dp_projects.utility.sample_data.generator import generate
 from dp_assets.sources.base import GZIP_MAGIC, decode, record_lines
@@ -151,6 +152,16 @@ def test_a_log_from_before_subject_keys_gains_the_subject_column():
     assert conn.execute("SELECT customer_id, subject FROM governance.erasure_log").fetchall() == [
         ("CUS-0A1B2C3D4E", "customer_id=CUS-0A1B2C3D4E")
     ]
+
+
+def test_a_project_declares_subject_keys_as_a_source_does(tmp_path):
+    (tmp_path / "project.yaml").write_text("name: keyed\nsubject_keys: customer_id\n")
+    with pytest.raises(
+        ProjectError, match=r"subject_keys must be a list of keys.*\[\[customer_id\]\]"
+    ):
+        load_project(tmp_path)
+    (tmp_path / "project.yaml").write_text("name: keyed\nsubject_keys: [[customer_id]]\n")
+    assert load_project(tmp_path).subject_keys == (("customer_id",),)
 
 
 def test_an_erased_files_original_maps_to_its_latest_version():

@@ -138,10 +138,9 @@ def request_subject(
             raise BadRequest(f"{'+'.join(key)}: give each of its columns as often as the others")
         keys[key] = pl.DataFrame({c: given[c] for c in key}).unique(maintain_order=True)
     if partial := sorted(c for c in given if not any(c in k for k in keys)):
-        parts = [k for k in declared if set(partial) & set(k)]
+        parts = " or ".join("+".join(k) for k in declared if set(partial) & set(k))
         raise BadRequest(
-            f"{', '.join(partial)}: part of the subject key {' or '.join('+'.join(k) for k in parts)}: "
-            "give all of its columns"
+            f"{', '.join(partial)}: part of the subject key {parts}: give all of its columns"
         )
     description = ", ".join(f"{c}={v}" for c in sorted(given) for v in sorted(set(given[c])))
     return Subject(description, keys)

@@ -256,7 +256,8 @@ def not_found(conn: duckdb.DuckDBPyConnection, subject: Subject, why: str = "") 
         [subject.description],
     ).fetchone()
     if before:
-        return f"{subject.description} is not stored: erased by {before[0]} on {before[1]:%Y-%m-%d %H:%M} UTC"
+        erasure_id, when = before
+        return f"{subject.description} is not stored: erased by {erasure_id} on {when:%Y-%m-%d %H:%M} UTC"
     return why or (
         f"{subject.description}: no landed record and no table row has it (mistyped? a PII "
         "value must be written as the source normalizes it before pseudonymizing)"
