@@ -60,10 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--output", type=Path, help="default: $DP_DATA_DIR/reports/report.html")
     erase = commands.add_parser(
         "erase",
-        help="remove one person from every zone (runs the erase_customer job; audit in "
+        help="remove one person from every zone (runs the erase_person job; audit in "
         "governance.erasure_log)",
+        description="Remove one person, named by a subject key a source or the project declares, "
+        "from every zone. Examples: dp erase --key email=ann@example.org; "
+        "dp erase --key customer_id=CUS-0A1B2C3D4E (the sample utility)",
     )
-    erase.add_argument("--customer", required=True, help="platform customer id, CUS-...")
+    erase.add_argument("--key", action="append", required=True, metavar="COLUMN=VALUE",
+                       help="a subject key of the person (repeat for more, all about the same "
+                       "person); a PII column's value in clear, as the source normalizes it")  # fmt: skip
     erase.add_argument("--requested-by", default=getpass.getuser(),
                        help="who asks, kept in the audit log (default: your user name)")  # fmt: skip
     erase.add_argument("--reason", default="", help="why, e.g. the request's ticket")
@@ -99,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"wrote {write_report(settings, args.output)}")
     elif args.command == "erase":
-        return run_erasure(settings, args.customer, args.requested_by, args.reason)
+        return run_erasure(settings, args.key, args.requested_by, args.reason)
     return 0
 
 
-def run_erasure(settings: Settings, customer_id: str, requested_by: str, reason: str) -> int:
-    """Run the erase_customer job in this process, recorded in the Dagster instance like any run."""
+def run_erasure(settings: Settings, keys: list[str], requested_by: str, reason: str) -> int:
+    """Run the erase_person job in this process, recorded in the Dagster instance like any run."""
     import os
 
     from dagster import DagsterInstance
@@ -115,7 +120,7 @@ def run_erasure(settings: Settings, customer_id: str, requested_by: str, reason:
     # The Makefile's default, so the run lands in the same instance the UI and daemon read.
     os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir / "dagster_home"))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    config = {"customer_id": customer_id, "requested_by": requested_by, "reason": reason}
+    config = {"keys": keys, "requested_by": requested_by, "reason": reason}
     with DagsterInstance.get() as instance:
         result = (
             build_defs(settings)

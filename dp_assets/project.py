@@ -5,6 +5,9 @@ utility in ``dp_assets/projects/utility`` is the default and is loaded the same 
 
     <project>/
       project.yaml          name, description, owner; optional ``sample_data: <file.py>:<function>``
+                            (writes sample files), ``subject_keys: [[column, ...], ...]`` (a
+                            person's keys in its views) and ``erasure: <file.py>:<function>``
+                            (an erasure request -> every key of that person)
       sources/<name>.yaml   a declared source (``dp_assets.sources.declared``)
       sources/<name>.py     a source a declaration cannot say: a module defining ``SOURCE``
       views/<name>.sql      an integrated view (``dp_assets.exploitation.views``)
@@ -39,6 +42,7 @@ BUILT_IN = Path(__file__).parent / "projects"
 DEFAULT = "utility"
 PACKAGE = "dp_projects"
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+ABOUT = ("name", "description", "owner", "sample_data", "erasure", "subject_keys")  # project.yaml
 
 
 class ProjectError(Exception):
@@ -52,6 +56,8 @@ class Project:
     description: str = ""
     owner: str = "team:data-platform"
     sample_data: str | None = None  # hook reference: writes sample files into an inbox
+    erasure: str | None = None  # hook reference: an erasure request -> every key of the person
+    subject_keys: tuple[tuple[str, ...], ...] = ()  # a person's keys beyond the sources' own
     sources: dict = field(default_factory=dict)  # name -> Source
     views: list = field(default_factory=list)  # Dagster asset and asset-check definitions
     pipelines: dict = field(default_factory=dict)  # name -> PipelineSpec
@@ -158,7 +164,7 @@ def load_project(root: Path) -> Project:
             f"{root / 'project.yaml'}: name {name!r} must be lower-case letters, digits and _ "
             "(it names the project's Python package)"
         )
-    unknown = set(about) - {"name", "description", "owner", "sample_data"}
+    unknown = set(about) - set(ABOUT)
     if unknown:
         raise ProjectError(f"{root / 'project.yaml'}: unknown keys {sorted(unknown)}")
     _register_package(name, root)
@@ -168,11 +174,26 @@ def load_project(root: Path) -> Project:
         description=about.get("description", ""),
         owner=about.get("owner", Project.owner),
         sample_data=about.get("sample_data"),
+        erasure=about.get("erasure"),
+        subject_keys=_subject_keys(root, about.get("subject_keys", [])),
     )
     project.sources.update(_sources(project))
     project.views.extend(_views(project))
     project.pipelines.update(_pipelines(project))
     return project
+
+
+def _subject_keys(root: Path, keys: Any) -> tuple[tuple[str, ...], ...]:
+    """``[[customer_id], [a, b]]``: each key a list of column names, as a source declares them."""
+    if not isinstance(keys, list) or not all(
+        isinstance(k, list) and k and all(isinstance(c, str) and NAME.match(c) for c in k)
+        for k in keys
+    ):
+        raise ProjectError(
+            f"{root / 'project.yaml'}: subject_keys must be a list of keys, each a list of "
+            f"column names (e.g. [[customer_id]]), not {keys!r}"
+        )
+    return tuple(tuple(k) for k in keys)
 
 
 def _read_yaml(path: Path) -> dict:

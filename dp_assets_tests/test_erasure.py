@@ -6,23 +6,32 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import pytest
-from dagster import RunRequest, build_sensor_context
+from dagster import AssetSelection, RunRequest, build_sensor_context
 
 from dp_assets.automation import build_retrain_sensor
+from dp_assets.cli import main as dp
+from dp_assets.definitions import build_defs
 from dp_assets.governance.erasure import (
+    BadRequest,
     Subject,
     blank_lines,
     erased_originals,
     matching_records,
     renamed_for,
+    request_subject,
     sha256_hex,
 )
+from dp_assets.governance.erasure_job import ensure_log
+from dp_assets.privacy import pseudonymize
+from dp_assets.project import ProjectError, load_project
+from dp_assets.settings import Settings
 from dp_projects.utility.sample_data.generator import generate
 from dp_assets.sources.base import GZIP_MAGIC, decode, record_lines
 from dp_projects.utility.model import canonical_meter_id
@@ -33,6 +42,7 @@ from dp_assets_tests.conftest import (
     SOURCES,
     WORLD,
     cli_env,
+    isolate,
     isolated_platform,
 )
 
@@ -92,6 +102,68 @@ def test_matching_records_by_any_key():
     assert matching_records(typed, subject, (("meter_id",),)) == [2]
 
 
+def test_a_request_names_declared_subject_keys_pii_as_pseudonyms():
+    declared = [("email",), ("source_system", "source_customer_id"), ("meter_id",)]
+    subject = request_subject(
+        ["meter_id=MTR-1", "email= Ann@x.org", "meter_id=MTR-2", "email=Ann@x.org"],
+        declared, pii={"email"}, pii_key=b"k",
+    )  # fmt: skip
+    pseudonym = pseudonymize(pl.Series(["Ann@x.org"]), b"k").item()
+    assert subject.keys[("meter_id",)]["meter_id"].to_list() == ["MTR-1", "MTR-2"]
+    assert subject.keys[("email",)]["email"].to_list() == [pseudonym]
+    assert subject.description == f"email={pseudonym}, meter_id=MTR-1, meter_id=MTR-2"
+    pair = request_subject(
+        ["source_customer_id=7", "source_system=crm_beta"], declared, set(), b"k"
+    )
+    assert pair.keys[("source_system", "source_customer_id")].rows() == [("crm_beta", "7")]
+    for request, problem in [
+        (["phone=1"], "phone: not a declared subject key (declared: email, meter_id, "
+                      "source_system+source_customer_id)"),
+        (["source_customer_id=7"], "part of the subject key source_system+source_customer_id"),
+        (["meter_id"], "<column>=<value>"),
+        ([], "name the person by a subject key"),
+    ]:  # fmt: skip
+        with pytest.raises(BadRequest, match=re.escape(problem)):
+            request_subject(request, declared, set(), b"k")
+
+
+def test_a_hook_adds_keys_compared_as_text():
+    subject = Subject("person_id=7", {("person_id",): pl.DataFrame({"person_id": ["7"]})})
+    subject = subject.merged({("person_id",): pl.DataFrame({"person_id": [7, 8, None]})})
+    assert subject.keys[("person_id",)]["person_id"].to_list() == ["7", "8"]
+    typed = pl.DataFrame({"record_no": [2, 3, 4], "person_id": [8, 9, 7]})
+    assert matching_records(typed, subject, [("person_id",)]) == [2, 4]
+
+
+def test_a_log_from_before_subject_keys_gains_the_subject_column():
+    import duckdb
+
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA governance")
+    conn.execute(
+        "CREATE TABLE governance.erasure_log (erasure_id VARCHAR, customer_id VARCHAR, "
+        "requested_by VARCHAR, object VARCHAR)"
+    )
+    conn.execute(
+        "INSERT INTO governance.erasure_log VALUES ('ERA-1', 'CUS-0A1B2C3D4E', 'dpo', 't')"
+    )
+    ensure_log(conn)
+    ensure_log(conn)  # as every erasure does
+    assert conn.execute("SELECT customer_id, subject FROM governance.erasure_log").fetchall() == [
+        ("CUS-0A1B2C3D4E", "customer_id=CUS-0A1B2C3D4E")
+    ]
+
+
+def test_a_project_declares_subject_keys_as_a_source_does(tmp_path):
+    (tmp_path / "project.yaml").write_text("name: keyed\nsubject_keys: customer_id\n")
+    with pytest.raises(
+        ProjectError, match=r"subject_keys must be a list of keys.*\[\[customer_id\]\]"
+    ):
+        load_project(tmp_path)
+    (tmp_path / "project.yaml").write_text("name: keyed\nsubject_keys: [[customer_id]]\n")
+    assert load_project(tmp_path).subject_keys == (("customer_id",),)
+
+
 def test_an_erased_files_original_maps_to_its_latest_version():
     landed = {("customers", "c"): "landing/customers/x_c_export.csv"}
     assert renamed_for("landing/a/120000_aaaaaaaaaaaa_f.csv", "a" * 64, "b" * 64) == (
@@ -139,7 +211,7 @@ def tables(platform: Platform) -> dict[str, pl.DataFrame]:
 
 
 def dp_erase(root: Path, customer_id: str) -> subprocess.CompletedProcess:
-    args = [str(REPO / ".venv/bin/dp"), "erase", "--customer", customer_id]
+    args = [str(REPO / ".venv/bin/dp"), "erase", "--key", f"customer_id={customer_id}"]
     args += ["--requested-by", "dpo@example.com", "--reason", "request #42"]
     return subprocess.run(
         args, env=cli_env(root), cwd=REPO, capture_output=True, text=True, timeout=600
@@ -302,6 +374,7 @@ def test_every_table_loses_the_persons_rows_and_nothing_else(erased):
 
 def test_the_audit_log_says_who_when_what(erased):
     log = erased.log
+    assert set(log["subject"]) == {f"customer_id={erased.customer_id}"}
     assert set(log["requested_by"]) == {"dpo@example.com"}
     assert set(log["reason"]) == {"request #42"} and log["erasure_id"].n_unique() == 1
     rewritten = log.filter(pl.col("object_kind") == "landed_file")
@@ -341,7 +414,7 @@ def test_models_are_marked_and_retraining_starts(erased):
 def test_erasing_again_says_when_it_was_done(erased):
     again = dp_erase(erased.root, erased.customer_id)
     assert again.returncode == 1
-    assert f"{erased.customer_id} is not a customer: erased by ERA-" in again.stderr
+    assert f"customer_id={erased.customer_id} is not stored: erased by ERA-" in again.stderr
     unknown = dp_erase(erased.root, "CUS-FFFFFFFFFF")
     assert unknown.returncode == 1 and "ids look like CUS-" in unknown.stderr
 
@@ -361,3 +434,72 @@ def test_a_redelivered_original_does_not_bring_the_person_back(erased):
         "SELECT count(*) FROM exploitation.customers WHERE meter_id = ?", [meter]
     ) == [(0,)]
     assert email not in b"".join(map(plain, landed_files(platform).values())).lower()
+
+
+# --- on a project of one declared source --------------------------------------------------------------
+
+PEOPLE = """\
+description: People of a throw-away project
+pattern: "*.csv"
+columns:
+  person_id: {type: int, required: true}
+  email: {pii: true, case: lower, description: Contact address}
+  city: {}
+key: [person_id]
+subject_keys: [[email]]
+"""
+
+
+class ProjectPlatform(Platform):
+    """``Platform`` serving only the project in ``folder``."""
+
+    def __init__(self, root: Path, folder: Path):
+        super().__init__(root)
+        self.settings = Settings(root / "data", projects=(folder,))
+        self.defs = build_defs(self.settings)
+
+
+def test_erasure_by_a_declared_pii_key_of_a_users_project(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "people_project"
+    (folder / "sources").mkdir(parents=True)
+    (folder / "project.yaml").write_text("name: people_project\ndescription: people only\n")
+    (folder / "sources" / "people.yaml").write_text(PEOPLE)
+    isolate(monkeypatch)
+    platform = ProjectPlatform(tmp_path, folder)
+    monkeypatch.setenv("DP_DATA_DIR", str(platform.settings.data_dir))
+    monkeypatch.setenv("DP_PROJECT", str(folder))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    zones = AssetSelection.groups("landing", "formatted")
+    platform.drop("people", "a.csv", b"person_id,email,city\n1,ann@example.org,Oslo\n"
+                  b"2,bob@example.org,Bergen\n3,cat@example.org,Oslo\n")  # fmt: skip
+    platform.drop("people", "b.csv", b"person_id,email,city\n4,dan@example.org,Oslo\n"
+                  b"1,ANN@example.org,Trondheim\n")  # fmt: skip
+    assert platform.materialize(zones).success
+    before = landed_files(platform)
+    people = platform.frame("SELECT person_id, city FROM formatted.people ORDER BY ALL")
+
+    assert dp(["erase", "--key", "phone=1"]) == 1
+    assert "phone: not a declared subject key (declared: email)" in capsys.readouterr().err
+    assert dp(["erase", "--key", "email=ann@example.org", "--reason", "ticket 7"]) == 0
+    assert "erased" in capsys.readouterr().out
+
+    after = landed_files(platform)
+    assert len(after) == len(before) == 2 and after.keys() != before.keys()
+    assert not any(b"ann@example.org" in data.lower() for data in after.values())
+    assert sorted(after.values()) == [
+        b"person_id,email,city\n\n2,bob@example.org,Bergen\n3,cat@example.org,Oslo\n",
+        b"person_id,email,city\n4,dan@example.org,Oslo\n\n",
+    ]
+    assert platform.frame("SELECT person_id, city FROM formatted.people ORDER BY ALL").equals(
+        people.filter(pl.col("person_id") != 1)
+    )
+    log = platform.frame("SELECT * FROM governance.erasure_log")
+    pseudonym = pseudonymize(pl.Series(["ann@example.org"]), b"test-key-not-a-secret").item()
+    assert set(log["subject"]) == {f"email={pseudonym}"} and log["customer_id"].is_null().all()
+    assert sorted(log.filter(pl.col("object_kind") == "table")["object"]) == ["formatted.people"]
+
+    assert dp(["erase", "--key", "email=ann@example.org"]) == 1
+    assert f"email={pseudonym} is not stored: erased by ERA-" in capsys.readouterr().err
+    assert dp(["erase", "--key", "email=eve@example.org"]) == 1
+    assert "no landed record and no table row has it" in capsys.readouterr().err
+    platform.instance.dispose()

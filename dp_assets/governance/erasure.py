@@ -1,23 +1,26 @@
 """Erasure of one person on request: what to remove and how (pure: no Dagster, no I/O).
 
-A person is found by their platform ``customer_id``; the ``Subject`` holds every value that
-identifies their records in raw files and tables (CRM ids, meters, email pseudonyms). Landed files
-are rewritten with the person's record lines *blanked*, not deleted: every other line keeps its
-bytes and its line number, so ``record_no`` in the formatted zone still points at the right line,
-and the readers already skip blank lines. ``governance/erasure_job.py`` carries the plan out.
+A request names a person by subject keys, the columns some source (or project) declares as saying
+whom a record is about (``subject_keys``), e.g. ``email=ann@example.org``; a project's erasure hook
+may add every other key of the same person. The ``Subject`` holds, per key, the values that
+identify their records in raw files and tables. Landed files are rewritten with the person's
+record lines *blanked*, not deleted: every other line keeps its bytes and its line number, so
+``record_no`` in the formatted zone still points at the right line, and the readers already skip
+blank lines. ``governance/erasure_job.py`` carries the plan out.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Optional
 
 import pandera.polars as pa
 import polars as pl
 
-from dp_assets.exploitation.schema import CUSTOMER_ID_PATTERN
+from dp_assets.privacy import pseudonymize
 from dp_assets.sources.base import (
     GZIP_MAGIC,
     MAX_DECOMPRESSED_BYTES,
@@ -30,13 +33,21 @@ from dp_assets.sources.schema import UtcTimestamp
 ERASURE_LOG = "governance.erasure_log"
 OBJECT_KINDS = ("landed_file", "unreadable_file", "table", "model")
 
+Key = tuple[str, ...]
+
 
 class ErasureLogEntry(pa.DataFrameModel):
     """One object an erasure changed (or could not inspect): the audit trail of erasure requests."""
 
     erasure_id: str = pa.Field(description="Id of the erasure request, ERA-<UTC time>-<random>")
-    customer_id: str = pa.Field(
-        str_matches=CUSTOMER_ID_PATTERN, description="Platform customer id that was erased"
+    subject: str = pa.Field(
+        description="Whom the request named: its subject keys as column=value, sorted (the value "
+        "of a PII column is its pseudonym, as stored in the formatted zone)"
+    )
+    customer_id: Optional[str] = pa.Field(
+        nullable=True,
+        description="Logs from before requests by subject key: the customer id erased (their "
+        "subject reads customer_id=<it>); null since",
     )
     requested_by: str = pa.Field(description="Who asked for (or carried out) the erasure")
     reason: Optional[str] = pa.Field(
@@ -64,29 +75,88 @@ class ErasureLogEntry(pa.DataFrameModel):
         strict = True
 
 
-class UnknownCustomer(ValueError):
-    """The customer id names nobody in the warehouse (mistyped, or erased before)."""
+class BadRequest(ValueError):
+    """The request names no declared subject key, or a key only in part."""
+
+
+class UnknownSubject(ValueError):
+    """The request names nobody stored (mistyped, or erased before)."""
 
 
 @dataclass(frozen=True)
 class Subject:
-    """Everything that identifies one person's records: per key (a tuple of columns), the values."""
+    """Everything that identifies one person's records: per key (a tuple of columns), the values.
 
-    customer_id: str
-    keys: dict[tuple[str, ...], pl.DataFrame]
+    ``description`` says whom the request named (``column=value, ...``; PII as pseudonyms): what
+    the audit log keeps, and how a repeated request is recognised."""
 
-    def values(self, key: tuple[str, ...]) -> pl.DataFrame | None:
+    description: str
+    keys: dict[Key, pl.DataFrame]
+
+    def values(self, key: Key) -> pl.DataFrame | None:
         frame = self.keys.get(key)
         return frame if frame is not None and not frame.is_empty() else None
 
+    def merged(self, more: dict[Key, pl.DataFrame]) -> Subject:
+        """The subject with ``more`` values per key (an erasure hook's findings) added."""
+        keys = dict(self.keys)
+        for key, frame in more.items():
+            frame = frame.select(pl.col(c).cast(pl.String) for c in key)
+            keys[key] = pl.concat([keys[key], frame]) if key in keys else frame
+            keys[key] = keys[key].drop_nulls().unique(maintain_order=True)
+        return Subject(self.description, keys)
+
+
+def request_subject(
+    request: Iterable[str], declared: Iterable[Key], pii: set[str], pii_key: bytes
+) -> Subject:
+    """The subject a request names: ``["email=ann@example.org", ...]``, all about one person.
+
+    Each ``column=value`` must be a column of a ``declared`` subject key, and a key of several
+    columns needs all of them (given the same number of times: the n-th values go together). The
+    value of a ``pii`` column is pseudonymized with ``pii_key``, as the formatted zone stores it.
+    """
+    declared = sorted(set(declared))
+    shown = ", ".join("+".join(k) for k in declared) or "none"
+    given: dict[str, list[str]] = {}
+    for item in request:
+        column, sep, value = item.partition("=")
+        column, value = column.strip(), value.strip()
+        if not sep or not column or not value:
+            raise BadRequest(f"{item!r}: a subject key is given as <column>=<value>")
+        given.setdefault(column, []).append(value)
+    if not given:
+        raise BadRequest(f"name the person by a subject key (declared: {shown})")
+    if unknown := sorted(c for c in given if not any(c in k for k in declared)):
+        raise BadRequest(f"{', '.join(unknown)}: not a declared subject key (declared: {shown})")
+    for column in given:
+        if column in pii:
+            given[column] = pseudonymize(pl.Series(given[column]), pii_key).to_list()
+    keys = {}
+    for key in (k for k in declared if set(k) <= set(given)):
+        if len({len(given[c]) for c in key}) > 1:
+            raise BadRequest(f"{'+'.join(key)}: give each of its columns as often as the others")
+        keys[key] = pl.DataFrame({c: given[c] for c in key}).unique(maintain_order=True)
+    if partial := sorted(c for c in given if not any(c in k for k in keys)):
+        parts = " or ".join("+".join(k) for k in declared if set(partial) & set(k))
+        raise BadRequest(
+            f"{', '.join(partial)}: part of the subject key {parts}: give all of its columns"
+        )
+    description = ", ".join(f"{c}={v}" for c in sorted(given) for v in sorted(set(given[c])))
+    return Subject(description, keys)
+
 
 def matching_records(typed: pl.DataFrame, subject: Subject, keys) -> list[int]:
-    """``record_no`` of the records in a read file that are about the subject (any key matching)."""
-    found = [
-        typed.join(values, on=list(key), how="semi", nulls_equal=False)["record_no"]
-        for key in keys
-        if (values := subject.values(key)) is not None
-    ]
+    """``record_no`` of the records in a read file that are about the subject (any key matching).
+    Keys compare as text: a request's values are typed in, a column may hold numbers."""
+    found = []
+    for key in keys:
+        if (values := subject.values(key)) is not None:
+            as_text = [pl.col(c).cast(pl.String) for c in key]
+            records = typed.select("record_no", *as_text).join(
+                values.select(as_text), on=list(key), how="semi", nulls_equal=False
+            )
+            found.append(records["record_no"])
     return sorted(set(pl.concat(found).to_list())) if found else []
 
 

@@ -1,14 +1,16 @@
-"""Dagster wiring of erasure: the ``erase_customer`` job and the ``governance.erasure_log`` it writes.
+"""Dagster wiring of erasure: the ``erase_person`` job and the ``governance.erasure_log`` it writes.
 
-``dp erase --customer <id>`` runs the same job. In one warehouse transaction the op:
+``dp erase --key <column>=<value>`` runs the same job. In one warehouse transaction the op:
 
-1. finds the person (``exploitation.customer_id_map``, their CRM records, meters and emails);
+1. finds the person: the subject keys the request names (a PII column's value pseudonymized),
+   and whatever keys of theirs each project's erasure hook (``project.yaml``: ``erasure``) adds;
 2. rewrites each landed file holding their records with those lines blanked (a new immutable file
    named by its new hash; the old one is deleted only after the commit), and moves the manifest,
    the formatted rows and the file outcomes over to the new hash, minus the person's records;
-3. deletes their rows from every other table with a customer, meter or CRM id column
+3. deletes their rows from every other table holding all the columns of one of their keys
    (exploitation, each pipeline's sandbox, features and predictions);
-4. verifies no table still holds a row of theirs (else everything rolls back);
+4. verifies no table still holds a row of theirs (else everything rolls back) and that there
+   was one to erase (else the request names nobody: mistyped, or erased before);
 5. tags every model version of the pipelines that trained on them ``retrain_required`` and appends
    the audit entries; the ``retrain_on_degradation`` sensor then starts their retraining.
 
@@ -42,11 +44,13 @@ from dp_assets.frames import polars_schema
 from dp_assets.governance.erasure import (
     ERASURE_LOG,
     ErasureLogEntry,
+    BadRequest,
     Subject,
-    UnknownCustomer,
+    UnknownSubject,
     blank_lines,
     matching_records,
     renamed_for,
+    request_subject,
     sha256_hex,
 )
 from dp_assets.landing.assets import MANIFEST
@@ -58,13 +62,12 @@ from dp_assets.resources.tables import (
     insert,
     row_count,
     table_columns,
-    table_exists,
 )
 from dp_assets.settings import Settings
 from dp_assets.sources.base import FileContext
 
 ERASURE_KEY = AssetKey(["governance", "erasure_log"])
-ERASE_JOB = "erase_customer"
+ERASE_JOB = "erase_person"
 RETRAIN_METADATA = "retrain pipelines"  # read by the retrain sensor
 RETRAIN_TAG = "retrain_required"
 # Landing and formatted rows are removed by file and record (step 2); the log is the audit itself.
@@ -84,8 +87,9 @@ erasure_log_spec = AssetSpec(
 
 
 class EraseConfig(Config):
-    customer_id: str
-    """Platform customer id (CUS-...), as in exploitation.customers."""
+    keys: list[str]
+    """The person's subject keys as <column>=<value>, all about the same person (the clear value
+    of a PII column: it is pseudonymized before matching)."""
     requested_by: str
     """Who asked: kept in the audit log."""
     reason: str = ""
@@ -124,13 +128,15 @@ def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
         written: list[Path] = []
         try:
             with warehouse.transaction() as conn:
-                ensure_table(conn, ERASURE_LOG, ErasureLogEntry)
-                subject = find_subject(conn, config.customer_id)
+                ensure_log(conn)
+                subject = find_subject(conn, settings, config.keys)
                 rewrites, unreadable = rewrite_landed_files(conn, settings, subject, written)
+                if not rewrites and not remaining_rows(conn, subject):
+                    raise UnknownSubject(not_found(conn, subject))
                 removed = apply_rewrites(conn, rewrites) | delete_subject_rows(conn, subject)
                 if left := remaining_rows(conn, subject):
                     raise Failure(
-                        f"rows of {subject.customer_id} would remain in {left}: nothing erased"
+                        f"rows of {subject.description} would remain in {left}: nothing erased"
                     )
                 outcomes = conn.execute(
                     f"SELECT * FROM {OUTCOMES} WHERE file_sha256 IN (SELECT unnest(?))",
@@ -145,12 +151,12 @@ def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
                 )
                 models = mark_for_retraining(mlflow_tracking, retrain, erasure_id)
                 entries = audit_entries(
-                    config, erasure_id, now, rewrites, unreadable, removed, models
+                    config, subject, erasure_id, now, rewrites, unreadable, removed, models
                 )
                 insert(conn, ERASURE_LOG, entries)
                 counts = {t: row_count(conn, t) for t in removed if removed[t]}
                 superseded = superseded_files(conn)
-        except UnknownCustomer as error:
+        except (BadRequest, UnknownSubject) as error:
             raise Failure(str(error)) from None
         except BaseException:
             for path in written:  # the transaction rolled back: its new files are strays
@@ -169,32 +175,33 @@ def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
             yield _changed(AssetKey(["landing", source]), erasure_id, None, None,
                            **{"files rewritten": MetadataValue.int(len(files))})  # fmt: skip
         context.log.info(
-            f"{erasure_id}: erased {subject.customer_id} from {len(rewrites)} landed files and "
+            f"{erasure_id}: erased {subject.description} from {len(rewrites)} landed files and "
             f"{sum(1 for n in removed.values() if n)} tables; retraining {retrain or 'nothing'}"
         )
         yield AssetMaterialization(
             ERASURE_KEY,
-            description=f"{erasure_id}: {subject.customer_id} erased",
+            description=f"{erasure_id}: {subject.description} erased",
             metadata={
                 "erasure_id": erasure_id,
-                "customer_id": subject.customer_id,
+                "subject": subject.description,
                 "landed files rewritten": MetadataValue.int(len(rewrites)),
                 "unreadable files to review": MetadataValue.int(len(unreadable)),
                 "rows removed": MetadataValue.int(sum(removed.values())),
                 RETRAIN_METADATA: MetadataValue.json(retrain),
-                "entries": markdown(entries.drop("customer_id"), rows=50),
+                "entries": markdown(entries.drop("subject", "customer_id"), rows=50),
             },
         )
 
     @job(
         name=ERASE_JOB,
-        description="Erase one person from every zone on request (config: customer_id, "
-        "requested_by, reason); the audit trail is governance.erasure_log",
+        description="Erase one person from every zone on request (config: keys, the person's "
+        "subject keys as column=value; requested_by; reason); the audit trail is "
+        "governance.erasure_log",
     )
-    def erase_customer():
+    def erase_person():
         erase()
 
-    return erase_customer
+    return erase_person
 
 
 def _changed(key: AssetKey, erasure_id: str, rows: int | None, count: int | None, **extra):
@@ -210,44 +217,50 @@ def _changed(key: AssetKey, erasure_id: str, rows: int | None, count: int | None
 # --- the steps --------------------------------------------------------------------------------------
 
 
-def find_subject(conn: duckdb.DuckDBPyConnection, customer_id: str) -> Subject:
-    if not table_exists(conn, "exploitation.customer_id_map"):
-        raise UnknownCustomer(
-            "no exploitation.customer_id_map yet: materialize the exploitation zone first"
-        )
-    records = conn.execute(
-        "SELECT source_system, source_customer_id FROM exploitation.customer_id_map WHERE customer_id = ?",
-        [customer_id],
-    ).pl()
-    if records.is_empty():
-        before = conn.execute(
-            f"SELECT erasure_id, erased_at FROM {ERASURE_LOG} WHERE customer_id = ? LIMIT 1",
-            [customer_id],
-        ).fetchone()
-        raise UnknownCustomer(
-            f"{customer_id} is not a customer: erased by {before[0]} on {before[1]:%Y-%m-%d %H:%M} UTC"
-            if before
-            else f"{customer_id} is not a customer id in exploitation.customers (ids look like CUS-0A1B2C3D4E)"
-        )
-    conn.register("_records", records)
-    try:
-        mine = conn.execute(
-            "SELECT f.meter_id, f.email_pseudonym FROM formatted.customers f "
-            "JOIN _records USING (source_system, source_customer_id)"
-        ).pl()
-        current = conn.execute(
-            "SELECT meter_id FROM exploitation.customers WHERE customer_id = ?", [customer_id]
-        ).pl()
-    finally:
-        conn.unregister("_records")
-    return Subject(
-        customer_id,
-        {
-            ("customer_id",): pl.DataFrame({"customer_id": [customer_id]}),
-            ("source_system", "source_customer_id"): records,
-            ("meter_id",): pl.concat([mine.select("meter_id"), current]).drop_nulls().unique(),
-            ("email_pseudonym",): mine.select("email_pseudonym").drop_nulls().unique(),
-        },
+def ensure_log(conn: duckdb.DuckDBPyConnection) -> None:
+    """The audit log, with its ``subject`` column: a log from before requests by subject key
+    (customer ids only) gains it, its entries described as the request was."""
+    ensure_table(conn, ERASURE_LOG, ErasureLogEntry)
+    conn.execute(f"ALTER TABLE {ERASURE_LOG} ADD COLUMN IF NOT EXISTS subject VARCHAR")
+    conn.execute(
+        f"UPDATE {ERASURE_LOG} SET subject = 'customer_id=' || customer_id "
+        "WHERE subject IS NULL AND customer_id IS NOT NULL"
+    )
+
+
+def find_subject(
+    conn: duckdb.DuckDBPyConnection, settings: Settings, request: list[str]
+) -> Subject:
+    """The person the request's ``column=value`` keys name, with every key of theirs the
+    projects' erasure hooks find."""
+    catalog = settings.catalog()
+    sources = catalog.sources.values()
+    declared = [k for s in sources for k in s.subject_keys]
+    declared += [k for p in catalog.projects for k in p.subject_keys]
+    # A key column a source pseudonymizes is typed in clear and matched as its pseudonym.
+    pii = {c for s in sources for c in s.pii_columns if any(c in k for k in s.subject_keys)}
+    subject = request_subject(request, declared, pii, settings.pii_key())
+    for project in (p for p in catalog.projects if p.erasure):
+        try:
+            subject = subject.merged(project.hook(project.erasure)(conn, subject))
+        except UnknownSubject as error:
+            raise UnknownSubject(not_found(conn, subject, str(error))) from None
+    return subject
+
+
+def not_found(conn: duckdb.DuckDBPyConnection, subject: Subject, why: str = "") -> str:
+    """Why nothing of the subject is stored: an earlier erasure of theirs, else ``why``."""
+    before = conn.execute(
+        f"SELECT erasure_id, erased_at FROM {ERASURE_LOG} WHERE subject = ? "
+        "ORDER BY erased_at LIMIT 1",
+        [subject.description],
+    ).fetchone()
+    if before:
+        erasure_id, when = before
+        return f"{subject.description} is not stored: erased by {erasure_id} on {when:%Y-%m-%d %H:%M} UTC"
+    return why or (
+        f"{subject.description}: no landed record and no table row has it (mistyped? a PII "
+        "value must be written as the source normalizes it before pseudonymizing)"
     )
 
 
@@ -372,12 +385,13 @@ def remaining_rows(conn: duckdb.DuckDBPyConnection, subject: Subject) -> dict[st
 
 
 def _on_key(conn, statement: str, table: str, key: tuple[str, ...], values: pl.DataFrame) -> int:
-    """``DELETE FROM`` / ``SELECT count(*) FROM`` the rows of ``table`` matching ``values`` on ``key``."""
+    """``DELETE FROM`` / ``SELECT count(*) FROM`` the rows of ``table`` matching ``values`` on
+    ``key``, compared as text (``matching_records`` says why)."""
     if values.is_empty():
         return 0
     conn.register("_key", values)
     try:
-        match = " AND ".join(f"t.{c} = k.{c}" for c in key)
+        match = " AND ".join(f"t.{c}::VARCHAR = k.{c}::VARCHAR" for c in key)
         return conn.execute(
             f"{statement} {table} t WHERE EXISTS (SELECT 1 FROM _key k WHERE {match})"
         ).fetchone()[0]
@@ -407,9 +421,9 @@ def mark_for_retraining(
     return marked
 
 
-def audit_entries(config: EraseConfig, erasure_id: str, now: dt.datetime, rewrites: list[Rewrite],
+def audit_entries(config: EraseConfig, subject: Subject, erasure_id: str, now: dt.datetime, rewrites: list[Rewrite],
                   unreadable: list, removed: dict[str, int], models: list[str]) -> pl.DataFrame:  # fmt: skip
-    common = {"erasure_id": erasure_id, "customer_id": config.customer_id,
+    common = {"erasure_id": erasure_id, "subject": subject.description, "customer_id": None,
               "requested_by": config.requested_by, "reason": config.reason or None, "erased_at": now}  # fmt: skip
     rows = [
         *({"object_kind": "landed_file", "object": r.path_after, "rows_removed": len(r.record_nos),
