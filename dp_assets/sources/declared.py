@@ -13,10 +13,13 @@ quarantine, physical metadata and the data dictionary as for a source written in
       y: {type: float, rename: load_mw, unit: MW, canonical: MW, ge: 0}
     key: [hour_start]
 
-Order of the work on a value: trim, null tokens, ``map``, ``case``, parse by type (decimal mark,
-thousands separator, date format), unit conversion, local time to UTC; then the ``transform``
+Order of the work on a value: trim, null tokens, ``map``, ``case``, the column's ``transform``
+hook (if any: text to text, e.g. an id's canonical form), parse by type (decimal mark, thousands
+separator, date format), unit conversion, local time to UTC; then the declaration's ``transform``
 hook (if any), pseudonymization of PII columns, and the checks (on canonical values, in canonical
 units). A record whose value is present but does not parse is rejected with the field and value.
+A JSON document may state values for all its records (``document: meta.provider``) and the unit
+of a column (``unit: {document: units.temperature, one_of: [C, F]}``).
 """
 
 from __future__ import annotations
@@ -49,10 +52,8 @@ from dp_assets.sources.base import (
     _delimited_records,
     _flag_truncation,
     _split_records,
-    add_reasons,
     load_json_document,
     occurrences,
-    parse_failures,
     read_json_lines,
     records_from_objects,
     text_lines,
@@ -584,8 +585,15 @@ def unit_column(raw: str) -> str:
 
 
 def _json_records(d: Declaration, text: str, fields: list[str]) -> Parsed:
-    document = load_json_document(text)
-    # What the document says of all its records first: a unit it states wrongly voids them all.
+    document = records = load_json_document(text)
+    for step in d.records_path.split(".") if d.records_path else []:
+        if not isinstance(records, dict) or step not in records:
+            raise Unparseable(f"records_path {d.records_path!r}: no {step!r} in the document")
+        records = records[step]
+    if not isinstance(records, list):
+        what = f"at {d.records_path!r}" if d.records_path else "the document"
+        raise Unparseable(f"{what} is a JSON {type(records).__name__}, not an array of records")
+    # A unit the document states wrongly voids all its records: said before any record is read.
     units = {}
     for raw, c in d.columns.items():
         if isinstance(c.unit, DocumentUnit):
@@ -599,14 +607,6 @@ def _json_records(d: Declaration, text: str, fields: list[str]) -> Parsed:
     values = {
         raw: _as_text(_at(document, c.document)) for raw, c in d.columns.items() if c.document
     }
-    records, path = document, d.records_path
-    for step in path.split(".") if path else []:
-        if not isinstance(records, dict) or step not in records:
-            raise Unparseable(f"records_path {path!r}: no {step!r} in the document")
-        records = records[step]
-    if not isinstance(records, list):
-        what = f"at {path!r}" if path else "the document"
-        raise Unparseable(f"{what} is a JSON {type(records).__name__}, not an array of records")
     parsed = records_from_objects(records, fields)
     frame = parsed.records.with_columns(
         *(pl.lit(v, pl.String).alias(raw) for raw, v in values.items()),
@@ -680,10 +680,11 @@ def homogenize(
     columns = list(d.columns.items())
     typed = {f"_typed_{i}": raw_name for i, (raw_name, _) in enumerate(columns)}
     units = [unit_column(r) for r, c in columns if isinstance(c.unit, DocumentUnit)]
-    frame = (
-        raw.with_columns(_cleaned(d, raw_name, c) for raw_name, c in columns)
-        .with_columns(_typed(d, c, r, hooks.get(r)).alias(t) for t, (r, c) in zip(typed, columns))
-        .with_columns(add_reasons(parse_failures(typed)))
+    # As few passes over the frame as can be: a file of a few records costs what its passes do.
+    cleaned = [_cleaned(d, r, c) for r, c in columns]
+    frame = raw.with_columns(
+        *cleaned,
+        *(_typed(d, c, v, hooks.get(r)).alias(t) for t, v, (r, c) in zip(typed, cleaned, columns)),
     )
     # Canonical names from here on; the cleaned raw text stays for the reasons that quote it.
     frame = frame.select(
@@ -693,7 +694,7 @@ def homogenize(
         *(pl.col(r).alias(f"_raw_{i}") for i, (r, _) in enumerate(columns)),
         *units,
         "raw_record",
-        "reject_reason",
+        _reasons(*(_parse_failure(d, t, r) for t, r in typed.items())),
     )
     for i, (raw_name, c) in enumerate(columns):
         if c.type == "timestamp" and c.marks == "end":
@@ -703,21 +704,13 @@ def homogenize(
             frame = frame.with_columns(pl.col(name).dt.offset_by(f"-{c.interval}"))
         if c.type == "timestamp" and c.time_zone is not None and c.format not in EPOCHS:
             frame = _to_utc(frame, raw_name, f"_raw_{i}", c, ctx)
+    final = []
+    for r, c in columns:
+        converted = c.type == "float" and (c.unit != c.canonical or c.round is not None)
+        final.append(_converted(r, c) if converted else pl.col(canonical_name(r, c)))
         if c.vat is not None and c.vat.flag is not None:
-            frame = frame.with_columns(_gross(c.vat).alias(c.vat.flag))
-        if c.type == "float" and (c.unit != c.canonical or c.round is not None):
-            frame = frame.with_columns(_converted(raw_name, c))
-    frame = frame.select(
-        "file_sha256",
-        "record_no",
-        *(
-            name
-            for r, c in columns
-            for name in (canonical_name(r, c), *([c.vat.flag] if c.vat and c.vat.flag else []))
-        ),
-        "raw_record",
-        "reject_reason",
-    )
+            final.append(_gross(c.vat).alias(c.vat.flag))
+    frame = frame.select("file_sha256", "record_no", *final, "raw_record", "reject_reason")
     if transform is not None:
         frame = transform(frame)
     if pii := [canonical_name(r, c) for r, c in columns if c.pii]:
@@ -726,6 +719,22 @@ def homogenize(
             *(pseudonymize(frame[n], ctx.pii_key) for n in pii), raw_record=pl.lit(PII_WITHHELD)
         )
     return frame
+
+
+def _parse_failure(d: Declaration, typed: str, raw: str) -> pl.Expr:
+    """The reason for a typed value that came out null although its (cleaned) text was there,
+    naming the raw field: what a person looking at the file sees."""
+    text = pl.col(raw) if d.trim else pl.col(raw).str.strip_chars()
+    return pl.when(pl.col(typed).is_null() & text.ne("")).then(
+        pl.format("{}: cannot parse '{}'", pl.lit(raw), pl.col(raw).str.slice(0, 80))
+    )
+
+
+def _reasons(*reasons: pl.Expr) -> pl.Expr:
+    """``reject_reason`` with ``reasons`` (nulls skipped) joined on, in one concatenation: the
+    nested when/then of ``base.add_reasons`` evaluates its parts again at every level."""
+    joined = pl.concat_str([pl.col("reject_reason"), *reasons], separator="; ", ignore_nulls=True)
+    return joined.replace("", None).alias("reject_reason")
 
 
 def _cleaned(d: Declaration, raw: str, c: Column) -> pl.Expr:
@@ -746,9 +755,10 @@ def _cleaned(d: Declaration, raw: str, c: Column) -> pl.Expr:
 
 
 def _typed(
-    d: Declaration, c: Column, raw: str, hook: Callable[[pl.Expr], pl.Expr] | None = None
+    d: Declaration, c: Column, value: pl.Expr, hook: Callable[[pl.Expr], pl.Expr] | None = None
 ) -> pl.Expr:
-    value = pl.col(raw) if hook is None else hook(pl.col(raw))
+    """The cleaned text ``value`` typed (after the column's hook)."""
+    value = value if hook is None else hook(value)
     if c.type == "string":
         return value
     if c.type == "bool":
@@ -796,8 +806,11 @@ def _to_utc(frame: pl.DataFrame, raw: str, text: str, c: Column, ctx: FileContex
     else:
         frame = frame.with_columns(occurrence=pl.lit(1))
         ambiguous = pl.lit("earliest")
-    earliest = local.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
-    repeated = earliest != local.dt.replace_time_zone(zone, ambiguous="latest", non_existent="null")
+    # Each replace_time_zone looks every value up in the zone's rules: by_order needs one.
+    utc = local.dt.replace_time_zone(zone, ambiguous=ambiguous, non_existent="null")
+    if c.dst == "reject":
+        latest = local.dt.replace_time_zone(zone, ambiguous="latest", non_existent="null")
+        repeated = utc != latest
     shown = pl.col(text).str.slice(0, 80)
 
     def reason(template: str, *args: pl.Expr | str) -> pl.Expr:
@@ -806,7 +819,7 @@ def _to_utc(frame: pl.DataFrame, raw: str, text: str, c: Column, ctx: FileContex
         )
 
     reasons = [
-        pl.when(local.is_not_null() & earliest.is_null()).then(
+        pl.when(local.is_not_null() & utc.is_null()).then(
             reason("{}: '{}' does not exist in {} (skipped by the DST change)", zone)
         )
     ]
@@ -821,12 +834,11 @@ def _to_utc(frame: pl.DataFrame, raw: str, text: str, c: Column, ctx: FileContex
         reasons.append(
             pl.when(pl.col("occurrence") > 2).then(reason("{}: '{}' occurs more than twice{}", per))
         )
-    utc = local.dt.replace_time_zone(zone, ambiguous=ambiguous, non_existent="null")
     if c.dst == "reject":
         utc = pl.when(repeated).then(None).otherwise(utc)
-    return frame.with_columns(
-        add_reasons(*reasons), **{name: utc.dt.convert_time_zone("UTC")}
-    ).drop("occurrence")
+    return frame.with_columns(_reasons(*reasons), **{name: utc.dt.convert_time_zone("UTC")}).drop(
+        "occurrence"
+    )
 
 
 def _gross(vat: Vat) -> pl.Expr:
