@@ -287,9 +287,9 @@ def zoned(format: str | None) -> bool:
     return format is not None and (format in EPOCHS or re.search(r"%[#:]?z", format) is not None)
 
 
-def _flags(d: Declaration) -> dict[str, tuple[str, Vat]]:
-    """VAT flag column -> (the raw column it follows, its vat)."""
-    return {c.vat.flag: (raw, c.vat) for raw, c in d.columns.items() if c.vat and c.vat.flag}
+def _flags(d: Declaration) -> list[str]:
+    """The VAT flag columns: canonical columns no raw field fills."""
+    return [c.vat.flag for c in d.columns.values() if c.vat and c.vat.flag]
 
 
 def _problems(d: Declaration) -> list[str]:
