@@ -20,8 +20,11 @@ def ensure_table(
     stored rows validated nothing (test_tables.py reproduces it).
     """
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
-    empty = empty_frame(schema)  # noqa: F841 - read by DuckDB's replacement scan
-    columns = conn.execute("DESCRIBE SELECT * FROM empty").fetchall()
+    conn.register("_empty", empty_frame(schema))
+    try:
+        columns = conn.execute("DESCRIBE SELECT * FROM _empty").fetchall()
+    finally:
+        conn.unregister("_empty")
     ddl = ", ".join(f'"{name}" {dtype}' for name, dtype, *_ in columns)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})")
 
@@ -94,7 +97,11 @@ def replace_changed_rows(
     finally:
         conn.unregister("_frame")
     on = " AND ".join(f't."{k}" = w."{k}"' for k in key)
-    conn.execute("CREATE OR REPLACE TEMP TABLE _written AS SELECT * FROM changed")
+    conn.register("_changed", changed)
+    try:
+        conn.execute("CREATE OR REPLACE TEMP TABLE _written AS SELECT * FROM _changed")
+    finally:
+        conn.unregister("_changed")
     conn.execute(f"DELETE FROM {table} t USING _written w WHERE {on}")
     insert(conn, table, frame.join(changed, on=key, how="semi"))  # polars picks them faster
     return f"SEMI JOIN _written w ON {on}"

@@ -69,7 +69,10 @@ class Warehouse(DuckDBResource):
         delay = 0.1
         while True:
             try:
-                conn = duckdb.connect(self.database, config=self.connection_config)
+                # No replacement scans: a table that does not exist is an error, not a Python
+                # variable of that name (a missing `customers` table once read an asset object).
+                config = {"python_enable_replacements": False, **self.connection_config}
+                conn = duckdb.connect(self.database, config=config)
                 break
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower():
