@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 TZ = "Europe/Warsaw"
-VAT_RATE, VAT_EXCLUDED_FROM = 0.23, "2024-03"  # as in dp_assets/sources/tariffs.py
+VAT_RATE, VAT_EXCLUDED_FROM = 0.23, "2024-03"  # as in the sample project's sources/tariffs.yaml
 timings: dict[str, float] = {}
 
 

@@ -17,6 +17,7 @@ from dagster import (
     AssetCheckSpec,
     AssetCheckSeverity,
     AssetKey,
+    AutomationCondition,
     DagsterInstance,
     Failure,
     MaterializeResult,
@@ -34,6 +35,12 @@ from dagster._core.storage.asset_check_execution_record import (
 OWNER = "team:data-platform"
 WAREHOUSE_POOL = "warehouse"  # DuckDB admits one writer process: every warehouse step joins it
 PREVIEW_ROWS = 5
+# A check of a subsettable asset (one that may skip, reporting no check) is requested on its own:
+# automation asks for it whenever it asks for its asset, so that what depends on a blocking check
+# sees it as "will be requested" in the same tick, as it does for an ``@asset``'s checks.
+WITH_ITS_ASSET = AutomationCondition.any_deps_match(
+    AutomationCondition.will_be_requested()
+).with_label("requested with its asset")
 VALIDATE_ROWS = 2_000_000  # rows per batch when stored rows are read back for validation
 
 
@@ -181,6 +188,11 @@ def failed_last_time(instance: DagsterInstance, key: AssetKey, check_name: str =
         status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
     )  # this run's own evaluation is only planned yet: the latest completed one is the last run's
     return bool(done) and done[0].status == AssetCheckExecutionRecordStatus.FAILED
+
+
+def checks_of_subsettable(specs) -> list[AssetCheckSpec]:
+    """``specs`` as checks of a subsettable asset: requested by automation with their asset."""
+    return [s._replace(automation_condition=WITH_ITS_ASSET) for s in specs]
 
 
 def roll_back_unless_passed(*checks: AssetCheckResult):

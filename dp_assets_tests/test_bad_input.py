@@ -33,7 +33,7 @@ CASES = {
     "wrong_delimiter": ("meters_vendor_a", "commas.csv", GOOD_A.replace(";", ",").encode(), "quarantined", "looks ','-delimited"),
     "latin1": ("customers", "latin1.csv", LATIN1.replace("Łódź", "Lodz").encode("latin-1"), "quarantined", "not valid utf-8: byte 0xf6 at offset 104 (line 2)"),
     "bom": ("meters_vendor_a", "bom.csv", b"\xef\xbb\xbf" + GOOD_A.replace("10:", "12:").encode(), "noted", "byte-order mark removed"),
-    "missing_column": ("meters_vendor_a", "missing.csv", b"meter_id;timestamp\nMTR-000001;2024-01-15 10:00\n", "quarantined", "missing required columns ['consumption_kwh']"),
+    "missing_column": ("meters_vendor_a", "missing.csv", b"meter_id;timestamp\nMTR-000001;2024-01-15 10:00\n", "quarantined", "missing declared columns ['consumption_kwh']"),
     "extra_column": ("tariffs", "extra.csv", b"tariff,month,price_pln_per_kwh,currency\nG11,2024-05,0.7,PLN\n", "noted", "ignored extra columns ['currency']"),
     "bad_timestamp": ("meters_vendor_b", "bad_ts.jsonl", b'{"meter": "000002", "ts": "yesterday", "wh": 250}\n' + GOOD_B.encode(), "rejected", "ts: cannot parse 'yesterday'"),
     "binary": ("meters_vendor_b", "garbage.jsonl", bytes(range(256)) * 8, "quarantined", "binary content: NUL byte at offset 0"),
@@ -46,7 +46,7 @@ CASES = {
     "utf16_no_bom": ("customers", "utf16_nobom.csv", QUOTED_NEWLINE.encode("utf-16-le"), "quarantined", "UTF-16LE text without a byte-order mark"),
     "zip": ("customers", "export.zip", ZIP.getvalue(), "quarantined", "a zip archive"),
     "quoted_newline": ("customers", "quoted.csv", QUOTED_NEWLINE.encode(), "formatted", None),
-    "unknown_unit": ("weather", "kelvin.json", json.dumps({"provider": "x", "units": {"temperature": "K"}, "observations": []}).encode(), "quarantined", "unknown temperature unit 'K'"),
+    "unknown_unit": ("weather", "kelvin.json", json.dumps({"provider": "x", "units": {"temperature": "K"}, "observations": []}).encode(), "quarantined", "unknown unit 'K' at units.temperature"),
 }  # fmt: skip
 DUPLICATE = ("meters_vendor_a", "again.csv", GOOD_A.replace("10:", "16:").encode())
 

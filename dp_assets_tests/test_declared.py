@@ -238,6 +238,11 @@ columns:
         ("columns:\n  a: {}\nkey: [b]\n", "key: 'b' is not a (canonical) column name"),
         ("delimiter: ', '\ncolumns:\n  a: {}\n", "quote: a 2-character delimiter"),
         ("columns: [a\n", "sources/src.yaml:3:1: not valid YAML"),
+        ("columns:\n  a: {document: x}\n", "columns.a.document: only for json (format is csv)"),
+        ("format: json\ncolumns:\n  t: {type: float, unit: {document: u, one_of: [C, Wh]}, "
+         "canonical: C}\n", "columns.t.unit.one_of: no conversion from 'Wh' to 'C'"),
+        ("columns:\n  a: {aliases: [b]}\n  b: {}\n", "aliases: 'b' names two fields"),
+        ("columns:\n  a: {transform: upper}\n", "columns.a.transform: 'upper' is not a hook"),
     ],
 )  # fmt: skip
 def test_declaration_errors_are_located(tmp_path, text, message):
@@ -291,6 +296,91 @@ subject_keys: [[email]]
     result = run(document, json.dumps({"data": {"items": [{"a": 1}, {"a": "x"}, [1]]}}))
     assert result.rows["a"].to_list() == [1]
     assert reasons(result) == {1: "a: cannot parse 'x'", 2: "record is a JSON list, not an object"}
+
+
+def test_aliases_column_hooks_and_an_unterminated_last_line_rejected(tmp_path):
+    def code(value: pl.Expr) -> pl.Expr:  # 'ab-1' -> 'AB-001'; anything else null
+        parts = value.str.to_uppercase().str.extract_groups(r"^([A-Z]{2})-?(\d{1,3})$")
+        return pl.concat_str(parts.struct[0], pl.lit("-"), parts.struct[1].str.zfill(3))
+
+    hooks = {"hooks.py:code": code}
+    text = """
+description: d
+format: {format}
+unterminated_last_line: reject
+columns:
+  id: {{rename: code, transform: hooks.py:code, required: true}}
+  wh: {{type: float, rename: kwh, unit: Wh, canonical: kWh, aliases: [energy_wh]}}
+key: [code]
+"""
+    lines = declare(tmp_path, text.format(format="jsonl"), hooks=hooks)
+    result = run(
+        lines,
+        '{"id": "ab-1", "wh": 250}\n{"id": "x", "energy_wh": 5}\n'
+        '{"id": "AB001", "energy_wh": 1}\n{"id": "cd-2", "wh": 1}',
+    )
+    assert result.rows.select("code", "kwh").rows() == [("AB-001", 0.25)]
+    assert reasons(result) == {
+        2: "id: cannot parse 'x'",
+        3: "duplicate of record 1 (same code)",  # the canonical code makes the duplicate
+        4: "last line has no line terminator: the file may be truncated",
+    }
+    delimited = declare(tmp_path, text.format(format="csv"), name="csv", hooks=hooks)
+    result = run(delimited, "energy_wh,id\n1000,ab-7\n")
+    assert result.rows.select("code", "kwh").rows() == [("AB-007", 1.0)]
+    again = declare(tmp_path, text.format(format="csv"), name="csv", hooks={"hooks.py:code": str})
+    assert again.version != delimited.version  # the hook's code is part of the version
+
+
+def test_values_and_units_stated_by_the_document_and_a_vat_flag(tmp_path):
+    source = declare(
+        tmp_path,
+        """
+description: d
+format: json
+records_path: observations
+columns:
+  provider: {document: meta.provider, required: true}
+  time: {type: timestamp, format: "%Y-%m-%dT%H:%M:%S%#z"}
+  t: {type: float, rename: t_c, unit: {document: units.t, one_of: [C, F]}, canonical: C}
+""",
+    )
+    observations = [
+        {"time": "2024-01-15T00:00:00Z", "t": 50},
+        {"time": "2024-01-15T03:00:00+02:00"},
+    ]
+    doc = {"meta": {"provider": "sky"}, "units": {"t": "F"}, "observations": observations}
+    result = run(source, json.dumps(doc))
+    assert result.rows.select("provider", "time", "t_c").rows() == [
+        ("sky", dt.datetime(2024, 1, 15, tzinfo=UTC), 10.0),
+        ("sky", dt.datetime(2024, 1, 15, 1, tzinfo=UTC), None),
+    ]
+    doc["units"]["t"] = "C"
+    assert run(source, json.dumps(doc)).rows["t_c"].to_list() == [50.0, None]
+    doc["units"]["t"] = "K"  # convertible, but not a unit the declaration expects
+    assert format_file(source, json.dumps(doc).encode(), CTX).quarantine_reason == (
+        "unknown unit 'K' at units.t (for t); expected one of ['C', 'F']"
+    )
+
+    tariffs = declare(
+        tmp_path,
+        """
+description: d
+columns:
+  month: {type: date, format: "%Y-%m"}
+  price: {type: float, unit: gross, canonical: net, round: 6,
+          vat: {rate: 0.25, until: 2024-04-01, date_column: month, flag: included_vat}}
+  other: {}
+""",
+        name="tariffs",
+    )
+    result = run(tariffs, "month,price,other\n2024-03,1.25,a\n2024-04,1.25,b\n")
+    assert result.rows.drop("file_sha256").rows() == [
+        (2, dt.date(2024, 3, 1), 1.0, True, "a"),
+        (3, dt.date(2024, 4, 1), 1.25, False, "b"),
+    ]
+    flag = tariffs.schema.to_schema().columns["included_vat"]
+    assert not flag.nullable and flag.description.startswith("whether price included VAT (25%)")
 
 
 def test_quoted_fields_thousands_and_header_names(tmp_path):

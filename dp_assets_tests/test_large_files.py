@@ -112,10 +112,11 @@ def test_a_file_in_parts_is_formatted_as_the_whole_file(platform, source):
         assert outcome[8] == "UTF-8 byte-order mark removed"
         assert reasons == {
             46: "duplicate of record 2 (same meter_id, reading_start)",
-            47: "timestamp: '2024-10-27 02:00' occurs more than twice for this meter",
+            47: "timestamp: '2024-10-27 02:00' occurs more than twice for the same meter_id",
             48: "kwh: failed greater_than_or_equal_to(0.0) (got -1.5)",
             49: "expected 3 fields, found 2; timestamp: cannot parse 'x'",
-            50: "timestamp: '2024-03-31 02:30' does not exist in Europe/Warsaw (DST gap)",
+            50: "timestamp: '2024-03-31 02:30' does not exist in Europe/Warsaw (skipped by the "
+            "DST change)",
             52: "duplicate of record 51 (same meter_id, reading_start)",
             54: "last line has no line terminator: the file may be truncated",
         }

@@ -135,8 +135,7 @@ def test_the_shadow_challenger_is_compared_live_and_never_served(monitored):
 def test_degraded_live_accuracy_or_drift_starts_retraining(monitored):
     results = checks(monitored.second)
     live = results[("energy_forecast/live_accuracy", "accuracy_holds")]
-    assert live.metadata["status"].value == "compared"
-    assert "mae at evaluation" in live.metadata
+    assert "mae at evaluation" in live.metadata and "relative change" in live.metadata
     sensor = build_retrain_sensor(list(PIPELINES.values()), "train_models")
     with build_sensor_context(instance=monitored.platform.instance) as context:
         requests = sensor(context)

@@ -70,7 +70,7 @@ def test_vendor_a_spring_gap_and_triple_occurrence_are_rejected():
         + "MTR-000002;2024-10-27 02:00;1\n" * 3,
     )
     reasons = result.rejects["reason"].to_list()
-    assert "does not exist in Europe/Warsaw (DST gap)" in reasons[0]
+    assert "does not exist in Europe/Warsaw (skipped by the DST change)" in reasons[0]
     assert "occurs more than twice" in reasons[1]
 
 

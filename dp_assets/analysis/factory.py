@@ -56,6 +56,7 @@ from dp_assets.analysis.timeseries import (
 from dp_assets.frames import polars_schema
 from dp_assets.frozen import import_frozen
 from dp_assets.metadata import (
+    checks_of_subsettable,
     WAREHOUSE_POOL,
     column_lineage,
     markdown,
@@ -106,7 +107,7 @@ def pipeline_asset(
     return multi_asset(
         name="__".join(key.path),
         specs=[AssetSpec(key, **spec)],
-        check_specs=list(check_specs),
+        check_specs=checks_of_subsettable(check_specs),
         can_subset=True,
         pool=pool,
     )

@@ -31,6 +31,9 @@ from dp_assets.resources.tables import ensure_table, insert, replace_table_with
 
 
 NOT_APPLICABLE = "not applicable"
+NOT_YET = (
+    "not evaluated yet: no predictions with actuals, or a champion never promoted through the gate"
+)
 
 
 def not_applicable(reason: str) -> MaterializeResult:
@@ -177,27 +180,22 @@ def build_monitoring_assets(spec: PipelineSpec, common: dict) -> list:
                 **{f"champion live {m}": MetadataValue.int(v) if m == "rows" else
                    MetadataValue.float(round(v, 6)) for m, v in live.items()},
                 **shadow_comparison(task, shadowed, actuals),
+                # Nothing measured is not a pass: the check reports once actuals meet a champion.
+                **({"accuracy_holds": NOT_YET} if change is None else {}),
             )  # fmt: skip
         yield materialization
         yield check
-        yield AssetCheckResult(
-            check_name="accuracy_holds",
-            passed=change is None or change >= -spec.live_tolerance,
-            metadata={
-                "status": "compared"
-                if change is not None
-                else "nothing to compare yet: no predictions with actuals, or a champion never "
-                "promoted through the gate",
-                f"live {primary}": MetadataValue.float(live[primary]) if live else "none",
-                f"{primary} at evaluation": MetadataValue.float(at_evaluation)
-                if at_evaluation
-                else "none",
-                "relative change": MetadataValue.float(round(change, 4))
-                if change is not None
-                else "none",
-                "tolerance": MetadataValue.float(spec.live_tolerance),
-            },
-        )
+        if change is not None:
+            yield AssetCheckResult(
+                check_name="accuracy_holds",
+                passed=change >= -spec.live_tolerance,
+                metadata={
+                    f"live {primary}": MetadataValue.float(live[primary]),
+                    f"{primary} at evaluation": MetadataValue.float(at_evaluation),
+                    "relative change": MetadataValue.float(round(change, 4)),
+                    "tolerance": MetadataValue.float(spec.live_tolerance),
+                },
+            )
 
     def shadow_comparison(task: str, shadowed: pl.DataFrame, actuals: pl.DataFrame) -> dict:
         """Champion and shadow challenger on the same predictions with actuals: live A/B evidence."""

@@ -13,10 +13,13 @@ quarantine, physical metadata and the data dictionary as for a source written in
       y: {type: float, rename: load_mw, unit: MW, canonical: MW, ge: 0}
     key: [hour_start]
 
-Order of the work on a value: trim, null tokens, ``map``, ``case``, parse by type (decimal mark,
-thousands separator, date format), unit conversion, local time to UTC; then the ``transform``
+Order of the work on a value: trim, null tokens, ``map``, ``case``, the column's ``transform``
+hook (if any: text to text, e.g. an id's canonical form), parse by type (decimal mark, thousands
+separator, date format), unit conversion, local time to UTC; then the declaration's ``transform``
 hook (if any), pseudonymization of PII columns, and the checks (on canonical values, in canonical
 units). A record whose value is present but does not parse is rejected with the field and value.
+A JSON document may state values for all its records (``document: meta.provider``) and the unit
+of a column (``unit: {document: units.temperature, one_of: [C, F]}``).
 """
 
 from __future__ import annotations
@@ -45,12 +48,12 @@ from dp_assets.sources.base import (
     PhysicalFormat,
     Source,
     Unparseable,
+    _as_text,
     _delimited_records,
+    _flag_truncation,
     _split_records,
-    add_reasons,
     load_json_document,
     occurrences,
-    parse_failures,
     read_json_lines,
     records_from_objects,
     text_lines,
@@ -65,6 +68,7 @@ PII_WITHHELD = "<PII withheld: see the landed file at record_no>"
 NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 DURATION = re.compile(r"^(\d+(d|h|m|s))+$")
 RESERVED = {*RECORD_COLUMNS, "file_sha256"}
+HOOK = re.compile(r"^[\w./-]+\.py:\w+$")
 
 
 def _scale(factor: float) -> Callable[[pl.Expr], pl.Expr]:
@@ -111,12 +115,23 @@ class _Strict(BaseModel):
 
 
 class Vat(_Strict):
-    """Values on the rows whose ``date_column`` lies in [``from``, ``until``) include VAT."""
+    """Values on the rows whose ``date_column`` lies in [``from``, ``until``) include VAT;
+    ``flag`` names a bool column saying so of each row (whether its value was converted)."""
 
     rate: float = Field(gt=0, lt=1)
     from_: Optional[dt.date] = Field(None, alias="from")
     until: Optional[dt.date] = None
     date_column: str
+    flag: Optional[str] = None
+    flag_description: str = ""
+
+
+class DocumentUnit(_Strict):
+    """The unit a JSON document states for a column's values (``{"units": {"t": "F"}}``), at the
+    dotted path ``document``; a document stating a unit not ``one_of`` these is quarantined."""
+
+    document: str
+    one_of: list[str] = Field(min_length=1)
 
 
 class Column(_Strict):
@@ -138,7 +153,7 @@ class Column(_Strict):
     interval: Optional[str] = None
     true_values: list[str] = TRUE_VALUES
     false_values: list[str] = FALSE_VALUES
-    unit: Optional[str] = None
+    unit: Optional[str | DocumentUnit] = None
     canonical: Optional[str] = None
     vat: Optional[Vat] = None
     round: Optional[int] = Field(None, ge=0, le=12)
@@ -148,6 +163,13 @@ class Column(_Strict):
     lt: Optional[float] = None
     pattern: Optional[str] = None
     isin: Optional[list[Any]] = None
+    # Other names of the field (a header or JSON key renamed by the sender): read as this one.
+    aliases: list[str] = []
+    # json: the value at this dotted path of the document, the same for each of its records.
+    document: Optional[str] = None
+    # "file.py:fn", fn(pl.Expr) -> pl.Expr on the cleaned text before it is typed (what the
+    # declaration cannot say, e.g. an id's canonical form); null where text was: a reject.
+    transform: Optional[str] = None
 
     @field_validator("map", mode="before")
     @classmethod
@@ -170,6 +192,9 @@ class Declaration(_Strict):
     thousands: Optional[str] = None
     trim: bool = True
     nulls: list[str] = [""]
+    # A last line without a line break: a record like any other, or (a sender that ends every
+    # file with one) rejected as possibly truncated.
+    unterminated_last_line: Literal["record", "reject"] = "record"
     records_path: Optional[str] = None  # json: dotted path of the records array
     columns: dict[str, Column] = Field(min_length=1)
     key: list[str] = []
@@ -199,7 +224,10 @@ def load_source(path: Path, project: Project) -> Source:
     text = path.read_text(encoding="utf-8")
     declaration = parse_declaration(text, where)
     transform = project.hook(declaration.transform) if declaration.transform else None
-    return build_source(path.stem, declaration, text, where, transform)
+    hooks = {
+        raw: project.hook(c.transform) for raw, c in declaration.columns.items() if c.transform
+    }
+    return build_source(path.stem, declaration, text, where, transform, hooks)
 
 
 def _shown(path: Path, root: Path) -> str:
@@ -254,11 +282,21 @@ def canonical_name(raw: str, column: Column) -> str:
     return column.rename or raw
 
 
+def zoned(format: str | None) -> bool:
+    """Whether timestamps in ``format`` carry their offset (epoch, ``%z``; ``%#z`` takes ``Z``)."""
+    return format is not None and (format in EPOCHS or re.search(r"%[#:]?z", format) is not None)
+
+
+def _flags(d: Declaration) -> list[str]:
+    """The VAT flag columns: canonical columns no raw field fills."""
+    return [c.vat.flag for c in d.columns.values() if c.vat and c.vat.flag]
+
+
 def _problems(d: Declaration) -> list[str]:
     """What pydantic cannot see: names, references between settings, units, formats."""
     problems = []
     names = {raw: canonical_name(raw, c) for raw, c in d.columns.items()}
-    canonical = list(names.values())
+    canonical = [*names.values(), *_flags(d)]
     for raw, name in names.items():
         if not NAME.match(name):
             suggestion = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "a_name"
@@ -298,23 +336,43 @@ def _problems(d: Declaration) -> list[str]:
     ):
         for unknown in sorted({n for cols in columns for n in cols if n not in canonical}):
             problems.append(f"{setting}: {unknown!r} is not a (canonical) column name")
+    aliases = [a for c in d.columns.values() for a in c.aliases]
+    for alias in sorted({a for a in aliases if aliases.count(a) > 1 or a in d.columns}):
+        problems.append(f"aliases: {alias!r} names two fields")
     for raw, column in d.columns.items():
-        problems += [f"columns.{raw}.{p}" for p in _column_problems(column, canonical)]
-    if d.transform is not None and not re.match(r"^[\w./-]+\.py:\w+$", d.transform):
-        problems.append(f"transform: {d.transform!r} is not a hook reference like 'hooks.py:fn'")
+        problems += [f"columns.{raw}.{p}" for p in _column_problems(column, canonical, d.format)]
+    for where, ref in [("", d.transform)] + [
+        (f"columns.{r}.", c.transform) for r, c in d.columns.items()
+    ]:
+        if ref is not None and not HOOK.match(ref):
+            problems.append(f"{where}transform: {ref!r} is not a hook reference like 'hooks.py:fn'")
     return problems
 
 
-def _column_problems(c: Column, canonical: list[str]) -> list[str]:
+def _column_problems(c: Column, canonical: list[str], format: str) -> list[str]:
     problems = []
+    if c.document is not None and format != "json":
+        problems.append(f"document: only for json (format is {format})")
+    if c.aliases and (format == "json" or c.document is not None):
+        problems.append("aliases: only for the fields of csv and jsonl records")
+    if isinstance(c.unit, DocumentUnit):
+        if format != "json":
+            problems.append(f"unit.document: only for json (format is {format})")
+        if c.type != "float":
+            problems.append(f"unit: converting to {c.canonical} needs type float")
+        for unit in c.unit.one_of:
+            if unit != c.canonical and (unit, c.canonical) not in CONVERSIONS:
+                problems.append(
+                    f"unit.one_of: no conversion from {unit!r} to {c.canonical!r}; known: "
+                    + ", ".join(f"{a}->{b}" for a, b in CONVERSIONS)
+                )
     if c.type == "timestamp":
         if c.format is None:
             problems.append(
                 "format: a timestamp declares its format, e.g. '%Y-%m-%d %H:%M:%S' (or epoch_s, "
                 "epoch_ms, epoch_us)"
             )
-        zoned = c.format is not None and (c.format in EPOCHS or "%z" in c.format)
-        if c.time_zone is None and not zoned:
+        if c.time_zone is None and not zoned(c.format):
             problems.append(
                 "time_zone: a local timestamp declares the time zone its wall clock is in "
                 "(e.g. Europe/Warsaw, or UTC)"
@@ -338,7 +396,7 @@ def _column_problems(c: Column, canonical: list[str]) -> list[str]:
             problems.append(f"format: only for dates and timestamps (type is {c.type})")
     if (c.unit is None) != (c.canonical is None):
         problems.append("unit: a value declares both `unit` and `canonical` (the unit stored)")
-    elif c.unit is not None and c.unit != c.canonical:
+    elif isinstance(c.unit, str) and c.unit != c.canonical:
         if c.type != "float":
             problems.append(f"unit: converting {c.unit} to {c.canonical} needs type float")
         if (c.unit, c.canonical) == ("gross", "net"):
@@ -355,6 +413,8 @@ def _column_problems(c: Column, canonical: list[str]) -> list[str]:
             )
     if c.vat is not None and (c.unit, c.canonical) != ("gross", "net"):
         problems.append("vat: only with `unit: gross, canonical: net`")
+    if c.vat is not None and c.vat.flag is not None and not NAME.match(c.vat.flag):
+        problems.append(f"vat.flag: {c.vat.flag!r} is not a lower-case identifier")
     if c.pattern is not None:
         try:
             re.compile(c.pattern)
@@ -380,18 +440,21 @@ def build_source(
     text: str,
     where: str = "",
     transform: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+    hooks: dict[str, Callable[[pl.Expr], pl.Expr]] | None = None,
 ) -> Source:
-    """The ``Source`` of a validated declaration; ``text`` (and the hook's code) make its version."""
+    """The ``Source`` of a validated declaration; ``text`` (and the hooks' code) make its version.
+    ``hooks``: raw column -> its column ``transform``."""
+    hooks = hooks or {}
     digest = hashlib.sha256(text.encode())
-    if transform is not None:
+    for hook in (transform, *hooks.values()):
         try:
-            digest.update(inspect.getsource(transform).encode())
+            digest.update(inspect.getsource(hook).encode())
         except (OSError, TypeError):  # no source to read: the reference alone, already in text
             pass
     pii = tuple(canonical_name(raw, c) for raw, c in d.columns.items() if c.pii)
     zones = sorted({c.time_zone for c in d.columns.values() if c.time_zone})
     units = [
-        f"{canonical_name(raw, c)}: {c.unit}"
+        f"{canonical_name(raw, c)}: {_unit(c)}"
         + (f" -> {c.canonical}" if c.canonical != c.unit else "")
         for raw, c in d.columns.items()
         if c.unit
@@ -412,7 +475,7 @@ def build_source(
         schema=declared_schema(name, d),
         key=tuple(d.key),
         parse=partial(parse, d),
-        homogenize=partial(homogenize, d, transform),
+        homogenize=partial(homogenize, d, transform, hooks),
         version=digest.hexdigest()[:16],
         pii_columns=pii,
         subject_keys=tuple(tuple(k) for k in d.subject_keys),
@@ -450,6 +513,15 @@ def declared_schema(name: str, d: Declaration) -> type[pa.DataFrameModel]:
             description=_description(raw, c),
             **checks,
         )
+        if c.vat is not None and c.vat.flag is not None:
+            attribute = f"flag_{i}"
+            annotations[attribute] = bool
+            fields[attribute] = pa.Field(
+                alias=c.vat.flag,
+                description=c.vat.flag_description
+                or f"whether {canonical_name(raw, c)} included VAT ({c.vat.rate:.0%}) and was "
+                "converted to net",
+            )
     title = "".join(part.title() for part in name.split("_"))
     return type(
         title,
@@ -463,10 +535,16 @@ def declared_schema(name: str, d: Declaration) -> type[pa.DataFrameModel]:
     )
 
 
+def _unit(c: Column) -> str:
+    if isinstance(c.unit, DocumentUnit):
+        return f"{' or '.join(c.unit.one_of)} as the document says at {c.unit.document}"
+    return c.unit or ""
+
+
 def _description(raw: str, c: Column) -> str:
     parts = [c.description or raw]
     if c.unit:
-        parts.append(f"in {c.canonical}" + (f" (from {c.unit})" if c.unit != c.canonical else ""))
+        parts.append(f"in {c.canonical}" + (f" (from {_unit(c)})" if c.unit != c.canonical else ""))
     if c.type == "timestamp":
         parts.append(f"UTC (from {c.time_zone} wall-clock time)" if c.time_zone else "UTC")
     if c.pii:
@@ -482,34 +560,74 @@ def _description(raw: str, c: Column) -> str:
 def parse(d: Declaration, text: str) -> Parsed:
     """Text -> one string column per declared raw field, ``record_no``, ``raw_record`` and the
     syntax-level ``reject_reason``. A final line without a line terminator is a record like any
-    other (a truncated one has too few fields, which is its reason)."""
-    if not text.endswith("\n"):
+    other (a truncated one has too few fields, which is its reason), unless the declaration
+    rejects it (``unterminated_last_line: reject``)."""
+    # A JSON document is not lines: a line break added to one would move where a cut one ends.
+    unterminated = not text.endswith("\n") and d.format != "json"
+    if unterminated:
         text += "\n"
-    fields = list(d.columns)
+    fields = [raw for raw, c in d.columns.items() if c.document is None]
+    aliases = {a: raw for raw, c in d.columns.items() for a in c.aliases}
     if d.format == "jsonl":
-        return read_json_lines(text, fields)
-    if d.format == "json":
-        return _json_records(text, d.records_path, fields)
-    return _delimited(d, text, fields)
+        parsed = read_json_lines(text, fields, aliases)
+    elif d.format == "json":
+        parsed = _json_records(d, text, fields)
+    else:
+        parsed = _delimited(d, text, fields, aliases)
+    if unterminated and d.unterminated_last_line == "reject":
+        return Parsed(_flag_truncation(parsed.records, text[:-1]), parsed.notes)
+    return parsed
 
 
-def _json_records(text: str, records_path: str | None, fields: list[str]) -> Parsed:
-    records = load_json_document(text)
-    for step in records_path.split(".") if records_path else []:
+def unit_column(raw: str) -> str:
+    """The column of a parsed JSON document holding the unit it states for ``raw``."""
+    return f"_unit:{raw}"
+
+
+def _json_records(d: Declaration, text: str, fields: list[str]) -> Parsed:
+    document = records = load_json_document(text)
+    for step in d.records_path.split(".") if d.records_path else []:
         if not isinstance(records, dict) or step not in records:
-            raise Unparseable(f"records_path {records_path!r}: no {step!r} in the document")
+            raise Unparseable(f"records_path {d.records_path!r}: no {step!r} in the document")
         records = records[step]
     if not isinstance(records, list):
-        what = f"at {records_path!r}" if records_path else "the document"
+        what = f"at {d.records_path!r}" if d.records_path else "the document"
         raise Unparseable(f"{what} is a JSON {type(records).__name__}, not an array of records")
-    return records_from_objects(records, fields)
+    # A unit the document states wrongly voids all its records: said before any record is read.
+    units = {}
+    for raw, c in d.columns.items():
+        if isinstance(c.unit, DocumentUnit):
+            unit = _at(document, c.unit.document)
+            if unit not in c.unit.one_of:
+                raise Unparseable(
+                    f"unknown unit {unit!r} at {c.unit.document} (for {raw}); expected one of "
+                    f"{c.unit.one_of}"
+                )
+            units[unit_column(raw)] = unit
+    values = {
+        raw: _as_text(_at(document, c.document)) for raw, c in d.columns.items() if c.document
+    }
+    parsed = records_from_objects(records, fields)
+    frame = parsed.records.with_columns(
+        *(pl.lit(v, pl.String).alias(raw) for raw, v in values.items()),
+        *(pl.lit(u, pl.String).alias(name) for name, u in units.items()),
+    )
+    return Parsed(frame, parsed.notes)
 
 
-def _delimited(d: Declaration, text: str, fields: list[str]) -> Parsed:
+def _at(document: Any, path: str) -> Any:
+    """The value at the dotted ``path`` of a JSON document, None where there is none."""
+    for step in path.split("."):
+        document = document.get(step) if isinstance(document, dict) else None
+    return document
+
+
+def _delimited(d: Declaration, text: str, fields: list[str], aliases: dict[str, str]) -> Parsed:
     if d.header is True:
         end = text.find("\n")
         first = text[:end].removesuffix("\r")
         names = [_unquote(n.strip(), d.quote) for n in first.split(d.delimiter)]
+        names = [aliases.get(n, n) for n in names]
         offset = 0
     else:
         names = list(fields) if d.header is False else list(d.header)
@@ -554,16 +672,19 @@ def _unquote(name: str, quote: str | None) -> str:
 def homogenize(
     d: Declaration,
     transform: Callable[[pl.DataFrame], pl.DataFrame] | None,
+    hooks: dict[str, Callable[[pl.Expr], pl.Expr]],
     raw: pl.DataFrame,
     ctx: FileContext,
 ) -> pl.DataFrame:
     """Raw strings -> the declared canonical columns (typed, converted, UTC), with reasons."""
     columns = list(d.columns.items())
     typed = {f"_typed_{i}": raw_name for i, (raw_name, _) in enumerate(columns)}
-    frame = (
-        raw.with_columns(_cleaned(d, raw_name, c) for raw_name, c in columns)
-        .with_columns(_typed(d, c, r).alias(t) for t, (r, c) in zip(typed, columns))
-        .with_columns(add_reasons(parse_failures(typed)))
+    units = [unit_column(r) for r, c in columns if isinstance(c.unit, DocumentUnit)]
+    # As few passes over the frame as can be: a file of a few records costs what its passes do.
+    cleaned = [_cleaned(d, r, c) for r, c in columns]
+    frame = raw.with_columns(
+        *cleaned,
+        *(_typed(d, c, v, hooks.get(r)).alias(t) for t, v, (r, c) in zip(typed, cleaned, columns)),
     )
     # Canonical names from here on; the cleaned raw text stays for the reasons that quote it.
     frame = frame.select(
@@ -571,8 +692,9 @@ def homogenize(
         "record_no",
         *(pl.col(t).alias(canonical_name(r, c)) for t, (r, c) in zip(typed, columns)),
         *(pl.col(r).alias(f"_raw_{i}") for i, (r, _) in enumerate(columns)),
+        *units,
         "raw_record",
-        "reject_reason",
+        _reasons(*(_parse_failure(d, t, r) for t, r in typed.items())),
     )
     for i, (raw_name, c) in enumerate(columns):
         if c.type == "timestamp" and c.marks == "end":
@@ -582,15 +704,13 @@ def homogenize(
             frame = frame.with_columns(pl.col(name).dt.offset_by(f"-{c.interval}"))
         if c.type == "timestamp" and c.time_zone is not None and c.format not in EPOCHS:
             frame = _to_utc(frame, raw_name, f"_raw_{i}", c, ctx)
-        if c.type == "float" and (c.unit != c.canonical or c.round is not None):
-            frame = frame.with_columns(_converted(raw_name, c))
-    frame = frame.select(
-        "file_sha256",
-        "record_no",
-        *(canonical_name(r, c) for r, c in columns),
-        "raw_record",
-        "reject_reason",
-    )
+    final = []
+    for r, c in columns:
+        converted = c.type == "float" and (c.unit != c.canonical or c.round is not None)
+        final.append(_converted(r, c) if converted else pl.col(canonical_name(r, c)))
+        if c.vat is not None and c.vat.flag is not None:
+            final.append(_gross(c.vat).alias(c.vat.flag))
+    frame = frame.select("file_sha256", "record_no", *final, "raw_record", "reject_reason")
     if transform is not None:
         frame = transform(frame)
     if pii := [canonical_name(r, c) for r, c in columns if c.pii]:
@@ -599,6 +719,22 @@ def homogenize(
             *(pseudonymize(frame[n], ctx.pii_key) for n in pii), raw_record=pl.lit(PII_WITHHELD)
         )
     return frame
+
+
+def _parse_failure(d: Declaration, typed: str, raw: str) -> pl.Expr:
+    """The reason for a typed value that came out null although its (cleaned) text was there,
+    naming the raw field: what a person looking at the file sees."""
+    text = pl.col(raw) if d.trim else pl.col(raw).str.strip_chars()
+    return pl.when(pl.col(typed).is_null() & text.ne("")).then(
+        pl.format("{}: cannot parse '{}'", pl.lit(raw), pl.col(raw).str.slice(0, 80))
+    )
+
+
+def _reasons(*reasons: pl.Expr) -> pl.Expr:
+    """``reject_reason`` with ``reasons`` (nulls skipped) joined on, in one concatenation: the
+    nested when/then of ``base.add_reasons`` evaluates its parts again at every level."""
+    joined = pl.concat_str([pl.col("reject_reason"), *reasons], separator="; ", ignore_nulls=True)
+    return joined.replace("", None).alias("reject_reason")
 
 
 def _cleaned(d: Declaration, raw: str, c: Column) -> pl.Expr:
@@ -618,8 +754,11 @@ def _cleaned(d: Declaration, raw: str, c: Column) -> pl.Expr:
     return value.alias(raw)
 
 
-def _typed(d: Declaration, c: Column, raw: str) -> pl.Expr:
-    value = pl.col(raw)
+def _typed(
+    d: Declaration, c: Column, value: pl.Expr, hook: Callable[[pl.Expr], pl.Expr] | None = None
+) -> pl.Expr:
+    """The cleaned text ``value`` typed (after the column's hook)."""
+    value = value if hook is None else hook(value)
     if c.type == "string":
         return value
     if c.type == "bool":
@@ -646,7 +785,7 @@ def _typed(d: Declaration, c: Column, raw: str) -> pl.Expr:
             .dt.cast_time_unit("us")
             .dt.replace_time_zone("UTC")
         )
-    if "%z" in c.format:
+    if zoned(c.format):
         return value.str.to_datetime(c.format, time_unit="us", time_zone="UTC", strict=False)
     return value.str.to_datetime(c.format, time_unit="us", strict=False)  # local: see _to_utc
 
@@ -667,8 +806,11 @@ def _to_utc(frame: pl.DataFrame, raw: str, text: str, c: Column, ctx: FileContex
     else:
         frame = frame.with_columns(occurrence=pl.lit(1))
         ambiguous = pl.lit("earliest")
-    earliest = local.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
-    repeated = earliest != local.dt.replace_time_zone(zone, ambiguous="latest", non_existent="null")
+    # Each replace_time_zone looks every value up in the zone's rules: by_order needs one.
+    utc = local.dt.replace_time_zone(zone, ambiguous=ambiguous, non_existent="null")
+    if c.dst == "reject":
+        latest = local.dt.replace_time_zone(zone, ambiguous="latest", non_existent="null")
+        repeated = utc != latest
     shown = pl.col(text).str.slice(0, 80)
 
     def reason(template: str, *args: pl.Expr | str) -> pl.Expr:
@@ -677,7 +819,7 @@ def _to_utc(frame: pl.DataFrame, raw: str, text: str, c: Column, ctx: FileContex
         )
 
     reasons = [
-        pl.when(local.is_not_null() & earliest.is_null()).then(
+        pl.when(local.is_not_null() & utc.is_null()).then(
             reason("{}: '{}' does not exist in {} (skipped by the DST change)", zone)
         )
     ]
@@ -692,25 +834,35 @@ def _to_utc(frame: pl.DataFrame, raw: str, text: str, c: Column, ctx: FileContex
         reasons.append(
             pl.when(pl.col("occurrence") > 2).then(reason("{}: '{}' occurs more than twice{}", per))
         )
-    utc = local.dt.replace_time_zone(zone, ambiguous=ambiguous, non_existent="null")
     if c.dst == "reject":
         utc = pl.when(repeated).then(None).otherwise(utc)
-    return frame.with_columns(
-        add_reasons(*reasons), **{name: utc.dt.convert_time_zone("UTC")}
-    ).drop("occurrence")
+    return frame.with_columns(_reasons(*reasons), **{name: utc.dt.convert_time_zone("UTC")}).drop(
+        "occurrence"
+    )
+
+
+def _gross(vat: Vat) -> pl.Expr:
+    """Whether a row's value includes VAT: its date within [from, until)."""
+    on = pl.col(vat.date_column).cast(pl.Date)
+    gross = pl.lit(True)
+    if vat.from_ is not None:
+        gross = gross & (on >= vat.from_)
+    if vat.until is not None:
+        gross = gross & (on < vat.until)
+    return gross
 
 
 def _converted(raw: str, c: Column) -> pl.Expr:
     name = canonical_name(raw, c)
     value = pl.col(name)
     if (c.unit, c.canonical) == ("gross", "net"):
-        on = pl.col(c.vat.date_column).cast(pl.Date)
-        gross = pl.lit(True)
-        if c.vat.from_ is not None:
-            gross = gross & (on >= c.vat.from_)
-        if c.vat.until is not None:
-            gross = gross & (on < c.vat.until)
-        value = pl.when(gross).then(value * (1.0 / (1.0 + c.vat.rate))).otherwise(value)
+        value = pl.when(_gross(c.vat)).then(value * (1.0 / (1.0 + c.vat.rate))).otherwise(value)
+    elif isinstance(c.unit, DocumentUnit):
+        unit, converted = pl.col(unit_column(raw)), pl.lit(None, pl.Float64)
+        for one in reversed(c.unit.one_of):
+            to = value if one == c.canonical else CONVERSIONS[(one, c.canonical)](value)
+            converted = pl.when(unit == one).then(to).otherwise(converted)
+        value = converted
     elif c.unit != c.canonical:
         value = CONVERSIONS[(c.unit, c.canonical)](value)
     if c.round is not None:

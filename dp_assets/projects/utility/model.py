@@ -31,9 +31,11 @@ class MeterReading(Reading, Lineage):
     """A formatted reading: the canonical columns plus where the row came from."""
 
 
-def canonical_meter_id(col: str) -> pl.Expr:
-    """'MTR-000123', 'mtr-123', '123' and '000123' all mean meter MTR-000123; other text stays null."""
-    digits = pl.col(col).str.strip_chars().str.to_uppercase().str.extract(r"^(?:MTR-?)?(\d{1,6})$")
+def canonical_meter_id(col: str | pl.Expr) -> pl.Expr:
+    """'MTR-000123', 'mtr-123', '123' and '000123' all mean meter MTR-000123; other text stays null.
+    A column name or an expression (the meter sources' declarations name it as their hook)."""
+    value = pl.col(col) if isinstance(col, str) else col
+    digits = value.str.strip_chars().str.to_uppercase().str.extract(r"^(?:MTR-?)?(\d{1,6})$")
     return pl.concat_str(pl.lit("MTR-"), digits.str.zfill(6))
 
 

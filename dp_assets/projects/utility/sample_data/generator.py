@@ -24,10 +24,12 @@ import numpy as np
 import polars as pl
 
 from dp_projects.utility.sample_data.people import CHURN_DECLINE_DAYS, People, make_people
-from dp_projects.utility.sources.meters_vendor_a import TIME_ZONE
 from dp_projects.utility.model import REGIONS
-from dp_projects.utility.sources.tariffs import VAT_EXCLUDED_FROM, VAT_RATE
 
+# What the raw files say, as the sources' declarations read it: vendor A's wall clock, and the
+# VAT the tariff price lists include before they switch to net prices.
+TIME_ZONE = "Europe/Warsaw"
+VAT_RATE, VAT_EXCLUDED_FROM = 0.23, dt.date(2024, 4, 1)
 PROVIDERS = {"meteo": ("C", ("north", "south", "east")), "skycast": ("F", ("west", "central"))}
 ROW_PROBLEM_RATES = {  # share of readings per vendor
     "null_value": 0.002,
@@ -50,7 +52,7 @@ EXPECTED_REASON = {  # what the rejects must say for each injected row problem
     "bad_contract_dates": "contract_end before contract_start",
 }
 EXPECTED_QUARANTINE = {
-    "wrong_delimiter": "missing required columns",
+    "wrong_delimiter": "missing declared columns",
     "truncated_json": "invalid JSON",
     "binary_garbage": "binary content",
     "empty_file": "empty file",
