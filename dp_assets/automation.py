@@ -46,7 +46,6 @@ from dp_assets.governance.erasure_job import ERASURE_KEY, RETRAIN_METADATA
 TRAINING_STEPS = ("model", "evaluation", "champion")
 FOLLOWING_GROUPS = ("formatted", "exploitation", "reporting")
 FOLLOWING_PIPELINE_STEPS = ("sandbox", "features", "predictions", "drift", "live_accuracy")
-FRESH_TABLES = ("customers", "meter_readings", "daily_consumption")
 FRESHNESS = dt.timedelta(hours=26)  # daily data, with two hours of slack for a late delivery
 FRESHNESS_WARN = dt.timedelta(hours=24)
 TRAIN_CRON = "0 3 * * *"  # daily, after the night's deliveries
@@ -95,26 +94,27 @@ def with_automation_policy(assets: list, pipelines: list[PipelineSpec]) -> list:
     """The same assets with the platform's automation policy applied in one place:
 
     - ``follow_updates`` on what follows new data by itself (``following_new_data``);
-    - a freshness policy on the integrated tables and the predictions.
+    - a freshness policy on the predictions (a project's views set their own:
+      ``daily_freshness``).
     """
     follow = set(following_new_data(pipelines).resolve(assets))
     condition = follow_updates(pipelines)
-    fresh = {AssetKey(["exploitation", n]) for n in FRESH_TABLES} | {
-        AssetKey([p.name, "predictions"]) for p in pipelines
-    }
+    fresh = {AssetKey([p.name, "predictions"]) for p in pipelines}
 
     def policy(spec):
         if spec.key in follow:
             spec = spec.replace_attributes(automation_condition=condition)
         if spec.key in fresh:
-            spec = spec.replace_attributes(
-                freshness_policy=FreshnessPolicy.time_window(
-                    fail_window=FRESHNESS, warn_window=FRESHNESS_WARN
-                )
-            )
+            spec = spec.replace_attributes(freshness_policy=daily_freshness())
         return spec
 
     return list(map_asset_specs(policy, assets))
+
+
+def daily_freshness() -> FreshnessPolicy:
+    """Daily data, late after a day and two hours: for the predictions and the views (a
+    project's) that daily work relies on."""
+    return FreshnessPolicy.time_window(fail_window=FRESHNESS, warn_window=FRESHNESS_WARN)
 
 
 automation_sensor = AutomationConditionSensorDefinition(

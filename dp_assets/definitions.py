@@ -12,7 +12,6 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from dp_assets.analysis.factory import build_pipeline_assets
-from dp_assets.exploitation.assets import EXPLOITATION_ASSETS, EXPLOITATION_CHECKS
 from dp_assets.formatted.assets import build_formatted_asset
 from dp_assets.frozen import freeze
 from dp_assets.governance.assets import build_data_dictionary_asset
@@ -44,7 +43,6 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     assets = [
         build_landing_asset(catalog.sources),
         *(build_formatted_asset(source) for source in catalog.sources.values()),
-        *EXPLOITATION_ASSETS,
         *catalog.assets,
         *(a for spec in pipelines for a in build_pipeline_assets(spec)),
     ]
@@ -60,7 +58,7 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     return Definitions(
         # Cross-cutting policy in one place: what automation keeps current.
         assets=[*with_automation_policy(assets, pipelines), *written_by_jobs],
-        asset_checks=[*EXPLOITATION_CHECKS, *catalog.checks],
+        asset_checks=catalog.checks,
         jobs=[land_job, train_job, erase_job],
         schedules=[train_schedule],
         sensors=[

@@ -12,8 +12,9 @@ import shutil
 import pytest
 from dagster import AssetKey, AssetSelection, DagsterEventType
 
-from dp_assets.exploitation import queries
+from dp_assets.exploitation import blocks
 from dp_projects.utility.sample_data.generator import SampleParams, generate
+from dp_projects.utility.views._queries import meter_readings
 from dp_assets_tests.conftest import BACKBONE
 
 FORMATTED_A = AssetKey(["formatted", "meters_vendor_a"])
@@ -24,9 +25,9 @@ BAD = "meter_id = 'BAD-METER'"
 # What meter_readings' write leaves behind: the table and its bookkeeping.
 OWNED = (
     "exploitation.meter_readings",
-    queries.INTEGRATED,
-    queries.CHANGES,
-    queries.WATERMARKS,
+    blocks.INTEGRATED,
+    blocks.CHANGES,
+    blocks.WATERMARKS,
 )
 
 
@@ -90,9 +91,7 @@ def snapshot(platform) -> dict[str, list[tuple]]:
 def assert_readings_equal_a_full_rebuild(platform) -> None:
     with platform.warehouse.get_connection() as conn:
         stored = conn.execute("SELECT * FROM exploitation.meter_readings ORDER BY ALL").fetchall()
-        rebuilt = conn.execute(
-            f"SELECT * FROM ({queries.meter_readings()}) ORDER BY ALL"
-        ).fetchall()
+        rebuilt = conn.execute(f"SELECT * FROM ({meter_readings()}) ORDER BY ALL").fetchall()
     assert stored == rebuilt
 
 
@@ -149,5 +148,5 @@ def test_an_exploitation_write_failing_its_check_keeps_the_previous_state(platfo
 
     platform.sql(f"DELETE FROM formatted.meters_vendor_a WHERE {BAD}")
     assert platform.materialize(AssetSelection.groups("exploitation")).success
-    assert snapshot(platform)[queries.INTEGRATED] != before[queries.INTEGRATED]
+    assert snapshot(platform)[blocks.INTEGRATED] != before[blocks.INTEGRATED]
     assert_readings_equal_a_full_rebuild(platform)

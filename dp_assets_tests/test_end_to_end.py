@@ -295,7 +295,7 @@ def test_running_the_demo_twice_records_every_redelivery_and_changes_nothing_els
 def test_incremental_readings_equal_a_full_rebuild(run):
     """The late files were integrated incrementally, readings, gaps and daily consumption; the
     result is what a rebuild gives."""
-    from dp_assets.exploitation.queries import DAILY_CONSUMPTION, READING_GAPS, meter_readings
+    from dp_projects.utility.views._queries import DAILY_CONSUMPTION, READING_GAPS, meter_readings
 
     platform, _, _, results, snapshot = run
     second = {
@@ -331,7 +331,7 @@ def test_reformat_all_replaces_rows_without_duplicating_them(run):
     ):
         assert platform.frame(f"SELECT * FROM {table}").sort(key).equals(snapshot[table].sort(key))
     # The reformatted files are integrated again; the readings still equal a full rebuild.
-    from dp_assets.exploitation.queries import meter_readings
+    from dp_projects.utility.views._queries import meter_readings
 
     again = platform.materialize(AssetSelection.assets(["exploitation", "meter_readings"]))
     (event,) = again.get_asset_materialization_events()
@@ -345,7 +345,7 @@ def test_daily_consumption_follows_weather_and_tariff_corrections(platform):
     """A re-exported weather file for a past day: daily_consumption recomputes that day (every
     customer), incrementally, and equals a rebuild; other days keep their rows. A corrected tariff
     file makes it rebuild in full."""
-    from dp_assets.exploitation.queries import DAILY_CONSUMPTION
+    from dp_projects.utility.views._queries import DAILY_CONSUMPTION
     from dp_assets_tests.conftest import BACKBONE
 
     def daily_mode(result) -> str:

@@ -6,7 +6,7 @@ import datetime as dt
 
 import polars as pl
 
-from dp_assets.exploitation.entity_resolution import cluster_labels, resolve
+from dp_projects.utility.views._entity_resolution import cluster_labels, resolve
 
 D = dt.date(2020, 1, 1)
 

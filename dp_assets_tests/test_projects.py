@@ -144,6 +144,14 @@ THROW_AWAY = {
 }
 
 
+GADGETS = CSV_SOURCE.replace(
+    "key: [gadget, sold_at]",
+    "  colour: {isin: [red, green, blue], description: Colour}\n"
+    '  returned: {isin: ["yes", "no"], description: Returned within 30 days}\n'
+    "key: [gadget, sold_at]",
+)
+
+
 def gadgets_csv(n: int = 800, seed: int = 5) -> str:
     import numpy as np
 
@@ -165,14 +173,7 @@ def test_a_throw_away_project_next_to_the_sample_keeps_select_star_green(tmp_pat
     """`dagster asset materialize --select '*'` with a user's project (a source, a view, a
     snapshot pipeline) served beside the sample utility: green while the user's inbox is empty
     (their view and pipeline skip, saying why), green once their files arrive."""
-    files = {**THROW_AWAY}
-    files["sources/gadgets.yaml"] = CSV_SOURCE.replace(
-        "key: [gadget, sold_at]",
-        "  colour: {isin: [red, green, blue], description: Colour}\n"
-        '  returned: {isin: ["yes", "no"], description: Returned within 30 days}\n'
-        "key: [gadget, sold_at]",
-    )
-    root = write(tmp_path / "gadgets_team", files)
+    root = write(tmp_path / "gadgets_team", {**THROW_AWAY, "sources/gadgets.yaml": GADGETS})
     env = cli_env(tmp_path, DP_PROJECT=f"utility:{root}")
     bin_ = REPO / ".venv/bin"
     made = subprocess.run([bin_ / "dp", "sample-data", "--days", "100", "--meters", "40",
@@ -204,3 +205,31 @@ def test_a_throw_away_project_next_to_the_sample_keeps_select_star_green(tmp_pat
         assert auc > 0.6, auc
         # The sample utility's chain ran beside it as always.
         assert conn.sql("SELECT count(*) FROM energy_forecast.predictions").fetchone()[0] > 0
+
+
+@pytest.mark.slow
+def test_a_project_served_alone_materializes_select_star(tmp_path):
+    """`DP_PROJECT=<a user's folder>` only (a declared CSV source and a SQL view): `dagster asset
+    materialize --select '*'` succeeds and builds the view; none of the sample utility's views
+    (nor their tables) are served with it."""
+    files = {"project.yaml": "name: gadgets_team\n", "sources/gadgets.yaml": GADGETS,
+             "views/gadgets_latest.sql": THROW_AWAY["views/gadgets_latest.sql"]}  # fmt: skip
+    root = write(tmp_path / "gadgets_team", files)
+    env = cli_env(tmp_path, DP_PROJECT=str(root))
+    inbox = tmp_path / "data" / "inbox" / "gadgets"
+    inbox.mkdir(parents=True)
+    (inbox / "gadgets_2024-03.csv").write_text(gadgets_csv(120))
+    run = subprocess.run(
+        [REPO / ".venv/bin/dagster", "asset", "materialize", "-m", "dp_assets", "--select", "*"],
+        env=env, capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "meter_readings" not in run.stderr and "reporting/kpis" not in run.stderr
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as conn:
+        assert conn.sql("SELECT count(*) FROM exploitation.gadgets_latest").fetchone()[0] == 120
+        tables = {t for (t,) in conn.sql(
+            "SELECT schema_name || '.' || table_name FROM duckdb_tables()").fetchall()}  # fmt: skip
+        assert "reporting.model_accuracy" in tables
+        assert not {"exploitation.customers", "exploitation.meter_readings"} & tables

@@ -11,7 +11,7 @@ import duckdb
 import polars as pl
 
 from dp_assets import metadata
-from dp_assets.exploitation.schema import MeterReading
+from dp_projects.utility.views._schema import MeterReading
 from dp_assets.frames import polars_schema
 from dp_assets.resources.tables import ensure_table, insert, replace_changed_rows, row_count
 

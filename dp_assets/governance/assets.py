@@ -70,7 +70,7 @@ def bookkeeping_tables(specs: list) -> list[CatalogTable]:
     """Tables several assets share, declared here since no single asset owns them: the formatted
     zone's file outcomes, and the ``_platform`` tables an asset lists as its bookkeeping
     (``platform/bookkeeping``), upstream of them what that asset reads."""
-    from dp_assets.exploitation.assets import BOOKKEEPING
+    from dp_assets.exploitation.incremental import BOOKKEEPING
     from dp_assets.formatted.assets import OUTCOMES
     from dp_assets.formatted.schema import FileOutcome
 

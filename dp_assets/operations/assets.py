@@ -1,16 +1,15 @@
 """Dagster wiring of operations: ``[monitoring, pipeline_health]`` from the event log (hourly) and
-the ``reporting`` tables (following their inputs)."""
+``[reporting, model_accuracy]`` (following the pipelines' live accuracy). A project's own
+reporting tables (the sample utility's ``reporting/kpis``) are its views."""
 
 import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetKey,
-    AssetSpec,
     AutomationCondition,
     DagsterEventType,
     MetadataValue,
     asset,
-    multi_asset,
 )
 
 from dp_assets.analysis.schema import LiveAccuracyRow
@@ -23,19 +22,13 @@ from dp_assets.metadata import (
     stored_table_results,
 )
 from dp_assets.operations.health import HEALTH_TABLE, HISTORY, PipelineHealthRow, health_rows
-from dp_assets.operations.kpis import (
-    ACCURACY_TABLE,
-    KPIS,
-    KPIS_TABLE,
-    Kpi,
-    ModelAccuracy,
-    model_accuracy,
-)
+from dp_assets.frames import empty_frame
+from dp_assets.operations.accuracy import ACCURACY_TABLE, ModelAccuracy, model_accuracy
 from dp_assets.resources import Warehouse
 from dp_assets.resources.tables import ensure_table, replace_table, replace_table_with
 
 HEALTH_KEY = AssetKey(["monitoring", "pipeline_health"])
-KPIS_KEY, ACCURACY_KEY = AssetKey(["reporting", "kpis"]), AssetKey(["reporting", "model_accuracy"])
+ACCURACY_KEY = AssetKey(["reporting", "model_accuracy"])
 HEALTH_CRON = "0 * * * *"
 
 
@@ -88,48 +81,27 @@ def build_operations_assets(watched: list[AssetKey], pipelines: list[str]) -> li
 
     live = [AssetKey([p, "live_accuracy"]) for p in pipelines]
 
-    @multi_asset(
-        name="reporting",
-        specs=[
-            AssetSpec(
-                KPIS_KEY,
-                description=f"Business KPIs per month and region ({KPIS_TABLE}): active, new and "
-                "churned customers, churn rate, consumption and its cost",
-                deps=[["exploitation", "customers"], ["exploitation", "daily_consumption"]],
-                metadata=spec_metadata(Kpi, KPIS_TABLE),
-                group_name="reporting",
-                owners=[OWNER],
-                kinds={"duckdb", "sql"},
-                code_version="1",
-            ),
-            AssetSpec(
-                ACCURACY_KEY,
-                description=f"Live accuracy of each pipeline's models per month ({ACCURACY_TABLE}): "
-                "the forecast error and churn model quality a dashboard shows",
-                deps=live,
-                metadata=spec_metadata(ModelAccuracy, ACCURACY_TABLE),
-                group_name="reporting",
-                owners=[OWNER],
-                kinds={"duckdb", "sql"},
-                code_version="1",
-            ),
-        ],  # fmt: skip
-        check_specs=[schema_check_spec(KPIS_KEY), schema_check_spec(ACCURACY_KEY)],
+    @asset(
+        key=ACCURACY_KEY,
+        description=f"Live accuracy of each pipeline's models per month ({ACCURACY_TABLE}): "
+        "the forecast error and classification quality a dashboard shows",
+        deps=live,
+        metadata=spec_metadata(ModelAccuracy, ACCURACY_TABLE),
+        group_name="reporting",
+        owners=[OWNER],
+        kinds={"duckdb", "sql"},
+        code_version="1",
+        check_specs=[schema_check_spec(ACCURACY_KEY)],
         pool=WAREHOUSE_POOL,
     )
-    def reporting(warehouse: Warehouse):
+    def model_accuracy_table(warehouse: Warehouse):
         with warehouse.transaction() as conn:
             for pipeline in pipelines:  # a pipeline not run yet reports nothing, not an error
                 ensure_table(conn, f"{pipeline}.live_accuracy", LiveAccuracyRow)
-            replace_table(conn, KPIS_TABLE, KPIS)
-            replace_table(conn, ACCURACY_TABLE, model_accuracy(pipelines))
-            outputs = [
-                stored_table_results(conn, KPIS_TABLE, Kpi, KPIS_KEY),
-                stored_table_results(conn, ACCURACY_TABLE, ModelAccuracy, ACCURACY_KEY),
-            ]
-        for materialization, _ in outputs:
-            yield materialization
-        for _, check in outputs:
-            yield check
+            if pipelines:
+                replace_table(conn, ACCURACY_TABLE, model_accuracy(pipelines))
+            else:  # no pipeline served: an empty table, not a query with nothing to unite
+                replace_table_with(conn, ACCURACY_TABLE, empty_frame(ModelAccuracy))
+            yield from stored_table_results(conn, ACCURACY_TABLE, ModelAccuracy, ACCURACY_KEY)
 
-    return [pipeline_health, reporting]
+    return [pipeline_health, model_accuracy_table]

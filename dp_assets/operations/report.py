@@ -13,12 +13,12 @@ import polars as pl
 from dp_assets.analysis import plots
 from dp_assets.analysis.metrics import PRIMARY
 from dp_assets.operations.health import HEALTH_TABLE
-from dp_assets.operations.kpis import KPIS_TABLE
 from dp_assets.resources import Warehouse
 from dp_assets.resources.tables import table_exists
 from dp_assets.settings import Settings
 
 SLOWEST = 6  # assets in the step-duration plot
+KPIS_TABLE = "reporting.kpis"  # a project's business KPIs, if it has them: shown as stored
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;
 padding:3px 8px;text-align:right}th{background:#f2f2f2}img{max-width:100%}.none{color:#888}"""
@@ -41,7 +41,7 @@ def write_report(settings: Settings, output: Path | None = None) -> Path:
             _data_quality(read("formatted.file_outcomes"), read(HEALTH_TABLE)),
             *(_pipeline(name, read(f"{name}.drift"), read(f"{name}.live_accuracy"),
                         read(f"{name}.evaluation"), pipelines[name].task) for name in pipelines),
-            _kpis(read(KPIS_TABLE, f"SELECT * FROM {KPIS_TABLE} WHERE region = 'all' ORDER BY month")),
+            _kpis(read(KPIS_TABLE)),
         ]  # fmt: skip
     stamp = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
     page = (
@@ -118,7 +118,8 @@ def _pipeline(name: str, drift, live, evaluation, task: str) -> str:
 
 
 def _kpis(kpis: pl.DataFrame | None) -> str:
-    return "<h2>Business KPIs</h2>" + (_table(kpis) if kpis is not None else _missing(KPIS_TABLE))
+    """The KPI table of the projects that have one; nothing for those that do not."""
+    return "" if kpis is None else "<h2>Business KPIs</h2>" + _table(kpis)
 
 
 def _table(frame: pl.DataFrame) -> str:

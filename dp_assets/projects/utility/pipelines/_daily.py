@@ -7,7 +7,7 @@ import pandera.polars as pa
 import polars as pl
 
 from dp_assets.analysis.spec import Entity
-from dp_assets.exploitation.schema import CUSTOMER_ID_PATTERN, DailyConsumption
+from dp_projects.utility.views._schema import CUSTOMER_ID_PATTERN, DailyConsumption
 from dp_projects.utility.model import REGIONS, TARIFFS
 
 ENTITY = "customer_id"

@@ -1,5 +1,5 @@
-"""Business KPIs as plain tables any BI tool can query (SQL over the exploitation zone and the
-pipelines' live accuracy)."""
+"""``reporting/kpis``: the utility's business KPIs per month and region as a plain table any BI
+tool can query (SQL over its exploitation tables); ``dp report`` shows it when it exists."""
 
 from __future__ import annotations
 
@@ -7,11 +7,22 @@ from typing import Optional
 
 import pandera.polars as pa
 import polars as pl
+from dagster import AssetKey, asset
 
+from dp_assets.metadata import (
+    OWNER,
+    WAREHOUSE_POOL,
+    schema_check_spec,
+    spec_metadata,
+    stored_table_results,
+)
+from dp_assets.resources import Warehouse
+from dp_assets.resources.tables import replace_table
 from dp_projects.utility.model import REGIONS
+from dp_projects.utility.views._queries import CUSTOMERS, DAILY
 
 KPIS_TABLE = "reporting.kpis"
-ACCURACY_TABLE = "reporting.model_accuracy"
+KPIS_KEY = AssetKey(["reporting", "kpis"])
 
 
 class Kpi(pa.DataFrameModel):
@@ -36,21 +47,6 @@ class Kpi(pa.DataFrameModel):
     class Config:
         strict = True
         unique = ["month", "region"]
-
-
-class ModelAccuracy(pa.DataFrameModel):
-    """Live accuracy of each pipeline's models per month (the forecast error KPI among them)."""
-
-    pipeline: str = pa.Field(description="Analytical pipeline (registered model name)")
-    month: pl.Date = pa.Field(description="First day of the month the predictions were made in")
-    model: str = pa.Field(description="champion (served) or challenger (shadow)")
-    metric: str = pa.Field(description="Metric name, as in the evaluation table")
-    value: float = pa.Field(description="Mean of the daily values weighted by their rows")
-    rows: int = pa.Field(ge=1, description="Predictions with actuals behind the value")
-
-    class Config:
-        strict = True
-        unique = ["pipeline", "month", "model", "metric"]
 
 
 KPIS = """
@@ -86,16 +82,23 @@ ORDER BY c.month, c.region
 """
 
 
-def model_accuracy(pipelines: list[str]) -> str:
-    """Accuracy per pipeline, month, model and metric. The weighted sum adds in a fixed order (a
-    metric may be NaN, which a DECIMAL cannot hold), so the value does not depend on the order a
-    parallel aggregation meets the rows."""
-    return (
-        " UNION ALL ".join(
-            f"""SELECT '{p}' AS pipeline, CAST(date_trunc('month', as_of) AS DATE) AS month, model, metric,
-                   round(sum(value * rows ORDER BY as_of, model_version) / sum(rows), 6) AS value, CAST(sum(rows) AS BIGINT) AS rows
-            FROM {p}.live_accuracy WHERE value IS NOT NULL GROUP BY ALL"""
-            for p in pipelines
-        )
-        + " ORDER BY pipeline, month, model, metric"
-    )
+@asset(
+    key=KPIS_KEY,
+    description=f"Business KPIs per month and region ({KPIS_TABLE}): active, new and churned "
+    "customers, churn rate, consumption and its cost",
+    deps=[CUSTOMERS.key, DAILY.key],
+    metadata=spec_metadata(Kpi, KPIS_TABLE),
+    group_name="reporting",
+    owners=[OWNER],
+    kinds={"duckdb", "sql"},
+    code_version="1",
+    check_specs=[schema_check_spec(KPIS_KEY)],
+    pool=WAREHOUSE_POOL,
+)
+def kpis(warehouse: Warehouse):
+    with warehouse.transaction() as conn:
+        replace_table(conn, KPIS_TABLE, KPIS)
+        yield from stored_table_results(conn, KPIS_TABLE, Kpi, KPIS_KEY)
+
+
+ASSETS = [kpis]
