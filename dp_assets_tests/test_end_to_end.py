@@ -174,6 +174,7 @@ def test_exploitation_integrates_sources(run):
         reading_start=pl.col("reading_start").str.to_datetime(time_zone="UTC")
     )
     with platform.warehouse.get_connection() as conn:
+        conn.register("dropped", dropped)
         unreported = conn.execute(
             """SELECT d.* FROM dropped d
                JOIN (SELECT meter_id, min(reading_start) AS first, max(reading_start) AS last

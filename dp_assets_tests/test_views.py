@@ -134,6 +134,22 @@ def test_view_builds_then_a_duplicate_key_fails_and_keeps_the_previous_state(pro
         assert warehouse.query("SELECT * FROM exploitation.daily").equals(before)
 
 
+def test_rules_with_over_in_their_values_or_window_checks(project):
+    """A rule's SQL holding the letters OVER (an accepted value) or a window function (a
+    declared check) is evaluated, not mistaken for the other kind."""
+    folder, warehouse = project
+    view = DAILY.replace(
+        "  site: Site the probe is installed at",
+        "  site: {description: Site, accepted_values: [OVERCAST, 'site P0']}",
+    ).replace("  some_readings: readings >= 1", "  some_readings: readings >= 1\n"
+              "  near_mean: readings <= 2 * avg(readings) OVER ()")  # fmt: skip
+    with DagsterInstance.ephemeral() as instance:
+        result = build(folder, warehouse, "daily", view, instance)
+    (failed,) = check_evaluations(result)
+    assert not failed.passed and "cannot evaluate" not in (failed.description or "")
+    assert "site accepted_values" in failed.description and "site P1" in failed.description
+
+
 def test_view_over_empty_or_missing_inputs_is_skipped(project):
     folder, warehouse = project
     with warehouse.get_connection() as conn:
