@@ -153,7 +153,7 @@ def test_a_yaml_snapshot_pipeline_beats_its_prior_on_the_validation_file(snapsho
     assert auc > 0.75 and prior == pytest.approx(0.5)
     model = metadata(result, "member_churn/model")
     assert model["categorical"] == "plan, region"  # declared, and a string column
-    assert model["boosting rounds"] < 400  # early stopping on the validation split
+    assert model["boosting rounds"] < 400  # early stopping on a share of the train split
     segments = set(platform.sql("SELECT DISTINCT segment_column FROM member_churn.evaluation"))
     assert segments == {("all",), ("region",), ("plan",)}
     assert platform.sql("SELECT count(*) FROM member_churn.predictions")[0][0] == 60
@@ -210,3 +210,16 @@ def test_the_served_model_answers_a_raw_record(snapshot):
         0
     ]
     assert 0.0 < served < 1.0 and served > stored, (served, stored)
+
+
+def test_the_registered_model_takes_a_record_missing_a_feature(snapshot):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    platform, _, _ = snapshot
+    platform.defs.resources["mlflow_tracking"].client()  # points MLflow's registry at it
+    served = mlflow.pyfunc.load_model("models:/member_churn@champion")
+    record = {"member_id": "M-99999", "plan": "basic", "region": "south", "visits": 0}
+    (without_age,) = served.predict(pd.DataFrame([record]))  # schema enforcement included
+    (with_age,) = served.predict(pd.DataFrame([record | {"age": 40}]))
+    assert 0.0 < without_age < 1.0 and 0.0 < with_age < 1.0

@@ -295,7 +295,12 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     @pipeline_asset(
         key=key("model"),
         description=f"LightGBM {task} model trained on the train split"
-        + (" (early stopping on the validation split)" if spec.early_stopping_rounds else "")
+        + (
+            " (rounds found by early stopping on a share of the train split, then refit on all "
+            "of it; the validation split stays for evaluation)"
+            if spec.early_stopping_rounds
+            else ""
+        )
         + f", logged to MLflow and registered as a new version of '{name}' with alias '{CHALLENGER}'"
         + (": it takes raw records (the encoding travels inside)" if spec.snapshot else ""),
         deps=[key("features")],
@@ -323,25 +328,32 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         x, y = feature_matrix(train, spec, levels), train["label"].to_numpy()
         params = spec.training_params(config.seed, features)
         rounds = config.num_boost_round or spec.num_boost_round
-        dataset = lgb.Dataset(
-            x, y, feature_name=features, categorical_feature=list(levels) or "auto"
-        )
-        fit: dict = {}
+        categorical = list(levels) or "auto"
+        dataset = lgb.Dataset(x, y, feature_name=features, categorical_feature=categorical)
+        trained_rounds = rounds
         if spec.early_stopping_rounds:
-            validation = warehouse.query(
-                f"SELECT * FROM {table('features')} WHERE split = 'validation' ORDER BY {order}"
+            # Stopping on the validation split would tune the model to the rows that judge it.
+            try:
+                fit_rows, stop_rows = early_stopping_split(spec, train)
+            except NotEnoughHistory as error:
+                raise Failure(f"{name}: no window to stop early on: {error}") from None
+            fit_set = lgb.Dataset(
+                feature_matrix(fit_rows, spec, levels), fit_rows["label"].to_numpy(),
+                feature_name=features, categorical_feature=categorical,
+            )  # fmt: skip
+            stop_set = lgb.Dataset(
+                feature_matrix(stop_rows, spec, levels),
+                stop_rows["label"].to_numpy(),
+                reference=fit_set,
             )
-            fit = {
-                "valid_sets": [
-                    lgb.Dataset(
-                        feature_matrix(validation, spec, levels),
-                        validation["label"].to_numpy(),
-                        reference=dataset,
-                    )
-                ],
-                "callbacks": [lgb.early_stopping(spec.early_stopping_rounds, verbose=False)],
-            }
-        booster = lgb.train(params, dataset, rounds, **fit)
+            stopped = lgb.train(
+                params, fit_set, rounds, valid_sets=[stop_set],
+                callbacks=[lgb.early_stopping(spec.early_stopping_rounds, verbose=False)],
+            )  # fmt: skip
+            # Refit on the whole train split for as many rounds: the stop rows are the most
+            # recent of a time series' training window, too valuable to leave out.
+            trained_rounds = stopped.best_iteration or rounds
+        booster = lgb.train(params, dataset, trained_rounds)
 
         features_event = context.instance.get_latest_materialization_event(key("features"))
         data_version = (
@@ -376,7 +388,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         ) as run:
             mlflow.log_params(
                 {**params, "num_boost_round": rounds, "features": ",".join(features),
-                 "best_iteration": booster.best_iteration or rounds}
+                 "best_iteration": trained_rounds}
             )  # fmt: skip
             mlflow.log_dict(dict(zip(features, gains.tolist())), "feature_importance.json")
             if levels:
@@ -405,7 +417,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 "mlflow_run_id": run.info.run_id,
                 "mlflow_tracking_uri": mlflow_tracking.tracking_uri,
                 "train rows": MetadataValue.int(train.height),
-                "boosting rounds": MetadataValue.int(booster.best_iteration or rounds),
+                "boosting rounds": MetadataValue.int(trained_rounds),
                 "categorical": MetadataValue.text(", ".join(levels) or "none"),
                 "feature importance": markdown(importance, rows=importance.height),
             }
@@ -756,6 +768,31 @@ def split_examples(
     return examples.sort(list(reversed(spec.key)))
 
 
+def early_stopping_split(
+    spec: PipelineSpec, train: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(fit, stop): the train split cut again, so that early stopping never sees the validation
+    split the evaluation and the gate judge the model on. A time series stops on the last
+    ``min(validation_days, a fifth)`` days of the train window, fit ending the label horizon
+    before them; a snapshot on a seeded share ``split.fraction`` of the train rows (stratified
+    by label for classification), drawn with another seed than the holdout."""
+    rows = train.drop("split")
+    if spec.snapshot:
+        stratified = spec.task == "classification"
+        inner = split_holdout(
+            rows, spec.entity.column, spec.split.fraction, spec.split.seed + 1, stratified
+        )
+    else:
+        days = max(1, min(spec.split.validation_days, train["as_of"].n_unique() // 5))
+        inner = split_by_time(rows, days, spec.horizon_days)
+    stop = pl.col("split") == "validation"
+    as_train = pl.lit("train").alias("split")
+    return (
+        inner.filter(~stop).with_columns(as_train).select(train.columns),
+        inner.filter(stop).with_columns(as_train).select(train.columns),
+    )
+
+
 def categorical_features(spec: PipelineSpec, frame: pl.DataFrame, features: list[str]) -> list[str]:
     """The declared categorical features and every string one."""
     return [
@@ -765,11 +802,30 @@ def categorical_features(spec: PipelineSpec, frame: pl.DataFrame, features: list
     ]
 
 
+def category_text(frame: pl.DataFrame, column: str) -> pl.Expr:
+    """A categorical column as the text of its levels, as ``served.level_text`` writes a served
+    value: an integral double is written as the integer (13.0 -> '13')."""
+    value = pl.col(column)
+    if frame.schema[column].is_float():
+        integral = value.cast(pl.Int64, strict=False).cast(pl.String)
+        return pl.when(value == value.round()).then(integral).otherwise(value.cast(pl.String))
+    return value.cast(pl.String)
+
+
 def category_levels(train: pl.DataFrame, categorical: list[str]) -> dict[str, list[str]]:
     """Each categorical feature's levels, as learned from the training rows (sorted: stable)."""
     return {
-        c: sorted(train[c].drop_nulls().cast(pl.String).unique().to_list()) for c in categorical
+        c: sorted(train.select(category_text(train, c)).to_series().drop_nulls().unique().to_list())
+        for c in categorical
     }
+
+
+def as_categories_text(frame: pl.DataFrame, levels: dict) -> pl.DataFrame:
+    """``frame`` with its categorical columns as text, before pandas: pandas makes an integer
+    column with a null a double one, whose text ('13.0') would match no level."""
+    return frame.with_columns(
+        category_text(frame, c).alias(c) for c in levels if c in frame.columns
+    )
 
 
 def baseline(spec: PipelineSpec, train: pl.DataFrame, frame: pl.DataFrame) -> np.ndarray:
@@ -794,30 +850,34 @@ def _scorer(tracking: MlflowTracking, name: str, model_version: str | int, spec:
     tracking.client()  # MLflow's registry URI is process-global: point it at the resource first
     loaded = import_frozen("mlflow.pyfunc").load_model(f"models:/{name}/{model_version}")
     wrapper = loaded.unwrap_python_model()
-    return wrapper.booster, lambda frame: wrapper.predict(None, frame.to_pandas())
+    return wrapper.booster, lambda frame: wrapper.predict(
+        None, as_categories_text(frame, wrapper.levels).to_pandas()
+    )
 
 
 def _log_raw_records_model(booster, train, features, levels, name, requirements):
     """Log the booster inside the raw-records wrapper: a served request holds records as the
-    sandbox has them (strings for categories), and the wrapper encodes them as in training."""
+    sandbox has them (any feature may be left out), and the wrapper encodes them as in training."""
     import mlflow.pyfunc
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
 
     from dp_assets.analysis.served import RawRecords
 
-    # Numbers as doubles in the signature: a record may lack one (null), and an integer column
-    # in the signature would refuse it.
-    raw = (
-        train.select(
-            pl.col(c).cast(pl.String) if c in levels else pl.col(c).cast(pl.Float64)
-            for c in features
-        )
-        .head(100)
-        .to_pandas()
-    )
+    # Each feature as the sandbox types it (a numeric category stays a number: a record sends
+    # `education_num: 14`), and optional: a record may lack one, which the encoding reads as
+    # missing. An integer is `long`: schema enforcement refuses an int64 column for a double.
+    def column_type(dtype: pl.DataType) -> str:
+        return "long" if dtype.is_integer() else "double" if dtype.is_numeric() else "string"
+
+    frame = train.select(features)
+    inputs = Schema([ColSpec(column_type(frame.schema[c]), c, required=False) for c in features])
     wrapper = RawRecords(features, levels)
     wrapper.booster = booster
-    signature = infer_signature(raw, wrapper.predict(None, raw))
+    # An example without nulls: pandas would make an integer column with one a double.
+    example = (frame.drop_nulls() if frame.drop_nulls().height else frame).head(5).to_pandas()
+    outputs = infer_signature(model_output=wrapper.predict(None, example)).outputs
+    signature = ModelSignature(inputs=inputs, outputs=outputs)
     wrapper.booster = None  # the booster travels as its own artifact, not in the pickle
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "booster.txt"
@@ -827,7 +887,7 @@ def _log_raw_records_model(booster, train, features, levels, name, requirements)
             python_model=wrapper,
             artifacts={"booster": str(path)},
             signature=signature,
-            input_example=raw.head(5),
+            input_example=example,
             registered_model_name=name,
             pip_requirements=requirements,
         )
@@ -841,7 +901,7 @@ def feature_matrix(frame: pl.DataFrame, spec: PipelineSpec, levels: dict | None 
     features = spec.features_in(frame.columns)
     if levels is None:
         levels = category_levels(frame, categorical_features(spec, frame, features))
-    return encode(frame.select(features).to_pandas(), features, levels)
+    return encode(as_categories_text(frame.select(features), levels).to_pandas(), features, levels)
 
 
 def _log_files(client, run_id: str, folder: str, files: dict[str, bytes]) -> None:

@@ -88,7 +88,10 @@ class PipelineSpec:
     # string features are categorical whether listed or not.
     categorical: tuple[str, ...] = ()
     split: Split = Split()
-    early_stopping_rounds: int | None = None  # stop when the validation split stops improving
+    # Early stopping: the rounds are found on an inner split of the train rows (a time series:
+    # the end of the train window; a snapshot: a seeded share), then the model is refit on the
+    # whole train split; the validation split stays unseen for the evaluation and the gate.
+    early_stopping_rounds: int | None = None
     # (train, examples) -> naive predictions; None: the training prior (classification) or mean.
     baseline: Callable[[pl.DataFrame, pl.DataFrame], np.ndarray] | None = None
     lgbm_params: dict = field(default_factory=dict)
@@ -301,7 +304,8 @@ def load_pipeline(path: Path, project) -> PipelineSpec:
         features: all                       # every other column; or hooks.py:build_examples
         exclude: [fnlwgt]                   # columns that are not features
         split: {by: validation_file, file_pattern: "adult.test*"}   # or {by: holdout, fraction: 0.2}
-        early_stopping_rounds: 50
+        early_stopping_rounds: 50           # on a share of the train rows, never the validation
+        lightgbm: {learning_rate: 0.05}     # added to the task's objective (binary, regression)
         gate: {min_improvement_vs_baseline: 0.2}
 
     A time series names its ``time`` column (daily) and declares features of the label column:
@@ -429,7 +433,9 @@ def load_pipeline(path: Path, project) -> PipelineSpec:
             split=split,
             early_stopping_rounds=data.get("early_stopping_rounds", 50),
             baseline=baseline,
-            lgbm_params=data.get("lightgbm", {"objective": "binary" if task == "classification" else "regression"}),
+            # Declared parameters add to the task's objective (or replace it), not to nothing.
+            lgbm_params={"objective": "binary" if task == "classification" else "regression",
+                         **data.get("lightgbm", {})},
             num_boost_round=data.get("num_boost_round", 500),
             owner=data.get("owner", getattr(project, "owner", "team:data-science")),
             lineage=lineage,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 
 import polars as pl
 
@@ -72,10 +73,19 @@ def split_holdout(
 ) -> pl.DataFrame:
     """Assign ``split``: a share ``fraction`` of the labelled rows validates (of each label value
     when ``stratified``), the rest trains, unlabelled rows are scored. Which rows validate depends
-    on the seed and the entity ids only, not on the row order."""
+    on the seed and the entity ids only, not on the row order nor the polars version: they are
+    ranked by a blake2b digest of ``"{seed}:{id}"`` (``Expr.hash`` may change between releases)."""
     labelled = pl.col("label").is_not_null()
     group = [pl.col("label")] if stratified else [labelled]
-    order = pl.col(entity).cast(pl.String).hash(seed).rank("ordinal").over(group)
+    digest = (
+        pl.col(entity)
+        .cast(pl.String)
+        .map_elements(
+            lambda value: hashlib.blake2b(f"{seed}:{value}".encode(), digest_size=8).digest(),
+            return_dtype=pl.Binary,
+        )
+    )
+    order = digest.rank("ordinal").over(group)
     count = pl.len().over(group)
     chosen = order <= (count * fraction).round()
     split = (

@@ -1,0 +1,175 @@
+"""The factory's pure parts on small frames: categorical encoding, the spec's LightGBM defaults,
+the holdout's digest, the early-stopping split, and the raw-records model MLflow serves."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from dp_assets.analysis.factory import (
+    category_levels,
+    early_stopping_split,
+    feature_matrix,
+)
+from dp_assets.analysis.served import encode
+from dp_assets.analysis.spec import Entity, Gate, PipelineSpec, Split, load_pipeline
+from dp_assets.analysis.timeseries import split_holdout
+
+
+def snapshot_spec(**overrides) -> PipelineSpec:
+    return PipelineSpec(
+        name="adult", description="test", task="classification", sandbox_query="",
+        sandbox_deps=(), build_examples=lambda frame: frame, entity=Entity("person"),
+        gate=Gate(0.0), split=Split(by="holdout", fraction=0.25, seed=3),
+        categorical=("education_num",), **overrides,
+    )  # fmt: skip
+
+
+def as_text(column: pd.Series) -> list:
+    return [None if pd.isna(v) else v for v in column.astype(object)]
+
+
+def test_a_numeric_categorical_with_nulls_keeps_its_values():
+    frame = pl.DataFrame({
+        "person": ["a", "b", "c", "d"], "split": "train", "label": [1.0, 0.0, 0.0, 1.0],
+        "education_num": [13, None, 9, 13], "age": [30, 40, None, 50],
+    })  # fmt: skip
+    spec = snapshot_spec()
+    levels = category_levels(frame, ["education_num"])
+    assert levels == {"education_num": ["13", "9"]}
+    x = feature_matrix(frame, spec, levels)
+    assert as_text(x["education_num"]) == ["13", None, "9", "13"]
+    assert x["age"].tolist()[:2] == [30.0, 40.0] and np.isnan(x["age"][2])
+
+
+def test_a_float_categorical_has_the_levels_a_served_integer_matches():
+    frame = pl.DataFrame({"education_num": [13.0, None, 9.5]})
+    assert category_levels(frame, ["education_num"]) == {"education_num": ["13", "9.5"]}
+
+
+def test_encode_reads_served_json_numbers_as_the_training_levels():
+    levels = {"education_num": ["13", "14", "9.5"]}
+    records = pd.DataFrame({"education_num": [14, 14.0, None, "14", 9.5, 7]}, dtype=object)
+    encoded = encode(records, ["education_num"], levels)
+    assert as_text(encoded["education_num"]) == ["14", "14", None, "14", "9.5", None]
+    doubles = encode(pd.DataFrame({"education_num": [14.0, np.nan]}), ["education_num"], levels)
+    assert as_text(doubles["education_num"]) == ["14", None]
+
+
+@pytest.mark.parametrize(
+    "task, lightgbm, objective",
+    [
+        ("classification", "{learning_rate: 0.05}", "binary"),
+        ("regression", "{learning_rate: 0.05}", "regression"),
+        ("regression", "{objective: huber, learning_rate: 0.05}", "huber"),
+    ],
+)
+def test_declared_lightgbm_parameters_keep_the_tasks_objective(tmp_path, task, lightgbm, objective):
+    path = tmp_path / "adult.yaml"
+    path.write_text(
+        f"task: {task}\nsandbox: SELECT * FROM formatted.adult\nentity: person\n"
+        f"label: income\nlightgbm: {lightgbm}\n"
+    )
+    spec = load_pipeline(path, project=None)
+    assert spec.lgbm_params == {"objective": objective, "learning_rate": 0.05}
+
+
+def digest_rank(ids: list[str], seed: int) -> list[str]:
+    """The ids in the order of a stable digest of seed and id (blake2b, 8 bytes)."""
+    return sorted(
+        ids,
+        key=lambda i: hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(),
+    )
+
+
+def test_the_holdout_is_chosen_by_a_stable_digest_not_the_polars_hash():
+    ids = [f"P-{i:04d}" for i in range(200)]
+    examples = pl.DataFrame({"person": ids, "label": [float(i % 2) for i in range(200)]})
+    split = split_holdout(examples, "person", 0.2, 5, stratified=True)
+    chosen = set(split.filter(pl.col("split") == "validation")["person"])
+    expected = {
+        i
+        for label in ("0", "1")
+        for i in digest_rank([i for i in ids if int(i[-1]) % 2 == int(label)], 5)[:20]
+    }
+    assert chosen == expected
+    # The row order does not matter.
+    shuffled = split_holdout(examples.reverse(), "person", 0.2, 5, stratified=True)
+    assert set(shuffled.filter(pl.col("split") == "validation")["person"]) == chosen
+
+
+def test_early_stopping_splits_a_snapshots_train_rows_stratified_and_seeded():
+    spec = snapshot_spec()
+    ids = [f"P-{i:04d}" for i in range(400)]
+    train = pl.DataFrame({
+        "person": ids, "split": "train", "label": [float(i % 4 == 0) for i in range(400)],
+    })  # fmt: skip
+    fit, stop = early_stopping_split(spec, train)
+    assert fit.height + stop.height == 400
+    assert set(fit["person"]).isdisjoint(stop["person"])
+    # A share of each label value, the spec's fraction.
+    assert stop.group_by("label").len().sort("label")["len"].to_list() == [75, 25]
+    again, _ = early_stopping_split(spec, train.reverse())
+    assert set(again["person"]) == set(fit["person"])
+
+
+def test_early_stopping_splits_a_series_train_window_at_its_end_by_time():
+    spec = PipelineSpec(
+        name="load", description="test", task="regression", sandbox_query="", sandbox_deps=(),
+        build_examples=lambda frame: frame, entity=Entity("zone"), gate=Gate(0.0), time="day",
+        horizon_days=1, split=Split(by="time", validation_days=14),
+    )  # fmt: skip
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in range(100)]
+    train = pl.DataFrame({
+        "zone": "east", "as_of": days, "split": "train", "label": [float(d) for d in range(100)],
+    })  # fmt: skip
+    fit, stop = early_stopping_split(spec, train)
+    # The last 14 days stop (at most a fifth of the window); fit ends the horizon before them.
+    assert stop["as_of"].min() == days[86] and stop["as_of"].max() == days[99]
+    assert fit["as_of"].max() == days[85]
+    assert fit.height == 86 and set(fit["split"]) == set(stop["split"]) == {"train"}
+
+
+def test_the_served_model_takes_records_missing_a_feature_and_integer_categories(tmp_path):
+    import lightgbm as lgb
+    import mlflow
+    import mlflow.pyfunc
+
+    from dp_assets.analysis.factory import _log_raw_records_model
+
+    rng = np.random.default_rng(1)
+    n = 600
+    education = rng.choice([9, 13, 14], n).tolist()
+    education[::17] = [None] * len(education[::17])
+    train = pl.DataFrame({
+        "education_num": education, "age": rng.integers(18, 80, n),
+        "workclass": rng.choice(["private", "state"], n),
+    }).with_columns(label=(pl.col("education_num") == 14).cast(pl.Float64).fill_null(0.0))  # fmt: skip
+    spec = snapshot_spec()
+    features = ["education_num", "age", "workclass"]
+    levels = category_levels(train, ["education_num", "workclass"])
+    x = feature_matrix(train, spec, levels)
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "min_data_in_leaf": 5, "seed": 1},
+        lgb.Dataset(x, train["label"].to_numpy(), categorical_feature=list(levels)),
+        30,
+    )
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = mlflow.create_experiment("adult", artifact_location=str(tmp_path / "artifacts"))
+    with mlflow.start_run(experiment_id=experiment):
+        _log_raw_records_model(booster, train, features, levels, "adult", ["lightgbm"])
+    served = mlflow.pyfunc.load_model("models:/adult/1")
+    assert all(not c.required for c in served.metadata.get_input_schema().inputs)
+    # Through the pyfunc's schema enforcement, as the scoring server calls it.
+    (fourteen,) = served.predict(
+        pd.DataFrame([{"education_num": 14, "age": 40, "workclass": "state"}])
+    )
+    (nine,) = served.predict(pd.DataFrame([{"education_num": 9, "age": 40, "workclass": "state"}]))
+    (no_age,) = served.predict(pd.DataFrame([{"education_num": 14, "workclass": "state"}]))
+    assert fourteen > 0.9 and nine < 0.1 and no_age > 0.9, (fourteen, nine, no_age)
