@@ -42,6 +42,7 @@ def init_project(folder: Path, name: str | None = None) -> str:
 
 
 def add_source(folder: Path, source: str, sample: Path) -> str:
+    from dp_assets.sources.declared import DeclarationError
     from dp_assets.sources.sniff import scaffold
 
     folder = folder.expanduser().resolve()
@@ -56,7 +57,7 @@ def add_source(folder: Path, source: str, sample: Path) -> str:
     target.write_text(scaffold(source, sample))
     try:
         load_project(folder)
-    except ProjectError as error:  # the sniffer's guess needs an edit before it loads
+    except (ProjectError, DeclarationError) as error:  # the guess needs an edit before it loads
         return f"wrote {target}; edit it, it does not load yet: {error}"
     return f"wrote {target}: check the guessed types, units and time zone, then drop files in the inbox"
 

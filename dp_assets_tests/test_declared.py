@@ -243,6 +243,14 @@ columns:
          "canonical: C}\n", "columns.t.unit.one_of: no conversion from 'Wh' to 'C'"),
         ("columns:\n  a: {aliases: [b]}\n  b: {}\n", "aliases: 'b' names two fields"),
         ("columns:\n  a: {transform: upper}\n", "columns.a.transform: 'upper' is not a hook"),
+        # The offset in each value says the zone: a declared one would convert a second time.
+        ("columns:\n  ts: {type: timestamp, format: '%Y-%m-%dT%H:%M:%S%z', "
+         "time_zone: Europe/Warsaw}\n", "columns.ts.time_zone: the format's %z gives each time"),
+        ("columns:\n  ts: {type: timestamp, format: epoch_s, time_zone: UTC}\n",
+         "columns.ts.time_zone: epoch_s times are UTC"),
+        ("columns:\n  ts: {type: timestamp, format: epoch_ms}\n  p: {type: float, unit: gross, "
+         "canonical: net, vat: {rate: 0.2, date_column: ts}}\n",
+         "columns.p.vat.date_column: 'ts' is a timestamp without a declared time_zone"),
     ],
 )  # fmt: skip
 def test_declaration_errors_are_located(tmp_path, text, message):
@@ -413,7 +421,7 @@ def test_sniffed_declaration_reads_its_sample(tmp_path):
     (tmp_path / "sources").mkdir()
     (tmp_path / "sources" / "readings.yaml").write_text(text)
     source = load_source(tmp_path / "sources" / "readings.yaml", Project(tmp_path))
-    result = run(source, sample.read_bytes())
+    result = run(source, sample.read_bytes(), replace(CTX, original_name="readings.csv"))
     assert result.rejects.is_empty() and result.rows.height == 60
     assert result.rows.schema["kwh"] == pl.Float64 and result.rows.schema["active"] == pl.Boolean
     assert result.rows["note"].null_count() == 40
@@ -422,6 +430,115 @@ def test_sniffed_declaration_reads_its_sample(tmp_path):
     semicolons.write_text("a;b\n1,5;01.02.2024\n2,25;03.04.2024\n")
     assert 'decimal: ","' in scaffold("eu", semicolons)
     assert 'format: "%d.%m.%Y"' in scaffold("eu", semicolons)
+
+
+def test_non_finite_floats_are_rejected(tmp_path):
+    source = declare(
+        tmp_path, "description: d\ncolumns:\n  y: {type: float, required: true, ge: 0}\n"
+    )
+    result = run(source, "y\nNaN\ninf\n1e400\n-Infinity\n1.5\n")
+    assert result.rows["y"].to_list() == [1.5]
+    assert reasons(result) == {
+        2: "y: not a finite number 'NaN'",
+        3: "y: not a finite number 'inf'",
+        4: "y: not a finite number '1e400'",
+        5: "y: not a finite number '-Infinity'",
+    }
+
+
+def test_a_pii_value_that_does_not_parse_is_not_quoted(tmp_path):
+    def address(value: pl.Expr) -> pl.Expr:  # null unless it looks like an e-mail address
+        return pl.when(value.str.contains("@")).then(value)
+
+    source = declare(
+        tmp_path,
+        "description: d\ncolumns:\n  email: {pii: true, transform: hooks.py:address}\n"
+        "  n: {type: int}\n",
+        hooks={"hooks.py:address": address},
+    )
+    result = run(source, "email,n\nann@x.org,1\nAnn Smith 555-0101,x\n")
+    assert reasons(result) == {3: "email: cannot parse (PII withheld); n: cannot parse 'x'"}
+    assert "Ann" not in result.rejects.write_csv()
+
+
+@pytest.mark.parametrize(
+    "settings, data, value, reason",
+    [
+        ('decimal: ","', "1,5", 1.5, None),
+        ('decimal: ","', "1.234", None, "y: cannot parse '1.234'"),
+        ('decimal: ","\nthousands: " "', "1 234.5", None, "y: cannot parse '1 234.5'"),
+        ('decimal: ","\nthousands: "."', "1.234,5", 1234.5, None),
+        ('decimal: "."', "1,5", None, "y: cannot parse '1,5'"),
+        ('decimal: "."\nthousands: ","', "1,234.5", 1234.5, None),
+    ],
+)
+def test_a_separator_that_is_not_declared_is_rejected(tmp_path, settings, data, value, reason):
+    source = declare(
+        tmp_path, f"description: d\ndelimiter: ';'\n{settings}\ncolumns:\n  y: {{type: float}}\n"
+    )
+    result = run(source, f"y\n{data}\n")
+    assert result.rows["y"].to_list() == ([value] if value is not None else [])
+    assert reasons(result) == ({2: reason} if reason else {})
+
+
+def test_bool_words_are_text_and_compared_case_insensitively(tmp_path):
+    # YAML reads unquoted yes/no/on as booleans; raw values are text, as written.
+    source = declare(
+        tmp_path,
+        "description: d\nnulls: ['', n/a, NO]\ncolumns:\n  a: {type: bool, true_values: [Yes, on], "
+        "false_values: [no, 'False']}\n  b: {map: {yes: ja, no: nein}}\n",
+    )
+    result = run(source, "a,b\nYes,yes\nYES,no\nno,x\nFALSE,x\nON,x\ntrue,x\nn/a,NO\n")
+    assert result.rows.select("a", "b").rows() == [
+        (True, "ja"), (True, "nein"), (False, "x"), (False, "x"), (True, "x"), (None, None),
+    ]  # fmt: skip
+    assert reasons(result) == {7: "a: cannot parse 'true'"}
+
+
+def test_the_vat_date_of_a_local_timestamp_is_its_local_date(tmp_path):
+    source = declare(
+        tmp_path,
+        """
+description: d
+columns:
+  at: {type: timestamp, format: "%Y-%m-%d %H:%M", time_zone: Europe/Warsaw}
+  price: {type: float, unit: gross, canonical: net,
+          vat: {rate: 0.25, from: 2024-01-01, date_column: at, flag: gross}}
+""",
+    )
+    result = run(source, "at,price\n2023-12-31 23:30,1.25\n2024-01-01 00:30,1.25\n")
+    # 00:30 in Warsaw on the first VAT day is 23:30 UTC the day before: gross all the same.
+    assert result.rows.select("at", "price", "gross").rows() == [
+        (dt.datetime(2023, 12, 31, 22, 30, tzinfo=UTC), 1.25, False),
+        (dt.datetime(2023, 12, 31, 23, 30, tzinfo=UTC), 1.0, True),
+    ]
+
+
+def test_sniffer_names_ids_patterns_and_null_tokens(tmp_path):
+    sample = tmp_path / "orders.data"
+    sample.write_text(
+        "Order Id,Price €,Price $,Note,Where\n"
+        + "".join(
+            f"{12345678901234567890 + i},{i}.5,{i}.25,{['?', 'ok'][i % 2]},{['x', 'NULL'][i % 2]}\n"
+            for i in range(20)
+        )
+    )
+    text = scaffold("orders", sample)
+    assert "rename: price\n" in text and "rename: price_2\n" in text
+    assert "  Order Id:\n    rename: order_id\n    type: string" in text  # beyond int64
+    pattern = next(line for line in text.splitlines() if line.startswith("pattern:"))
+    assert pattern.startswith('pattern: "orders.*"') and "CHECK" in pattern
+    nulls = next(line for line in text.splitlines() if line.startswith("nulls:"))
+    assert nulls.startswith('nulls: ["", "?", "NULL"]')
+    assert "CHECK" in nulls and '"?" in Note' in nulls and '"NULL" in Where' in nulls
+    (tmp_path / "sources").mkdir()
+    (tmp_path / "sources" / "orders.yaml").write_text(text)
+    source = load_source(tmp_path / "sources" / "orders.yaml", Project(tmp_path))
+    result = run(source, sample.read_bytes(), replace(CTX, original_name="orders.test"))
+    assert result.rows.height == 20 and result.rows["order_id"][0] == "12345678901234567890"
+    daily = tmp_path / "meters_2024-05-01.csv"
+    daily.write_text("a\n1\n")
+    assert 'pattern: "meters_*.csv"' in scaffold("meters", daily)
 
 
 # --- the real public files -----------------------------------------------------------------------

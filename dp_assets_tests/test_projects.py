@@ -112,6 +112,13 @@ def test_dp_init_add_source_and_project(tmp_path):
     out = subprocess.run([dp, "project"], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "project my_grid" in out.stdout and "sources:   load" in out.stdout
+    # A guess that needs an edit (a column named like one the platform adds) is written, and said.
+    sample.write_text("record_no,value\n1,2\n")
+    out = subprocess.run([dp, "add-source", str(folder), "numbered", "--sample", str(sample)],
+                         env=env, capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "edit it, it does not load yet" in out.stdout
+    assert "'record_no' is a column the platform adds" in out.stdout
 
 
 THROW_AWAY = {

@@ -17,7 +17,9 @@ Order of the work on a value: trim, null tokens, ``map``, ``case``, the column's
 hook (if any: text to text, e.g. an id's canonical form), parse by type (decimal mark, thousands
 separator, date format), unit conversion, local time to UTC; then the declaration's ``transform``
 hook (if any), pseudonymization of PII columns, and the checks (on canonical values, in canonical
-units). A record whose value is present but does not parse is rejected with the field and value.
+units). A record whose value is present but does not parse (or, a float, is not finite; or has a
+``.`` where the decimal mark is ``,`` and ``.`` is not the thousands separator) is rejected with
+the field and value (a PII column's value withheld).
 A JSON document may state values for all its records (``document: meta.provider``) and the unit
 of a column (``unit: {document: units.temperature, one_of: [C, F]}``).
 """
@@ -174,10 +176,15 @@ class Column(_Strict):
     @field_validator("map", mode="before")
     @classmethod
     def _as_text(cls, value: Any) -> Any:
-        # YAML reads `1: one` or `yes: true` as numbers and booleans; raw values are text.
+        # Raw values are text (a declaration built in Python may give numbers or booleans).
         if isinstance(value, dict):
             return {_text(k): None if v is None else _text(v) for k, v in value.items()}
         return value
+
+    @field_validator("true_values", "false_values", mode="before")
+    @classmethod
+    def _words_as_text(cls, value: Any) -> Any:
+        return [_text(v) for v in value] if isinstance(value, list) else value
 
 
 class Declaration(_Strict):
@@ -237,9 +244,42 @@ def _shown(path: Path, root: Path) -> str:
         return str(path)
 
 
+# Settings holding raw values, read as the text written: YAML 1.1 reads `[yes, no]` as booleans
+# (whose spelling is then lost) and `0x10` as 16.
+RAW_SETTINGS = {"true_values", "false_values", "map"}
+TEXT = "tag:yaml.org,2002:str"
+IMPLICIT = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float")}
+
+
+def _load_yaml(text: str) -> Any:
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == "nulls":
+                _as_written(value)
+            elif key.value == "columns" and isinstance(value, yaml.MappingNode):
+                columns = [c for _, c in value.value if isinstance(c, yaml.MappingNode)]
+                for setting, raw in (pair for c in columns for pair in c.value):
+                    if setting.value in RAW_SETTINGS:
+                        _as_written(raw)
+    return None if node is None else yaml.SafeLoader("").construct_document(node)
+
+
+def _as_written(node: yaml.Node) -> None:
+    if isinstance(node, yaml.ScalarNode) and node.tag in IMPLICIT:
+        node.tag = TEXT
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _as_written(item)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            _as_written(key)
+            _as_written(value)
+
+
 def parse_declaration(text: str, where: str) -> Declaration:
     try:
-        document = yaml.safe_load(text)
+        document = _load_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -341,6 +381,21 @@ def _problems(d: Declaration) -> list[str]:
         problems.append(f"aliases: {alias!r} names two fields")
     for raw, column in d.columns.items():
         problems += [f"columns.{raw}.{p}" for p in _column_problems(column, canonical, d.format)]
+    by_name = {canonical_name(r, c): c for r, c in d.columns.items()}
+    for raw, c in d.columns.items():
+        on = by_name.get(c.vat.date_column) if c.vat else None
+        if on is not None and on.type not in ("date", "timestamp"):
+            problems.append(
+                f"columns.{raw}.vat.date_column: {c.vat.date_column!r} is a {on.type}, not a "
+                "date or timestamp"
+            )
+        elif on is not None and on.type == "timestamp" and on.time_zone is None:
+            # VAT applies from a local date; the instant of an offset or epoch has no zone here.
+            problems.append(
+                f"columns.{raw}.vat.date_column: {c.vat.date_column!r} is a timestamp without a "
+                "declared time_zone, so its local date is unknown: use a date column or a local "
+                "timestamp"
+            )
     for where, ref in [("", d.transform)] + [
         (f"columns.{r}.", c.transform) for r, c in d.columns.items()
     ]:
@@ -376,6 +431,15 @@ def _column_problems(c: Column, canonical: list[str], format: str) -> list[str]:
             problems.append(
                 "time_zone: a local timestamp declares the time zone its wall clock is in "
                 "(e.g. Europe/Warsaw, or UTC)"
+            )
+        elif c.time_zone is not None and c.format in EPOCHS:
+            problems.append(f"time_zone: {c.format} times are UTC: remove it")
+        elif c.time_zone is not None and zoned(c.format):
+            # Converting the instant the offset gives from the zone again would shift it.
+            directive = re.search(r"%[#:]?z", c.format).group()
+            problems.append(
+                f"time_zone: the format's {directive} gives each time its offset, which says the "
+                "zone: remove time_zone (or declare a format without the offset)"
             )
         elif c.time_zone is not None:
             try:
@@ -690,11 +754,11 @@ def homogenize(
     frame = frame.select(
         pl.lit(ctx.sha256).alias("file_sha256"),
         "record_no",
-        *(pl.col(t).alias(canonical_name(r, c)) for t, (r, c) in zip(typed, columns)),
+        *(_finite(t, c).alias(canonical_name(r, c)) for t, (r, c) in zip(typed, columns)),
         *(pl.col(r).alias(f"_raw_{i}") for i, (r, _) in enumerate(columns)),
         *units,
         "raw_record",
-        _reasons(*(_parse_failure(d, t, r) for t, r in typed.items())),
+        _reasons(*(_parse_failure(d, t, r, c) for t, (r, c) in zip(typed, columns))),
     )
     for i, (raw_name, c) in enumerate(columns):
         if c.type == "timestamp" and c.marks == "end":
@@ -702,14 +766,15 @@ def homogenize(
             # DST change does to that hour (which the time zone then says).
             name = canonical_name(raw_name, c)
             frame = frame.with_columns(pl.col(name).dt.offset_by(f"-{c.interval}"))
-        if c.type == "timestamp" and c.time_zone is not None and c.format not in EPOCHS:
+        if c.type == "timestamp" and c.time_zone is not None:
             frame = _to_utc(frame, raw_name, f"_raw_{i}", c, ctx)
+    zones = {canonical_name(r, c): c.time_zone for r, c in columns if c.type == "timestamp"}
     final = []
     for r, c in columns:
         converted = c.type == "float" and (c.unit != c.canonical or c.round is not None)
-        final.append(_converted(r, c) if converted else pl.col(canonical_name(r, c)))
+        final.append(_converted(r, c, zones) if converted else pl.col(canonical_name(r, c)))
         if c.vat is not None and c.vat.flag is not None:
-            final.append(_gross(c.vat).alias(c.vat.flag))
+            final.append(_gross(c.vat, zones).alias(c.vat.flag))
     frame = frame.select("file_sha256", "record_no", *final, "raw_record", "reject_reason")
     if transform is not None:
         frame = transform(frame)
@@ -721,13 +786,28 @@ def homogenize(
     return frame
 
 
-def _parse_failure(d: Declaration, typed: str, raw: str) -> pl.Expr:
-    """The reason for a typed value that came out null although its (cleaned) text was there,
-    naming the raw field: what a person looking at the file sees."""
+def _finite(typed: str, c: Column) -> pl.Expr:
+    """The typed value; a float's only when finite (NaN, inf and 1e400 are no measurement, and
+    would pass bounds and `required`)."""
+    value = pl.col(typed)
+    return pl.when(value.is_finite()).then(value) if c.type == "float" else value
+
+
+def _parse_failure(d: Declaration, typed: str, raw: str, c: Column) -> pl.Expr:
+    """The reason for a typed value that came out null although its (cleaned) text was there, or
+    a float that is not finite, naming the raw field: what a person looking at the file sees.
+    The text of a PII column is not quoted: the reasons are kept in the clear."""
     text = pl.col(raw) if d.trim else pl.col(raw).str.strip_chars()
-    return pl.when(pl.col(typed).is_null() & text.ne("")).then(
-        pl.format("{}: cannot parse '{}'", pl.lit(raw), pl.col(raw).str.slice(0, 80))
-    )
+    if c.pii:
+        shown = pl.format("{}: cannot parse (PII withheld)", pl.lit(raw))
+    else:
+        shown = pl.format("{}: cannot parse '{}'", pl.lit(raw), pl.col(raw).str.slice(0, 80))
+    reason = pl.when(pl.col(typed).is_null() & text.ne("")).then(shown)
+    if c.type == "float":
+        reason = reason.when(~pl.col(typed).is_finite()).then(
+            pl.format("{}: not a finite number '{}'", pl.lit(raw), pl.col(raw).str.slice(0, 80))
+        )
+    return reason
 
 
 def _reasons(*reasons: pl.Expr) -> pl.Expr:
@@ -764,13 +844,16 @@ def _typed(
     if c.type == "bool":
         lower = value.str.to_lowercase()
         return (
-            pl.when(lower.is_in(c.true_values))
+            pl.when(lower.is_in([v.lower() for v in c.true_values]))
             .then(True)
-            .when(lower.is_in(c.false_values))
+            .when(lower.is_in([v.lower() for v in c.false_values]))
             .then(False)
             .otherwise(None)
         )
     if c.type in ("int", "float"):
+        if d.decimal == "," and d.thousands != ".":
+            # '1.234' is no number here (nor would be '1,5' with a decimal point: the cast says).
+            value = pl.when(value.str.contains(".", literal=True)).then(None).otherwise(value)
         if d.thousands is not None:
             value = value.str.replace_all(d.thousands, "", literal=True)
         if d.decimal == ",":
@@ -841,9 +924,12 @@ def _to_utc(frame: pl.DataFrame, raw: str, text: str, c: Column, ctx: FileContex
     )
 
 
-def _gross(vat: Vat) -> pl.Expr:
-    """Whether a row's value includes VAT: its date within [from, until)."""
-    on = pl.col(vat.date_column).cast(pl.Date)
+def _gross(vat: Vat, zones: dict[str, str | None]) -> pl.Expr:
+    """Whether a row's value includes VAT: its date within [from, until); the date of a (UTC)
+    timestamp is the one on its declared wall clock (``zones``: timestamp column -> zone)."""
+    on = pl.col(vat.date_column)
+    zone = zones.get(vat.date_column)
+    on = on.dt.convert_time_zone(zone).dt.date() if zone else on.cast(pl.Date)
     gross = pl.lit(True)
     if vat.from_ is not None:
         gross = gross & (on >= vat.from_)
@@ -852,11 +938,13 @@ def _gross(vat: Vat) -> pl.Expr:
     return gross
 
 
-def _converted(raw: str, c: Column) -> pl.Expr:
+def _converted(raw: str, c: Column, zones: dict[str, str | None]) -> pl.Expr:
     name = canonical_name(raw, c)
     value = pl.col(name)
     if (c.unit, c.canonical) == ("gross", "net"):
-        value = pl.when(_gross(c.vat)).then(value * (1.0 / (1.0 + c.vat.rate))).otherwise(value)
+        value = (
+            pl.when(_gross(c.vat, zones)).then(value * (1.0 / (1.0 + c.vat.rate))).otherwise(value)
+        )
     elif isinstance(c.unit, DocumentUnit):
         unit, converted = pl.col(unit_column(raw)), pl.lit(None, pl.Float64)
         for one in reversed(c.unit.one_of):

@@ -39,6 +39,7 @@ INT = re.compile(r"^[+-]?\d+$")
 FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 COMMA_FLOAT = re.compile(r"^[+-]?\d+,\d+$")
 BOOLS = {"true", "false"}
+INT64 = range(-(2**63), 2**63)
 
 
 def scaffold(name: str, sample: Path) -> str:
@@ -112,8 +113,12 @@ def _delimited(text: str) -> tuple[dict, dict[str, dict]]:
         settings["header"] = False
     if decimal == ",":
         settings["decimal"] = ","
-    nulls = sorted({t for c in columns.values() for t in c.pop("nulls")}, key=NULL_TOKENS.index)
-    settings["nulls"] = list(dict.fromkeys(["", *nulls]))
+    # Null tokens apply to every column: where each was seen goes with them, for the user to check.
+    seen: dict[str, list[str]] = {"": []}
+    for raw, column in columns.items():
+        for token in column.pop("nulls"):
+            seen.setdefault(token, []).append(raw)
+    settings["nulls"] = dict(sorted(seen.items(), key=lambda item: NULL_TOKENS.index(item[0])))
     return settings, columns
 
 
@@ -167,7 +172,9 @@ def _column(values: list[str | None], decimal: str) -> dict:
         return spec
     numbers = [v.replace(",", ".") for v in present] if decimal == "," else present
     if all(INT.match(v) for v in present):
-        spec["type"] = "int"
+        # An id longer than int64 does not fit the column: text (a float would lose digits).
+        if all(int(v) in INT64 for v in present):
+            spec["type"] = "int"
     elif all(FLOAT.match(v) for v in numbers):
         spec["type"] = "float"
     elif all(v.lower() in BOOLS for v in present):
@@ -213,19 +220,51 @@ def _snake(name: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "column"
 
 
+def _names(raws: list[str]) -> dict[str, str]:
+    """Raw name -> canonical snake_case name, made unique (`Price €`, `Price $`: price, price_2)."""
+    names: dict[str, str] = {}
+    for raw in raws:
+        snake = name = _snake(raw)
+        n = 1
+        while name in names.values():
+            n += 1
+            name = f"{snake}_{n}"
+        names[raw] = name
+    return names
+
+
+def _pattern(sample: str) -> str:
+    """The names of files like the sample: its stem with any extension (adult.data: adult.*, which
+    takes adult.test too), a dated or numbered stem with its digits free (meters_2024-05-01.csv:
+    meters_*.csv); else every name."""
+    stem, dot, extension = sample.partition(".")
+    if not re.search(r"[A-Za-z]", stem) or re.search(r"[*?\[]", stem):
+        return "*"
+    if re.search(r"\d", stem):
+        return re.sub(r"\d+([-_:T]?\d+)*", "*", stem) + dot + extension
+    return stem + ".*" if dot else stem
+
+
+def _few(names: list[str], most: int = 5) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
 def _yaml(name: str, sample: str, settings: dict, columns: dict[str, dict]) -> str:
     out = [
         f"# Source {name}: scaffolded from the sample {sample}. Check every line, above all those",
         "# marked CHECK; `dp` reads this file as the declaration of the source.",
         f"description: {_q('CHECK: what these records are, in one line')}",
-        f"pattern: {_q('*' + Path(sample).suffix) if Path(sample).suffix else _q('*')}"
-        "  # which files of the inbox folder belong to the source",
+        f"pattern: {_q(_pattern(sample))}  # CHECK: the source's file names (others are "
+        "quarantined)",
     ]
     for key, value in settings.items():
         if key == "records_path" and value is None:
             continue
         if key == "nulls":
-            out.append(f"nulls: [{', '.join(json.dumps(v) for v in value)}]  # read as missing")
+            seen = "; ".join(f"{json.dumps(t)} in {_few(c)}" for t, c in value.items() if t)
+            comment = f"CHECK: missing in every column; seen: {seen}" if seen else "read as missing"
+            out.append(f"nulls: [{', '.join(json.dumps(v) for v in value)}]  # {comment}")
         elif value is None:
             out.append(f"{key}: null  # fields are what lies between delimiters")
         elif isinstance(value, bool):
@@ -233,10 +272,11 @@ def _yaml(name: str, sample: str, settings: dict, columns: dict[str, dict]) -> s
         else:
             out.append(f"{key}: {json.dumps(value)}")
     out.append("columns:")
+    names = _names(list(columns))
     for raw, spec in columns.items():
         out.append(f"  {_q(raw)}:")
-        if (snake := _snake(raw)) != raw:
-            out.append(f"    rename: {snake}")
+        if names[raw] != raw:
+            out.append(f"    rename: {names[raw]}")
         out.append(f"    type: {spec['type']}")
         if "format" in spec:
             out.append(f"    format: {json.dumps(spec['format'])}")
