@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import getpass
 import sys
 from pathlib import Path
@@ -15,23 +14,13 @@ from dp_assets.settings import Settings
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    sample = commands.add_parser(
+    commands.add_parser(
         "sample-data",
-        help="write realistic raw files (with known problems) into $DP_DATA_DIR/inbox",
+        # Its options are the serving project's own (the sample utility's: --days, --meters, ...).
+        add_help=False,
+        help="write sample raw files (with known problems) into $DP_DATA_DIR/inbox, by the "
+        "projects that define sample data; `dp sample-data --help` lists their options",
     )
-    sample.add_argument("--days", type=int, default=120, help="days of history (default 120)")
-    sample.add_argument(
-        "--meters", type=int, default=200, help="meters, one per customer (default 200)"
-    )
-    sample.add_argument(
-        "--seed", type=int, default=7, help="random seed; same seed, same files (default 7)"
-    )
-    sample.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2024, 1, 15),
-                        help="first day, YYYY-MM-DD (default 2024-01-15)")  # fmt: skip
-    sample.add_argument("--part", type=int, default=0,
-                        help="write part N of a larger world: meters N*M+1 on, files named *_pN (default 0)")  # fmt: skip
-    sample.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
-                        help="show a progress bar (default: when stderr is a terminal)")  # fmt: skip
     init = commands.add_parser(
         "init",
         help="create an empty project folder (project.yaml, sources/, views/, pipelines/)",
@@ -72,17 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     erase.add_argument("--requested-by", default=getpass.getuser(),
                        help="who asks, kept in the audit log (default: your user name)")  # fmt: skip
     erase.add_argument("--reason", default="", help="why, e.g. the request's ticket")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "sample-data":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     settings = Settings.from_env()
 
     if args.command == "sample-data":
         hooks = settings.catalog().sample_data
         if not hooks:
             parser.error("no project served defines sample data (project.yaml: sample_data)")
-        if args.days < 3 or args.meters < 2:
-            parser.error("--days must be at least 3 and --meters at least 2")
         for _project, write in hooks:
-            print(write(settings.data_dir, args))
+            print(write(settings.data_dir, rest))
     elif args.command == "init":
         from dp_assets.scaffold import init_project
 

@@ -9,6 +9,8 @@ without editing code; ``defs`` is the default, configured from the environment (
 
 from __future__ import annotations
 
+import difflib
+
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from dp_assets.analysis.factory import build_pipeline_assets
@@ -27,6 +29,7 @@ from dp_assets.landing.sensor import LAND_JOB, build_inbox_sensor
 from dp_assets.metadata import stored_tables
 from dp_assets.operations.assets import build_operations_assets
 from dp_assets.resources import DataDir, MlflowTracking, Warehouse
+from dp_assets.project import ProjectError
 from dp_assets.settings import Settings
 
 land_job = define_asset_job(
@@ -34,6 +37,23 @@ land_job = define_asset_job(
     selection=AssetSelection.groups("landing"),
     description="Take new inbox files into the persistent landing; the rest follows by automation",
 )
+
+
+def check_inputs(assets: list, external: list) -> None:
+    """Every table a view or pipeline reads is one an asset writes: a misspelt name in a view's or
+    sandbox's SQL is an error now, not a step that waits for ever for a table nobody builds."""
+    specs = [spec for a in assets for spec in a.specs]
+    known = {spec.key for spec in specs} | {spec.key for spec in external}
+    for spec in specs:
+        if missing := sorted(
+            d.asset_key.to_user_string() for d in spec.deps if d.asset_key not in known
+        ):
+            names = sorted(k.to_user_string() for k in known)
+            hints = {m: difflib.get_close_matches(m, names, 1) for m in missing}
+            raise ProjectError(
+                f"{spec.key.to_user_string()} reads {', '.join(missing)}, which no source or view "
+                "defines" + "".join(f" (did you mean {h[0]}?)" for h in hints.values() if h)
+            )
 
 
 def build_defs(settings: Settings | None = None) -> Definitions:
@@ -50,6 +70,7 @@ def build_defs(settings: Settings | None = None) -> Definitions:
         [k for a in assets for k in a.keys], [p.name for p in pipelines]
     )
     written_by_jobs = [erasure_log_spec]  # tables ops write: in lineage, not materializable
+    check_inputs(assets, written_by_jobs)
     assets.append(build_data_dictionary_asset([*assets, *written_by_jobs]))
     train_job, train_schedule, retrain_sensor = training(pipelines)
     specs = [spec for a in assets for spec in a.specs]

@@ -106,10 +106,6 @@ class Projects:
 
         return [v for v in self.views if isinstance(v, AssetChecksDefinition)]
 
-    def owner_of(self, name: str) -> Project:
-        """The project that declares source or pipeline ``name``."""
-        return next(p for p in self.projects if name in p.sources or name in p.pipelines)
-
     @property
     def sample_data(self) -> list[tuple[Project, Callable]]:
         return [(p, p.hook(p.sample_data)) for p in self.projects if p.sample_data]
@@ -207,10 +203,22 @@ def _read_yaml(path: Path) -> dict:
 
 
 def _files(project: Project, folder: str, *suffixes: str) -> list[Path]:
-    """The project's files ``folder/*<suffix>``, by name: discovery order is stable."""
+    """The project's files ``folder/*<suffix>``, by name: discovery order is stable. A file's stem
+    names a table, a schema or an inbox folder, so it must be a plain lower-case name, and one
+    name has one file."""
     where = project.root / folder
     found = [p for p in where.iterdir() if p.suffix in suffixes] if where.is_dir() else []
-    return sorted(p for p in found if p.is_file() and not p.name.startswith(("_", ".")))
+    files = sorted(p for p in found if p.is_file() and not p.name.startswith(("_", ".")))
+    for path in files:
+        if not NAME.match(path.stem):
+            raise ProjectError(
+                f"{path}: {path.stem!r} cannot name a table: use lower-case letters, digits and _"
+            )
+    stems = [p.stem for p in files]
+    if twice := sorted({s for s in stems if stems.count(s) > 1}):
+        both = [p.name for p in files if p.stem == twice[0]]
+        raise ProjectError(f"{where}: {' and '.join(both)} declare the same {twice[0]!r}: keep one")
+    return files
 
 
 def _attribute(project: Project, path: Path, name: str) -> Any:

@@ -275,7 +275,6 @@ class PipelineError(ValueError):
     """A pipeline declaration cannot be used; the message names the file and the key."""
 
 
-_ZONE_TABLE = re.compile(r"\b(exploitation|formatted)\.([A-Za-z_][A-Za-z0-9_]*)\b")
 _KEYS = {
     "name", "description", "task", "sandbox", "entity", "time", "label", "segments", "categorical",
     "features", "exclude", "horizon_days", "lags", "rolling_means", "calendar", "split",
@@ -344,7 +343,12 @@ def load_pipeline(path: Path, project) -> PipelineSpec:
     if task not in ("regression", "classification"):
         raise PipelineError(f"{where}: task must be regression or classification, not {task!r}")
     query = need("sandbox")
-    deps = tuple(dict.fromkeys(_ZONE_TABLE.findall(query)))
+    from dp_assets.exploitation.views import tables_read
+
+    try:
+        deps = tuple(tuple(table.split(".")) for table in tables_read(query))
+    except ValueError as error:
+        raise PipelineError(f"{where}: 'sandbox': {error}") from None
     if not deps:
         raise PipelineError(
             f"{where}: 'sandbox' reads no exploitation.<view> or formatted.<source>"

@@ -61,8 +61,10 @@ class FileResult:
     quarantine_reason: str | None = None
 
 
-def read_file(source: Source, data: bytes, ctx: FileContext) -> ReadFile:
-    if reason := unexpected_name(source, ctx.original_name):
+def read_file(source: Source, data: bytes, ctx: FileContext, by_name: bool = True) -> ReadFile:
+    """``by_name``: a file whose name does not match the source's pattern is quarantined unread
+    (erasure reads every landed file of the source, whatever its name)."""
+    if by_name and (reason := unexpected_name(source, ctx.original_name)):
         return ReadFile(ctx, quarantine_reason=reason)
     try:
         text, notes = decode(data, source.physical.encoding)

@@ -280,7 +280,7 @@ def rewrite_landed_files(
     for source in (s for s in settings.catalog().sources.values() if s.subject_keys):
         for sha, path, name in conn.execute(LANDED, [source.name]).fetchall():
             data = (settings.data_dir / path).read_bytes()
-            read = read_file(source, data, FileContext(sha, name, pii_key))
+            read = read_file(source, data, FileContext(sha, name, pii_key), by_name=False)
             if read.quarantine_reason:
                 unreadable.append((source.name, path, sha, read.quarantine_reason))
                 continue

@@ -11,12 +11,14 @@ covers; a late file several days later), so arrival order in the landing is real
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime as dt
 import io
 import json
 import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -586,8 +588,42 @@ def clear_inbox_tree(data_dir: Path) -> None:
     shutil.rmtree(Path(data_dir) / "inbox", ignore_errors=True)
 
 
-def write_sample(data_dir: Path, args) -> str:
-    """The project's ``sample_data`` hook, which ``dp sample-data`` calls with its options."""
+def write_sample(data_dir: Path, argv: list[str]) -> str:
+    """The project's ``sample_data`` hook: ``dp sample-data [options]`` calls it with its options."""
+    parser = argparse.ArgumentParser(
+        prog="dp sample-data",
+        description="Write the sample utility's raw files (meters of two vendors, two CRMs, "
+        "weather, tariffs, with known problems) into $DP_DATA_DIR/inbox. Example: "
+        "dp sample-data --days 100 --meters 40 --seed 3",
+    )
+    parser.add_argument("--days", type=int, default=120, help="days of history (default 120)")
+    parser.add_argument(
+        "--meters", type=int, default=200, help="meters, one per customer (default 200)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=7, help="random seed; same seed, same files (default 7)"
+    )
+    parser.add_argument(
+        "--start",
+        type=dt.date.fromisoformat,
+        default=dt.date(2024, 1, 15),
+        help="first day, YYYY-MM-DD (default 2024-01-15)",
+    )
+    parser.add_argument(
+        "--part",
+        type=int,
+        default=0,
+        help="write part N of a larger world: meters N*M+1 on, files named *_pN (default 0)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=sys.stderr.isatty(),
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
+    args = parser.parse_args(argv)
+    if args.days < 3 or args.meters < 4:  # with fewer, vendor A may get no meter to migrate
+        parser.error("--days must be at least 3 and --meters at least 4")
     manifest = generate(
         data_dir,
         SampleParams(args.days, args.meters, args.seed, args.start, args.part),
