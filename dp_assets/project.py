@@ -229,21 +229,23 @@ def _attribute(project: Project, path: Path, name: str) -> Any:
     return getattr(module, name)
 
 
-def _sources(project: Project) -> dict:
-    sources = {}
-    for path in _files(project, "sources", ".yaml", ".yml", ".py"):
-        if path.suffix == ".py":
-            source = _attribute(project, path, "SOURCE")
-        else:
-            from dp_assets.sources.declared import load_source
+def _named(project: Project, folder: str, attribute: str, load: Callable) -> dict:
+    """``folder``'s declarations (``load(path, project)``) and modules (defining ``attribute``),
+    by name: the file's."""
+    found = {}
+    for path in _files(project, folder, ".yaml", ".yml", ".py"):
+        item = _attribute(project, path, attribute) if path.suffix == ".py" else load(path, project)
+        if item.name != path.stem:
+            kind = folder.removesuffix("s")
+            raise ProjectError(f"{path}: declares {kind} {item.name!r}: name it after the file")
+        found[item.name] = item
+    return found
 
-            source = load_source(path, project)
-        if source.name != path.stem:
-            raise ProjectError(f"{path}: declares source {source.name!r}: name it after the file")
-        if source.name in sources:
-            raise ProjectError(f"{path}: source {source.name!r} is declared twice")
-        sources[source.name] = source
-    return sources
+
+def _sources(project: Project) -> dict:
+    from dp_assets.sources.declared import load_source
+
+    return _named(project, "sources", "SOURCE", load_source)
 
 
 def _views(project: Project) -> list:
@@ -259,18 +261,9 @@ def _views(project: Project) -> list:
 
 
 def _pipelines(project: Project) -> dict:
-    pipelines = {}
-    for path in _files(project, "pipelines", ".yaml", ".yml", ".py"):
-        if path.suffix == ".py":
-            spec = _attribute(project, path, "SPEC")
-        else:
-            from dp_assets.analysis.spec import load_pipeline
+    from dp_assets.analysis.spec import load_pipeline
 
-            spec = load_pipeline(path, project)
-        if spec.name != path.stem:
-            raise ProjectError(f"{path}: declares pipeline {spec.name!r}: name it after the file")
-        pipelines[spec.name] = spec
-    return pipelines
+    return _named(project, "pipelines", "SPEC", load_pipeline)
 
 
 def _register_package(name: str, root: Path) -> None:
