@@ -1,10 +1,13 @@
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="dp_assets",
     version="0.1.0",
     description="A data-product platform on Dagster software-defined assets",
-    packages=find_packages(exclude=["dp_assets_tests"]),
+    # Namespace packages too: a project's folders (dp_assets/projects/utility/...) have no
+    # __init__.py, as a user's need not; their declarations ship with them.
+    packages=find_namespace_packages(include=["dp_assets", "dp_assets.*"]),
+    package_data={"dp_assets.projects": ["**/*.yaml", "**/*.sql"]},
     python_requires=">=3.11,<3.12",
     install_requires=[
         "dagster==1.13.*",

@@ -187,13 +187,14 @@ def materialize(followers_only: bool) -> None:
     from dagster import AssetSelection, DagsterEventType, DagsterInstance
 
     sys.path.insert(0, str(REPO))
-    from dp_assets.analysis.pipelines import PIPELINES
     from dp_assets.automation import following_new_data
     from dp_assets.definitions import defs  # built from the environment once, as the CLI does
+    from dp_assets.settings import Settings
 
     selection = None
     if followers_only:
-        landed = AssetSelection.groups("landing") | following_new_data(list(PIPELINES.values()))
+        pipelines = list(Settings.from_env().catalog().pipelines.values())
+        landed = AssetSelection.groups("landing") | following_new_data(pipelines)
         selection = sorted(landed.resolve(defs.resolve_asset_graph()))
     with DagsterInstance.get() as instance:
         job = defs.resolve_implicit_global_asset_job_def()
@@ -224,9 +225,9 @@ def serving(data_dir: Path, env: dict) -> dict:
 
     sys.path.insert(0, str(REPO))
     from dp_assets.analysis.factory import feature_matrix
-    from dp_assets.analysis.pipelines import PIPELINES
+    from dp_assets.settings import Settings
 
-    spec = PIPELINES["energy_forecast"]
+    spec = Settings.from_env().catalog().pipelines["energy_forecast"]
     with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as conn:
         row = conn.execute(
             "SELECT * FROM energy_forecast.features WHERE split = 'score' LIMIT 1"
