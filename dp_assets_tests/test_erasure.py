@@ -28,7 +28,7 @@ from dp_assets.governance.erasure import (
     request_subject,
     sha256_hex,
 )
-from dp_assets.governance.erasure_job import ensure_log
+from dp_assets.governance.erasure_job import ensure_log, find_subject
 from dp_assets.privacy import pseudonymize
 from dp_assets.project import ProjectError, load_project
 from dp_assets.settings import Settings
@@ -503,3 +503,14 @@ def test_erasure_by_a_declared_pii_key_of_a_users_project(tmp_path, monkeypatch,
     assert dp(["erase", "--key", "email=eve@example.org"]) == 1
     assert "no landed record and no table row has it" in capsys.readouterr().err
     platform.instance.dispose()
+
+
+def test_a_project_level_key_on_a_pii_column_is_matched_as_its_pseudonym(tmp_path, monkeypatch):
+    folder = tmp_path / "keyed_project"
+    (folder / "sources").mkdir(parents=True)
+    (folder / "project.yaml").write_text("name: keyed_project\nsubject_keys: [[email]]\n")
+    (folder / "sources" / "people.yaml").write_text(PEOPLE.replace("subject_keys: [[email]]\n", ""))
+    isolate(monkeypatch)
+    subject = find_subject(None, Settings(tmp_path / "data", (folder,)), ["email=ann@example.org"])
+    pseudonym = pseudonymize(pl.Series(["ann@example.org"]), b"test-key-not-a-secret").item()
+    assert subject.keys[("email",)]["email"].to_list() == [pseudonym]

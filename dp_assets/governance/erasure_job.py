@@ -237,8 +237,10 @@ def find_subject(
     sources = catalog.sources.values()
     declared = [k for s in sources for k in s.subject_keys]
     declared += [k for p in catalog.projects for k in p.subject_keys]
-    # A key column a source pseudonymizes is typed in clear and matched as its pseudonym.
-    pii = {c for s in sources for c in s.pii_columns if any(c in k for k in s.subject_keys)}
+    # A key column a source pseudonymizes is typed in clear and matched as its pseudonym, whether
+    # the source or the project declares the key.
+    keyed = {c for key in declared for c in key}
+    pii = {c for s in sources for c in s.pii_columns if c in keyed}
     subject = request_subject(request, declared, pii, settings.pii_key())
     for project in (p for p in catalog.projects if p.erasure):
         try:
