@@ -173,3 +173,21 @@ def test_the_served_model_takes_records_missing_a_feature_and_integer_categories
     (nine,) = served.predict(pd.DataFrame([{"education_num": 9, "age": 40, "workclass": "state"}]))
     (no_age,) = served.predict(pd.DataFrame([{"education_num": 14, "workclass": "state"}]))
     assert fourteen > 0.9 and nine < 0.1 and no_age > 0.9, (fourteen, nine, no_age)
+
+
+def test_a_column_the_declaration_names_but_the_sandbox_lacks_is_named(tmp_path):
+    import types
+
+    from dp_assets.analysis.spec import PipelineError
+
+    path = tmp_path / "pipelines" / "daily.yaml"
+    path.parent.mkdir()
+    path.write_text(
+        "task: regression\nsandbox: SELECT * FROM exploitation.daily\nentity: region\n"
+        "time: day\nlabel: energy_mw\nlags: [1, 7]\n"
+    )
+    spec = load_pipeline(path, types.SimpleNamespace(root=tmp_path, owner="team:x"))
+    sandbox = pl.DataFrame({"region": ["r"], "day": [dt.date(2024, 1, 1)], "energy_mwh": [1.0]})
+    with pytest.raises(PipelineError, match=r"daily.yaml: names energy_mw, which the sandbox "
+                       r"does not return \(it returns region, day, energy_mwh\)"):  # fmt: skip
+        spec.build_examples(sandbox)

@@ -217,6 +217,12 @@ def test_a_throw_away_project_next_to_the_sample_keeps_select_star_green(tmp_pat
             "AND metric = 'roc_auc' AND segment_column = 'all'"
         ).fetchone()[0]
         assert auc > 0.6, auc
+        # Columns the user described once (source, view) are described downstream too.
+        undescribed = conn.sql(
+            "SELECT table_name, column_name FROM governance.data_dictionary "
+            "WHERE description IS NULL AND (table_name LIKE 'gadget%' OR table_name LIKE '%gadgets%')"
+        ).fetchall()
+        assert undescribed == []
         # The sample utility's chain ran beside it as always.
         assert conn.sql("SELECT count(*) FROM energy_forecast.predictions").fetchone()[0] > 0
 

@@ -55,6 +55,16 @@ def metric(platform, pipeline: str, model: str, name: str, segment_column: str =
     return dict(rows)
 
 
+def failed_checks(result) -> list[str]:
+    """The checks that did not pass, each with its reason: a walkthrough's own files leave none
+    red but the ones the README names (drift of a seasonal series; issue 20)."""
+    return [
+        f"{e.asset_key.to_user_string()}:{e.check_name}: {e.description}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.check_name != "psi_below_threshold"
+    ]
+
+
 PJM = ("pjm", [("pjm_load", "pjm_hourly/PJME_hourly.csv")])
 ADULT = ("adult", [("adult", "uci_adult/adult.data"), ("adult", "uci_adult/adult.test")])
 
@@ -62,7 +72,7 @@ ADULT = ("adult", [("adult", "uci_adult/adult.data"), ("adult", "uci_adult/adult
 @pytest.mark.parametrize("served", [PJM], indirect=True, ids=["pjm"])
 def test_pjm_daily_forecast_beats_the_seasonal_naive_by_15_percent(served):
     platform, result = served
-    assert result.success
+    assert result.success and failed_checks(result) == []
     assert platform.sql("SELECT count(*) FROM formatted.pjm_load")[0][0] == 145_366
     assert platform.sql("SELECT count(*) FROM formatted.pjm_load_rejects")[0][0] == 0
     days, complete = platform.sql(
@@ -83,7 +93,7 @@ def test_pjm_daily_forecast_beats_the_seasonal_naive_by_15_percent(served):
 @pytest.mark.parametrize("served", [ADULT], indirect=True, ids=["adult"])
 def test_adult_income_snapshot_reaches_auc_090_and_serves_a_raw_record(served):
     platform, result = served
-    assert result.success
+    assert result.success and failed_checks(result) == []
     counts = dict(platform.sql(
         "SELECT d.original_name, count(*) FROM formatted.adult a "
         "JOIN landing.deliveries d ON d.sha256 = a.file_sha256 GROUP BY ALL"

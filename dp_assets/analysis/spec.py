@@ -401,6 +401,11 @@ def load_pipeline(path: Path, project) -> PipelineSpec:
             f"means and calendar of a time series) or a hook '<file>.py:<function>', not {features!r}"
         )
 
+    if features == "all":  # a hook may compute what it needs; a declaration names columns
+        named = (entity.column, *([time] if time else []), label_column, *segments, *categorical,
+                 *exclude)  # fmt: skip
+        build = _reading(build, tuple(dict.fromkeys(named)), where)
+
     baseline_name = data.get("baseline", "seasonal_naive" if time else "prior")
     if baseline_name == "seasonal_naive":
         if not time:
@@ -468,6 +473,21 @@ def _label(label: dict, task: str) -> pl.Expr:
             .otherwise((column.cast(pl.String) == str(label["positive"])).cast(pl.Float64))
         )
     return column.cast(pl.Float64)
+
+
+def _reading(build, named: tuple[str, ...], where: str):
+    """``build`` after a check that the sandbox returns every column the declaration names: a
+    misspelt label or segment is reported with the file and what the sandbox returns."""
+
+    def build_examples(sandbox: pl.DataFrame) -> pl.DataFrame:
+        if missing := [c for c in named if c not in sandbox.columns]:
+            raise PipelineError(
+                f"{where}: names {', '.join(missing)}, which the sandbox does not return (it "
+                f"returns {', '.join(sandbox.columns)})"
+            )
+        return build(sandbox)
+
+    return build_examples
 
 
 def _snapshot_builder(label: dict, task: str, exclude: tuple[str, ...]):

@@ -67,6 +67,75 @@ def catalog_entry(table: str, schema: type[pa.DataFrameModel], **facts) -> Catal
     )
 
 
+def inherited(undeclared: pl.DataFrame, declared: pl.DataFrame) -> pl.DataFrame:
+    """Undeclared columns that a table the asset reads has under the same name are that column
+    passed through (a pipeline's sandbox selecting from a view, its features from the sandbox):
+    they get its description, saying where from, through as many tables as it passed; failing
+    that, the description a table reading it declares. Others keep none."""
+    tables = pl.concat([undeclared.select("asset", "table_name"),
+                        declared.select("asset", "table_name")]).unique()  # fmt: skip
+    reads = (
+        undeclared.select("table_name", "column_name", up=pl.col("upstream").str.split(", "))
+        .explode("up")
+        .join(tables.rename({"asset": "up", "table_name": "from_table"}), on="up")
+        .drop("up")
+    )
+    known = declared.select(
+        from_table="table_name", column_name="column_name", text="description"
+    ).drop_nulls("text")
+    found = pl.DataFrame(
+        schema={"table_name": pl.String, "column_name": pl.String, "text": pl.String}
+    )
+    while True:
+        new = (
+            reads.join(found, on=["table_name", "column_name"], how="anti")
+            .join(known, on=["from_table", "column_name"])
+            .group_by("table_name", "column_name")
+            .agg(pl.col("text").sort().first())
+        )
+        if new.is_empty():
+            break
+        found = pl.concat([found, new])
+        known = pl.concat([known, new.rename({"table_name": "from_table"})])
+    # Still undescribed: a column a reader of the table declares (a sandbox's entity column,
+    # computed in its SQL, that the pipeline's features table declares).
+    readers = (
+        pl.concat(
+            [declared.select("table_name", "upstream"), undeclared.select("table_name", "upstream")]
+        )  # fmt: skip
+        .select(from_table="table_name", up=pl.col("upstream").str.split(", "))
+        .explode("up")
+        .join(tables.rename({"asset": "up"}), on="up")
+        .select("table_name", "from_table")
+        .unique()
+    )
+    below = (
+        undeclared.select("table_name", "column_name")
+        .join(found, on=["table_name", "column_name"], how="anti")
+        .join(readers, on="table_name")
+        .join(known, on=["from_table", "column_name"])
+    )
+    found = pl.concat(
+        [found, below.group_by("table_name", "column_name").agg(pl.col("text").sort().first())]
+    )
+    origin = (
+        pl.concat([reads.join(known, on=["from_table", "column_name"]), below], how="diagonal")
+        .group_by("table_name", "column_name")
+        .agg(pl.col("from_table").sort().first())
+    )
+    return (
+        undeclared.join(
+            found.join(origin, on=["table_name", "column_name"]),
+            on=["table_name", "column_name"],
+            how="left",
+        )  # fmt: skip
+        .with_columns(
+            description=pl.coalesce("description", pl.format("{} (from {})", "text", "from_table"))
+        )
+        .drop("text", "from_table")
+    )
+
+
 def build_dictionary(tables: list[CatalogTable], stored: pl.DataFrame) -> pl.DataFrame:
     """Rows for every declared column, plus every stored column nobody declared.
 
@@ -91,9 +160,25 @@ def build_dictionary(tables: list[CatalogTable], stored: pl.DataFrame) -> pl.Dat
         ],
         schema={c: pl.String for c in DataDictionaryRow.to_schema().columns if c != "stored_type"},
     )
-    table_facts = declared.group_by("table_name").agg(
-        pl.col(c).first() for c in ("owner", "zone", "asset", "source_format", "upstream")
-    )
+    # From the tables, not their declared columns: a table may declare none (a YAML pipeline's
+    # sandbox), and its stored columns still belong to its asset.
+    table_facts = pl.DataFrame(
+        [
+            {
+                "table_name": t.table,
+                "owner": t.owner,
+                "zone": t.zone,
+                "asset": t.asset,
+                "source_format": t.source_format,
+                "upstream": ", ".join(sorted(t.upstream)),
+            }
+            for t in tables
+        ],  # fmt: skip
+        schema={
+            c: pl.String
+            for c in ("table_name", "owner", "zone", "asset", "source_format", "upstream")
+        },  # fmt: skip
+    ).unique("table_name", keep="first", maintain_order=True)
     # Stored columns no schema declares, including whole tables no asset declares: no description.
     undeclared = (
         stored.join(declared, on=["table_name", "column_name"], how="anti")
@@ -109,7 +194,10 @@ def build_dictionary(tables: list[CatalogTable], stored: pl.DataFrame) -> pl.Dat
         )
     )
     rows = pl.concat(
-        [declared.join(stored, on=["table_name", "column_name"], how="left"), undeclared],
+        [
+            declared.join(stored, on=["table_name", "column_name"], how="left"),
+            inherited(undeclared, declared),
+        ],
         how="diagonal",
     )
     return rows.select(list(DataDictionaryRow.to_schema().columns)).sort(

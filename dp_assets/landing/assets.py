@@ -144,6 +144,12 @@ def land(context, settings, warehouse: Warehouse, sources: dict, selected: list[
     )
     for s in skipped.filter(pl.col("kind").is_in(["refused", "changed"])).iter_rows(named=True):
         context.log.warning(f"skipped {s['source']}/{s['file']} in the inbox: {s['why']}")
+    # Said, so that a run right after a copy does not look as if the file were lost.
+    for s in skipped.filter(pl.col("kind") == "waiting").iter_rows(named=True):
+        context.log.info(
+            f"left {s['source']}/{s['file']} in the inbox for now: {s['why']} (DP_INBOX_QUIET_S); "
+            "a later run lands it"
+        )
 
     stray = rows.filter(pl.col("source") == UNKNOWN_SOURCE)
     for row in stray.iter_rows(named=True):
