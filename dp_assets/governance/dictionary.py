@@ -102,7 +102,7 @@ def inherited(undeclared: pl.DataFrame, declared: pl.DataFrame) -> pl.DataFrame:
     readers = (
         pl.concat(
             [declared.select("table_name", "upstream"), undeclared.select("table_name", "upstream")]
-        )  # fmt: skip
+        )
         .select(from_table="table_name", up=pl.col("upstream").str.split(", "))
         .explode("up")
         .join(tables.rename({"asset": "up"}), on="up")
@@ -128,7 +128,7 @@ def inherited(undeclared: pl.DataFrame, declared: pl.DataFrame) -> pl.DataFrame:
             found.join(origin, on=["table_name", "column_name"]),
             on=["table_name", "column_name"],
             how="left",
-        )  # fmt: skip
+        )
         .with_columns(
             description=pl.coalesce("description", pl.format("{} (from {})", "text", "from_table"))
         )
