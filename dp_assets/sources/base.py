@@ -642,8 +642,9 @@ def add_reasons(*reasons: pl.Expr) -> pl.Expr:
 
 
 def _joined(parts: list[pl.Expr]) -> pl.Expr:
-    joined = pl.concat_str(parts, separator="; ", ignore_nulls=True)
-    return pl.when(joined.ne("")).then(joined)
+    # One concatenation, no when/then around it: that would name ``joined`` twice, and nested
+    # (``add_reasons(parse_failures(...))``) evaluate every part four times.
+    return pl.concat_str(parts, separator="; ", ignore_nulls=True).replace("", None)
 
 
 def occurrences(

@@ -54,6 +54,7 @@ from dp_assets.sources.base import (
     _delimited_records,
     _flag_truncation,
     _split_records,
+    add_reasons,
     load_json_document,
     occurrences,
     read_json_lines,
@@ -758,7 +759,7 @@ def homogenize(
         *(pl.col(r).alias(f"_raw_{i}") for i, (r, _) in enumerate(columns)),
         *units,
         "raw_record",
-        _reasons(*(_parse_failure(d, t, r, c) for t, (r, c) in zip(typed, columns))),
+        add_reasons(*(_parse_failure(d, t, r, c) for t, (r, c) in zip(typed, columns))),
     )
     for i, (raw_name, c) in enumerate(columns):
         if c.type == "timestamp" and c.marks == "end":
@@ -808,13 +809,6 @@ def _parse_failure(d: Declaration, typed: str, raw: str, c: Column) -> pl.Expr:
             pl.format("{}: not a finite number '{}'", pl.lit(raw), pl.col(raw).str.slice(0, 80))
         )
     return reason
-
-
-def _reasons(*reasons: pl.Expr) -> pl.Expr:
-    """``reject_reason`` with ``reasons`` (nulls skipped) joined on, in one concatenation: the
-    nested when/then of ``base.add_reasons`` evaluates its parts again at every level."""
-    joined = pl.concat_str([pl.col("reject_reason"), *reasons], separator="; ", ignore_nulls=True)
-    return joined.replace("", None).alias("reject_reason")
 
 
 def _cleaned(d: Declaration, raw: str, c: Column) -> pl.Expr:
@@ -919,9 +913,9 @@ def _to_utc(frame: pl.DataFrame, raw: str, text: str, c: Column, ctx: FileContex
         )
     if c.dst == "reject":
         utc = pl.when(repeated).then(None).otherwise(utc)
-    return frame.with_columns(_reasons(*reasons), **{name: utc.dt.convert_time_zone("UTC")}).drop(
-        "occurrence"
-    )
+    return frame.with_columns(
+        add_reasons(*reasons), **{name: utc.dt.convert_time_zone("UTC")}
+    ).drop("occurrence")
 
 
 def _gross(vat: Vat, zones: dict[str, str | None]) -> pl.Expr:
