@@ -69,6 +69,7 @@ from dp_assets.resources import MlflowTracking, Warehouse
 from dp_assets.resources.tables import (
     ensure_table,
     insert,
+    no_input_yet,
     replace_changed_rows,
     replace_table_with,
     replace_where,
@@ -181,29 +182,14 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         check_specs=[schema_spec("sandbox")],
         **common,
     )
-    def sandbox(context: AssetExecutionContext, warehouse: Warehouse):
-        import duckdb
-
+    def sandbox(warehouse: Warehouse):
         with warehouse.transaction() as conn:
-            try:
-                frame = conn.execute(spec.sandbox_query).pl()
-            except duckdb.CatalogException as error:
-                # An input that was never built, or skipped, is no data yet; any other missing
-                # table is a mistake in the query and fails.
-                absent = [
-                    AssetKey(list(d)).to_user_string()
-                    for d in spec.sandbox_deps
-                    if not (
-                        e := context.instance.get_latest_materialization_event(AssetKey(list(d)))
-                    )
-                    or SKIPPED in e.asset_materialization.metadata
-                ]
-                if not absent:
-                    raise
-                yield skipped(
-                    f"its inputs {absent} hold no data yet ({str(error).splitlines()[0]})"
-                )
+            # A misspelt table is refused when the definitions load (check_inputs): a missing
+            # one is one not built yet.
+            if reason := no_input_yet(conn, [".".join(d) for d in spec.sandbox_deps]):
+                yield skipped(reason)
                 return
+            frame = conn.execute(spec.sandbox_query).pl()
             if frame.is_empty():
                 yield skipped("the sandbox is empty: its query over the warehouse returned no rows")
                 return

@@ -111,6 +111,16 @@ def row_count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
     return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
+def no_input_yet(conn: duckdb.DuckDBPyConnection, tables) -> str | None:
+    """Why a step reading ``tables`` has nothing to read yet (some not built, or every one
+    empty), or None: a view or sandbox then skips instead of failing."""
+    if missing := [t for t in tables if not table_exists(conn, t)]:
+        return f"input tables not built yet: {', '.join(missing)}"
+    if tables and not any(row_count(conn, t) for t in tables):
+        return f"every input is empty: {', '.join(tables)}"
+    return None
+
+
 def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     return _catalog_comment(conn, table) is not None
 
