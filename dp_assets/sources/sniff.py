@@ -52,8 +52,10 @@ def scaffold(name: str, sample: Path) -> str:
         text, _ = decode(data, "cp1252")  # raises again when it is not text at all
         encoding = "cp1252"
     stripped = text.lstrip()
-    if stripped.startswith("[") or (stripped.startswith("{") and _is_document(text)):
-        records, path = _json_records(json.loads(text))
+    # An object first: one JSON document, or the first of JSON Lines (then no document parses).
+    document = _document(text) if stripped.startswith("{") else None
+    if stripped.startswith("[") or document is not None:
+        records, path = _json_records(json.loads(text) if document is None else document)
         settings, columns = {"format": "json", "records_path": path}, _json_columns(records)
     elif stripped.startswith("{"):
         lines = [json.loads(line) for line in text.splitlines()[:SAMPLE_LINES] if line.strip()]
@@ -64,12 +66,11 @@ def scaffold(name: str, sample: Path) -> str:
     return _yaml(name, sample.name, settings, columns)
 
 
-def _is_document(text: str) -> bool:
+def _document(text: str) -> object | None:
     try:
-        json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError:
-        return False
-    return True
+        return None
 
 
 def _json_records(document: object) -> tuple[list, str | None]:
