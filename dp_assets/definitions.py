@@ -28,6 +28,7 @@ from dp_assets.automation import (
 from dp_assets.landing.sensor import LAND_JOB, build_inbox_sensor
 from dp_assets.metadata import stored_tables
 from dp_assets.operations.assets import build_operations_assets
+from dp_assets.operations.report_asset import build_report_asset
 from dp_assets.resources import DataDir, MlflowTracking, Warehouse
 from dp_assets.project import ProjectError
 from dp_assets.settings import Settings
@@ -69,6 +70,7 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     assets += build_operations_assets(
         [k for a in assets for k in a.keys], [p.name for p in pipelines]
     )
+    assets.append(build_report_asset([k for a in assets for k in a.keys], pipelines))
     written_by_jobs = [erasure_log_spec]  # tables ops write: in lineage, not materializable
     check_inputs(assets, written_by_jobs)
     assets.append(build_data_dictionary_asset([*assets, *written_by_jobs]))

@@ -1,64 +1,142 @@
-"""``dp report``: one HTML page of data quality, drift and model accuracy over time, for people
-who would rather look than read. Reads the warehouse; writes ``reports/report.html``."""
+"""The report: one HTML page of the data's quality, the models that serve, their drift and a
+project's KPIs, for people who would rather look than read. The asset ``[reporting, report]``
+(``report_asset.py``) rewrites it whenever what it shows changes; ``dp report`` writes the same
+page on demand.
+
+It reads the warehouse (file outcomes and deliveries, pipeline health, each pipeline's evaluation,
+promotions, drift and live accuracy, ``reporting.kpis`` where a project has it) and the MLflow
+registry: the ``champion`` alias says which version serves, and that version's run holds its
+evaluation plot and feature importance. Numbers are written as people read them (42,986 kWh,
+0.54 %), never in scientific notation; every plot over time has a date axis.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import html
+import json
+import math
+import os
+import tempfile
 from base64 import b64encode
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from dp_assets.analysis import plots
-from dp_assets.analysis.metrics import PRIMARY
+from dp_assets.analysis.metrics import METRICS, PRIMARY
+from dp_assets.analysis.spec import PipelineSpec
 from dp_assets.operations.health import HEALTH_TABLE
-from dp_assets.resources import Warehouse
+from dp_assets.resources import MlflowTracking, Warehouse
 from dp_assets.resources.tables import table_exists
 from dp_assets.settings import Settings
 
 SLOWEST = 6  # assets in the step-duration plot
+RUNS_FOR_A_LINE = 3  # fewer runs than this: the latest run's durations as bars, not lines
 KPIS_TABLE = "reporting.kpis"  # a project's business KPIs, if it has them: shown as stored
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+GATE_HISTORY = 5  # latest gate decisions shown per pipeline
+CHAMPION = "champion"
+PERFORMANCE_PNG = "evaluation/performance.png"  # logged by the evaluation step in the model's run
+IMPORTANCE_JSON = "feature_importance.json"  # logged by the model step: feature -> gain
+NO_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;
+line-height:1.4}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;
-padding:3px 8px;text-align:right}th{background:#f2f2f2}img{max-width:100%}.none{color:#888}"""
+padding:3px 8px;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f2f2f2}img{max-width:100%}.none{color:#888}.plots{display:flex;flex-wrap:wrap;
+gap:1em;align-items:flex-start}.plots img{max-width:560px}.cards{display:flex;flex-wrap:wrap;
+gap:.8em}.card{border:1px solid #ddd;border-radius:6px;padding:.5em 1em;min-width:9em}
+.card b{display:block;font-size:1.4em}.serving{background:#eef6ee;border-left:4px solid #4a4;
+padding:.4em .8em}"""
+
+
+@dataclass
+class Report:
+    """The page, and the headline figures the asset shows beside it."""
+
+    page: str = ""
+    served: dict[str, str] = field(default_factory=dict)  # pipeline -> "v3", or "none"
+    headlines: dict[str, str] = field(default_factory=dict)  # figure -> readable value
 
 
 def write_report(settings: Settings, output: Path | None = None) -> Path:
-    output = output or settings.data_dir / "reports" / "report.html"
-    warehouse = Warehouse(database=str(settings.warehouse))
-    pipelines = settings.catalog().pipelines
-    with warehouse.get_connection() as conn:
-
-        def read(table: str, query: str | None = None) -> pl.DataFrame | None:
-            return (
-                conn.execute(query or f"SELECT * FROM {table}").pl()
-                if table_exists(conn, table)
-                else None
-            )
-
-        sections = [
-            _data_quality(read("formatted.file_outcomes"), read(HEALTH_TABLE)),
-            *(_pipeline(name, read(f"{name}.drift"), read(f"{name}.live_accuracy"),
-                        read(f"{name}.evaluation"), pipelines[name].task) for name in pipelines),
-            _kpis(read(KPIS_TABLE)),
-        ]  # fmt: skip
-    stamp = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>dp_assets report</title>"
-        f"<style>{STYLE}</style></head><body><h1>dp_assets report</h1>"
-        f"<p>Data dir {html.escape(str(settings.data_dir))}, written {stamp}.</p>{''.join(sections)}</body></html>"
+    """``dp report``: the page written to ``output`` (default ``reports/report.html``)."""
+    report = render_report(
+        settings,
+        Warehouse(database=str(settings.warehouse)),
+        MlflowTracking(
+            tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
+        ),
     )
+    return save(report, output or report_path(settings))
+
+
+def report_path(settings: Settings) -> Path:
+    return settings.data_dir / "reports" / "report.html"
+
+
+def save(report: Report, output: Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(page)
+    partial = output.with_name(output.name + ".partial")
+    partial.write_text(report.page, encoding="utf-8")
+    partial.replace(output)  # a reader never sees half a page
     return output
 
 
-def _data_quality(outcomes: pl.DataFrame | None, health: pl.DataFrame | None) -> str:
+def render_report(settings: Settings, warehouse: Warehouse, tracking: MlflowTracking) -> Report:
+    pipelines = settings.catalog().pipelines
+    report = Report()
+    with warehouse.get_connection() as conn:
+
+        def read(table: str) -> pl.DataFrame | None:
+            return (
+                conn.execute(f"SELECT * FROM {table}").pl() if table_exists(conn, table) else None
+            )
+
+        quality = _data_quality(
+            read("formatted.file_outcomes"), read("landing.deliveries"), read(HEALTH_TABLE), report
+        )
+        tables = {
+            name: {t: read(f"{name}.{t}") for t in ("evaluation", "promotions", "drift",
+                                                     "live_accuracy")}
+            for name in pipelines
+        }  # fmt: skip
+        validation = {
+            name: conn.execute(f"SELECT * FROM {name}.features WHERE split = 'validation'").pl()
+            for name, spec in pipelines.items()
+            if not spec.snapshot and table_exists(conn, f"{name}.features")
+        }
+        kpis = read(KPIS_TABLE)
+    sections = [
+        quality,
+        *(
+            _pipeline(spec, tables[name], validation.get(name), tracking, report)
+            for name, spec in pipelines.items()
+        ),
+        _kpis(kpis),
+    ]
+    stamp = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
+    serving = ", ".join(f"{p} {v}" for p, v in report.served.items()) or "no pipeline"
+    report.page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>dp_assets report</title>"
+        f"<style>{STYLE}</style></head><body><h1>dp_assets report</h1>"
+        f"<p>Written {stamp} from {html.escape(str(settings.data_dir))}. Serving: "
+        f"{html.escape(serving)}.</p>{''.join(sections)}</body></html>"
+    )
+    return report
+
+
+def _data_quality(
+    outcomes: pl.DataFrame | None,
+    deliveries: pl.DataFrame | None,
+    health: pl.DataFrame | None,
+    report: Report,
+) -> str:
     parts = ["<h2>Data quality</h2>"]
     if outcomes is None:
         return parts[0] + _missing("formatted.file_outcomes")
-    totals = (
+    per_source = (
         outcomes.group_by("source")
         .agg(
             files=pl.len(),
@@ -66,54 +144,230 @@ def _data_quality(outcomes: pl.DataFrame | None, health: pl.DataFrame | None) ->
             records=pl.col("records_in").sum(),
             rejected=pl.col("rows_rejected").sum(),
         )
-        .with_columns(reject_rate=(pl.col("rejected") / pl.col("records")).round(5))
+        .with_columns(reject_rate=pl.col("rejected") / pl.col("records"))
         .sort("source")
     )
-    parts.append(_table(totals))
+    records, rejected = per_source["records"].sum(), per_source["rejected"].sum()
+    report.headlines |= {
+        "files": f"{per_source['files'].sum():,}",
+        "quarantined files": f"{per_source['quarantined'].sum():,}",
+        "records read": f"{records:,}",
+        "rejected": f"{rejected:,} ({rejected / records if records else 0:.2%})",
+    }
+    parts.append(_cards(report.headlines))
+    parts.append(_table(per_source))
+    if deliveries is not None:
+        parts.append(_rejects_by_day(outcomes, deliveries))
     if health is not None:
-        rates = health.filter(pl.col("reject_rate").is_not_null())
-        parts.append(_image(plots.over_time("Reject rate per formatting run", "rejected / read",
-                                            rates, "materialized_at", "reject_rate", "asset")))  # fmt: skip
-        slowest = (
-            health.group_by("asset").agg(pl.col("step_seconds").max()).drop_nulls()
-            .sort("step_seconds", descending=True).head(SLOWEST)["asset"]
-        )  # fmt: skip
-        durations = health.filter(pl.col("asset").is_in(slowest.implode()))
-        parts.append(_image(plots.over_time(f"Step duration, {SLOWEST} slowest assets", "seconds", durations,
-                                            "materialized_at", "step_seconds", "asset")))  # fmt: skip
+        parts.append(_durations(health))
     else:
         parts.append(_missing(HEALTH_TABLE))
     return "".join(parts)
 
 
-def _pipeline(name: str, drift, live, evaluation, task: str) -> str:
+def _rejects_by_day(outcomes: pl.DataFrame, deliveries: pl.DataFrame) -> str:
+    """Rejected records per source and day the files arrived: the data's own time axis, so one
+    run that formats four months of files still draws four months."""
+    arrived = deliveries.group_by("source", "sha256").agg(pl.col("arrival_time").min())
+    daily = (
+        outcomes.filter(pl.col("records_in") > 0)
+        .join(arrived, left_on=["source", "file_sha256"], right_on=["source", "sha256"])
+        .group_by("source", day=pl.col("arrival_time").dt.date())
+        .agg(pl.col("rows_rejected").sum() / pl.col("records_in").sum())
+    )
+    if daily.is_empty():
+        return ""
+    return _image(
+        plots.over_time("Rejected records per delivery day", "rejected / read", daily, "day",
+                        "rows_rejected", "source", percent=True),
+        "Rejected records per delivery day",
+    )  # fmt: skip
+
+
+def _durations(health: pl.DataFrame) -> str:
+    steps = health.drop_nulls("step_seconds")
+    if steps.is_empty():
+        return ""
+    runs = steps["run_id"].n_unique()
+    if runs < RUNS_FOR_A_LINE:  # two points make no trend: what the latest run took
+        latest = steps.sort("materialized_at").group_by("asset").last()
+        top = latest.sort("step_seconds", descending=True).head(SLOWEST)
+        title = f"Step duration in the latest run, {SLOWEST} slowest assets"
+        png = plots.bars(title, "seconds", top["asset"].to_list(), top["step_seconds"].to_list())
+    else:
+        slowest = (
+            steps.group_by("asset").agg(pl.col("step_seconds").median())
+            .sort("step_seconds", descending=True).head(SLOWEST)["asset"]
+        )  # fmt: skip
+        title = f"Step duration per run, {SLOWEST} slowest assets (median)"
+        png = plots.over_time(title, "seconds", steps.filter(pl.col("asset").is_in(slowest.implode())),
+                              "materialized_at", "step_seconds", "asset")  # fmt: skip
+    return _image(png, title) + f"<p class='none'>Runs recorded: {runs:,}.</p>"
+
+
+def _pipeline(
+    spec: PipelineSpec, tables: dict, validation: pl.DataFrame | None, tracking, report: Report
+) -> str:
+    name, task = spec.name, spec.task
     primary, _ = PRIMARY[task]
-    parts = [f"<h2>{name}</h2>"]
-    if evaluation is not None:
-        parts.append(f"<h3>Evaluation ({primary}, validation window)</h3>")
-        parts.append(_table(evaluation.filter(pl.col("metric") == primary).select(
-            "model", "model_version", "segment_column", "segment", "value", "rows")))  # fmt: skip
-    if drift is not None and drift.height:
-        parts.append("<h3>Drift</h3>")
+    parts = [f"<h2>{html.escape(name)}</h2>"]
+    champion = tracking.model_version(name, CHAMPION)
+    report.served[name] = f"v{champion.version}" if champion else "none"
+    promotions = tables["promotions"]
+    if champion is None:
+        parts.append("<p class='serving'>No champion yet: no model has passed the gate.</p>")
+    else:
+        registered = dt.datetime.fromtimestamp(champion.creation_timestamp / 1000, dt.UTC)
+        decision = ""
+        if promotions is not None and promotions.height:
+            last = promotions.sort("decided_at").row(-1, named=True)
+            decision = (
+                f" Latest gate decision ({_cell(last['decided_at'])}, challenger "
+                f"v{last['challenger_version']}): {html.escape(last['reason'])}."
+            )
         parts.append(
-            _image(
-                plots.over_time("PSI per feature", "PSI", drift, "computed_at", "psi", "feature")
+            f"<p class='serving'>Serving: <b>{html.escape(name)} v{champion.version}</b> "
+            f"(alias '{CHAMPION}', registered {registered:%Y-%m-%d %H:%M} UTC, MLflow run "
+            f"<code>{champion.run_id}</code>).{decision}</p>"
+        )
+    evaluation = tables["evaluation"]
+    if evaluation is not None and evaluation.height:
+        parts.append(f"<h3>Evaluation on the validation window (primary metric {primary})</h3>")
+        parts.append(_table(_by_model(evaluation.filter(pl.col("segment_column") == "all"),
+                                      "metric")))  # fmt: skip
+        segments = evaluation.filter(
+            (pl.col("segment_column") != "all") & (pl.col("metric") == primary)
+        )
+        if segments.height:
+            parts.append(f"<p>{primary} by segment:</p>")
+            parts.append(_table(_by_model(segments, "segment_column", "segment", "rows")))
+    if champion is not None:
+        parts.append(_model_plots(tracking, spec, champion))
+    parts.append(_accuracy_over_time(spec, tables["live_accuracy"], validation, tracking, champion))
+    parts.append(_drift(spec, tables["drift"]))
+    if promotions is not None and promotions.height:
+        parts.append("<h3>Gate decisions (latest first)</h3>")
+        parts.append(_table(promotions.sort("decided_at", descending=True).head(GATE_HISTORY)))
+    return "".join(parts)
+
+
+def _by_model(frame: pl.DataFrame, *index: str) -> pl.DataFrame:
+    """One column per model ('challenger v2', 'baseline', 'champion v1'), the metric values in it."""
+    named = frame.with_columns(
+        model=pl.when(pl.col("model_version").is_null())
+        .then(pl.col("model"))
+        .otherwise(pl.format("{} v{}", "model", "model_version"))
+    )
+    return named.pivot("model", index=list(index), values="value", maintain_order=True)
+
+
+def _model_plots(tracking: MlflowTracking, spec: PipelineSpec, champion) -> str:
+    """The champion's evaluation plot and feature importance, from its MLflow run."""
+    from mlflow.exceptions import MlflowException
+
+    images = []
+    client = tracking.client()
+    quiet = os.environ.get(NO_PROGRESS_BAR)
+    os.environ[NO_PROGRESS_BAR] = "false"  # a download's progress bar in every run's log
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = Path(client.download_artifacts(champion.run_id, PERFORMANCE_PNG, tmp))
+                images.append(_image(path.read_bytes(), f"Performance of v{champion.version}"))
+            except (MlflowException, OSError):
+                images.append(f"<p class='none'>v{champion.version} has no {PERFORMANCE_PNG}.</p>")
+            try:
+                path = Path(client.download_artifacts(champion.run_id, IMPORTANCE_JSON, tmp))
+                gains = json.loads(path.read_text())
+                images.append(_image(plots.feature_importance(list(gains), list(gains.values())),
+                                     f"Feature importance of v{champion.version}"))  # fmt: skip
+            except (MlflowException, OSError):
+                images.append(f"<p class='none'>v{champion.version} has no {IMPORTANCE_JSON}.</p>")
+    finally:
+        if quiet is None:
+            os.environ.pop(NO_PROGRESS_BAR)
+        else:
+            os.environ[NO_PROGRESS_BAR] = quiet
+    return (
+        f"<h3>Champion v{champion.version}: validation performance and feature importance</h3>"
+        f"<div class='plots'>{''.join(images)}</div>"
+    )
+
+
+def _accuracy_over_time(spec, live, validation, tracking, champion) -> str:
+    """The champion's primary metric per day: on the validation window (dashed; what it scored
+    before serving, on days it was not trained on when it was promoted) and live on actuals."""
+    primary, _ = PRIMARY[spec.task]
+    heading = f"<h3>Live accuracy ({primary} on actuals)</h3>"
+    if spec.snapshot:
+        return heading + (
+            "<p class='none'>Not applicable: a snapshot's labels do not arrive after its "
+            "predictions.</p>"
+        )
+    series = []
+    if live is not None and live.height:
+        series.append(
+            live.filter(pl.col("metric") == primary).select(
+                "as_of", "value", model=pl.format("{} v{} (live)", "model", "model_version")
             )
         )
-        latest = drift.filter(pl.col("computed_at") == drift["computed_at"].max())
-        parts.append(_table(latest.sort("psi", descending=True).drop("computed_at")))
-    if live is not None and live.height:
-        parts.append(f"<h3>Live accuracy ({primary} on actuals)</h3>")
-        mine = live.filter(pl.col("metric") == primary).with_columns(
-            model=pl.format("{} v{}", "model", "model_version")
+    backtest = f"champion v{champion.version} (validation window)" if champion else None
+    if champion is not None and validation is not None and validation.height:
+        from dp_assets.analysis.factory import feature_matrix
+
+        booster = tracking.load_lightgbm(spec.name, champion.version)
+        scored = validation.with_columns(
+            prediction=booster.predict(feature_matrix(validation, spec))
         )
-        parts.append(
-            _image(plots.over_time(f"Live {primary}", primary, mine, "as_of", "value", "model"))
-        )
-    else:
-        parts.append(
-            "<p class='none'>No live accuracy yet: predictions wait for their actuals.</p>"
-        )
+        series.append(
+            pl.DataFrame(
+                [
+                    {"as_of": day, "value": METRICS[spec.task](
+                        part["label"].to_numpy(), part["prediction"].to_numpy())[primary]}
+                    for (day,), part in scored.group_by("as_of")
+                ],
+                schema={"as_of": pl.Date, "value": pl.Float64},
+            ).with_columns(model=pl.lit(backtest))
+        )  # fmt: skip
+    note = (
+        ""
+        if live is not None and live.height
+        else "<p class='none'>No live accuracy yet: predictions wait for their actuals. The "
+        "dashed line is the champion on the validation window.</p>"
+    )
+    if not series:
+        return heading + note
+    frame = pl.concat(series, how="diagonal_relaxed").drop_nulls("value")
+    title = f"{spec.name}: {primary} per day"
+    return heading + note + _image(
+        plots.over_time(title, primary, frame, "as_of", "value", "model", dashed=(backtest,)),
+        title,
+    )  # fmt: skip
+
+
+def _drift(spec: PipelineSpec, drift: pl.DataFrame | None) -> str:
+    heading = "<h3>Drift (PSI, training window against the latest)</h3>"
+    if drift is None or drift.is_empty():
+        return heading + "<p class='none'>Not measured yet.</p>"
+    latest = drift.filter(pl.col("computed_at") == drift["computed_at"].max()).sort(
+        "psi", descending=True, nulls_last=True
+    )
+    measured = latest.drop_nulls("psi")
+    flagged = measured.filter(pl.col("drifted"))["feature"].to_list()
+    parts = [heading]
+    if measured.height:
+        title = f"{spec.name}: PSI by feature, {_cell(latest['computed_at'][0])}"
+        parts.append(_image(plots.bars(title, "PSI", measured["feature"].to_list(),
+                                       measured["psi"].to_list(), flagged, spec.drift_threshold),
+                            title))  # fmt: skip
+    if drift["computed_at"].n_unique() >= 2:
+        moved = drift.group_by("feature").agg(pl.col("psi").max()).sort("psi", descending=True)
+        shown = moved.head(8)["feature"]
+        title = f"{spec.name}: PSI over time, {shown.len()} most moved features"
+        parts.append(_image(plots.over_time(title, "PSI", drift.filter(
+            pl.col("feature").is_in(shown.implode())).drop_nulls("psi"),
+            "computed_at", "psi", "feature"), title))  # fmt: skip
+    parts.append(_table(latest.drop("computed_at")))
     return "".join(parts)
 
 
@@ -122,23 +376,61 @@ def _kpis(kpis: pl.DataFrame | None) -> str:
     return "" if kpis is None else "<h2>Business KPIs</h2>" + _table(kpis)
 
 
+def _cards(figures: dict[str, str]) -> str:
+    return "<div class='cards'>" + "".join(
+        f"<div class='card'><b>{html.escape(v)}</b>{html.escape(k)}</div>"
+        for k, v in figures.items()
+    ) + "</div>"  # fmt: skip
+
+
 def _table(frame: pl.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in frame.columns)
+    numeric = [frame.schema[c].is_numeric() for c in frame.columns]
+    decimals = {c: _decimals(frame[c]) for c in frame.columns if frame.schema[c].is_float()}
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td{' class=num' if num else ''}>{html.escape(_cell(v, c, decimals.get(c)))}</td>"
+            for v, c, num in zip(row, frame.columns, numeric)
+        )
+        + "</tr>"
         for row in frame.iter_rows()
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _cell(value) -> str:
+def _decimals(column: pl.Series) -> int:
+    """Decimals that give a column's largest value three significant digits (at most four), so
+    that a column reads at one precision: 13.9 and 9.3, not 13.9 and 9.293."""
+    largest = column.abs().max() if column.len() else None
+    if largest is None or not math.isfinite(largest) or largest == 0:
+        return 2
+    return min(4, max(0, 2 - math.floor(math.log10(largest))))
+
+
+def _cell(value, column: str = "", decimals: int | None = None) -> str:
+    """A value as people read it: 42,986 and 0.42, rates as percentages, times to the minute."""
     if value is None:
         return ""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        return f"{value:%Y-%m-%d %H:%M} UTC"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if column.endswith("rate"):
+            return f"{value:.2%}"
+        if decimals is None or not math.isfinite(value):
+            return plots.readable(value)
+        return f"{value:,.{decimals}f}"
+    return str(value)
 
 
-def _image(png: bytes) -> str:
-    return f"<img alt='plot' src='data:image/png;base64,{b64encode(png).decode()}'>"
+def _image(png: bytes, title: str) -> str:
+    return f"<img alt='{html.escape(title)}' src='data:image/png;base64,{b64encode(png).decode()}'>"
 
 
 def _missing(table: str) -> str:
