@@ -74,7 +74,7 @@ def over_time(
     from matplotlib import dates, ticker
 
     fig, ax = _figure(width=9)
-    for (name,), part in frame.sort(x).group_by(by, maintain_order=True):
+    for (name,), part in frame.sort(by, x).group_by(by, maintain_order=True):  # stable colours
         ax.plot(part[x].to_list(), part[y].to_list(), marker="o", markersize=3, label=str(name),
                 linestyle="--" if name in dashed else "-")  # fmt: skip
     locator = dates.AutoDateLocator(maxticks=8)
