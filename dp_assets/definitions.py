@@ -98,6 +98,8 @@ def build_defs(settings: Settings | None = None) -> Definitions:
             "mlflow_tracking": MlflowTracking(
                 tracking_uri=settings.mlflow_tracking_uri,
                 artifact_root=settings.mlflow_artifact_root,
+                ui_url=settings.mlflow_ui_url,
+                dagster_ui_url=settings.dagster_ui_url,
             ),
         },
         # Every step that does real work holds the single DuckDB writer slot, so steps cannot run

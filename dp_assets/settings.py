@@ -14,6 +14,11 @@ The Dagster instance lives under ``DAGSTER_HOME`` (the Makefile puts it in ``dat
 The landing, quarantine and secrets hold raw personal data: owner-only (folders 0700, files 0400),
 or readable by the group with ``DP_GROUP_ACCESS=1`` (0750, 0440). ``DP_INBOX_QUIET_S`` (default 10)
 is how long a file must stay unchanged before it is taken (see ``landing.store``).
+
+Evidence links (asset metadata to MLflow, MLflow runs back to Dagster) point at the UIs' addresses:
+``DP_MLFLOW_UI_URL`` (default ``http://127.0.0.1:5000``, where ``make mlflow-ui`` serves) and
+``DP_DAGSTER_UI_URL`` (default ``http://127.0.0.1:3000``, ``make ui``'s). Set them when the UIs run
+elsewhere (another host or port, behind a proxy, with a path prefix).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from dp_assets.project import Projects, load_projects, project_paths
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 INBOX_QUIET_S = 10.0
+MLFLOW_UI_URL = "http://127.0.0.1:5000"
+DAGSTER_UI_URL = "http://127.0.0.1:3000"
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,17 @@ class Settings:
         (with a database URI and no location MLflow would write ./mlruns wherever it runs)."""
         server = self.mlflow_tracking_uri.startswith(("http://", "https://", "databricks"))
         return None if server else str(self.data_dir / "mlartifacts")
+
+    @property
+    def mlflow_ui_url(self) -> str:
+        """Where people open MLflow's UI (``DP_MLFLOW_UI_URL``): the base of links to runs,
+        registered versions and plots."""
+        return os.environ.get("DP_MLFLOW_UI_URL") or MLFLOW_UI_URL
+
+    @property
+    def dagster_ui_url(self) -> str:
+        """Where people open Dagster's UI (``DP_DAGSTER_UI_URL``): the base of links to runs."""
+        return os.environ.get("DP_DAGSTER_UI_URL") or DAGSTER_UI_URL
 
     @property
     def sample_manifest(self) -> Path:

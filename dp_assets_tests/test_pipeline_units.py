@@ -1,5 +1,6 @@
 """The factory's pure parts on small frames: categorical encoding, the spec's LightGBM defaults,
-the holdout's digest, the early-stopping split, and the raw-records model MLflow serves."""
+the holdout's digest, the early-stopping split, the raw-records model MLflow serves, the training
+data's version and the UI addresses evidence links point at."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ import pytest
 
 from dp_assets.analysis.factory import (
     category_levels,
+    data_version,
     early_stopping_split,
     feature_matrix,
 )
 from dp_assets.analysis.served import encode
 from dp_assets.analysis.spec import Entity, Gate, PipelineSpec, Split, load_pipeline
 from dp_assets.analysis.timeseries import split_holdout
+from dp_assets.definitions import build_defs
+from dp_assets.settings import Settings
 
 
 def snapshot_spec(**overrides) -> PipelineSpec:
@@ -191,3 +195,41 @@ def test_a_column_the_declaration_names_but_the_sandbox_lacks_is_named(tmp_path)
     with pytest.raises(PipelineError, match=r"daily.yaml: names energy_mw, which the sandbox "
                        r"does not return \(it returns region, day, energy_mwh\)"):  # fmt: skip
         spec.build_examples(sandbox)
+
+
+def test_the_data_version_is_a_digest_of_the_training_rows_stable_across_releases():
+    train = pl.DataFrame(
+        {"as_of": [dt.date(2024, 1, 1), dt.date(2024, 1, 2)], "customer_id": ["a", "b"],
+         "label": [1.5, None], "lag_1": [0.1, 2.0]}
+    )  # fmt: skip
+    version = data_version(train)
+    assert version == data_version(train.clone())
+    # A value, a null, a column's name or the rows' order: each is another version.
+    assert version != data_version(train.with_columns(lag_1=pl.Series([0.1, 2.000001])))
+    assert version != data_version(train.with_columns(label=pl.Series([1.5, 0.0])))
+    assert version != data_version(train.rename({"lag_1": "lag_2"}))
+    assert version != data_version(train.reverse())
+    # Text, not a polars hash (which may change between releases): a fixed value.
+    assert version == "416534a17ac99e753465"
+
+
+def test_evidence_links_point_at_the_local_uis_unless_told_otherwise(tmp_path, monkeypatch):
+    monkeypatch.delenv("DP_MLFLOW_UI_URL", raising=False)
+    monkeypatch.delenv("DP_DAGSTER_UI_URL", raising=False)
+    tracking = build_defs(Settings(tmp_path)).resources["mlflow_tracking"]
+    assert tracking.run_url("3", "abc") == "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+    assert tracking.version_url("energy_forecast", "2") == (
+        "http://127.0.0.1:5000/#/models/energy_forecast/versions/2"
+    )
+    assert tracking.dagster_run_url("r1") == "http://127.0.0.1:3000/runs/r1"
+
+    monkeypatch.setenv("DP_MLFLOW_UI_URL", "https://mlflow.example.org/team/")
+    monkeypatch.setenv("DP_DAGSTER_UI_URL", "https://dagster.example.org")
+    tracking = build_defs(Settings(tmp_path)).resources["mlflow_tracking"]
+    assert (
+        tracking.run_url("3", "abc") == "https://mlflow.example.org/team/#/experiments/3/runs/abc"
+    )
+    assert tracking.artifact_url("abc", "evaluation/performance.png") == (
+        "https://mlflow.example.org/team/get-artifact?path=evaluation/performance.png&run_uuid=abc"
+    )
+    assert tracking.dagster_run_url("r1") == "https://dagster.example.org/runs/r1"

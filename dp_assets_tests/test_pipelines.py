@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from dagster import AssetSelection, materialize
+from dagster import AssetSelection, MetadataValue, materialize
 
 from dp_assets.analysis.factory import build_pipeline_assets, feature_matrix
 from dp_assets.analysis.gate import decide
@@ -25,6 +25,24 @@ pytestmark = pytest.mark.slow
 
 def tracking(platform):
     return platform.defs.resources["mlflow_tracking"]
+
+
+def versions(platform, pipeline: str) -> list[int]:
+    """The registered versions of a pipeline's model."""
+    found = tracking(platform).client().search_model_versions(f"name = '{pipeline}'")
+    return sorted(int(v.version) for v in found)
+
+
+def latest_promotion(platform, pipeline: str) -> dict:
+    (row,) = platform.frame(
+        f"SELECT * FROM {pipeline}.promotions ORDER BY decided_at DESC LIMIT 1"
+    ).iter_rows(named=True)
+    return row
+
+
+def gate_check(result):
+    (gate,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "promotion_gate"]
+    return gate
 
 
 def overall(platform, pipeline: str, model: str = "challenger") -> dict[str, float]:
@@ -48,7 +66,12 @@ def test_pipeline_chain_materialized_with_metrics(world, pipeline):
     metrics = events[f"{pipeline}/evaluation"]
     primary = "challenger mae" if spec.task == "regression" else "challenger roc_auc"
     assert primary in metrics and "improvement_vs_baseline_" + primary.split()[1] in metrics
-    assert metrics["plots"].value.count("data:image/png;base64,") == 2
+    # Small enough for the asset page to show inline (markdown under 1,000 characters), the
+    # images served by the MLflow UI from the run's artifacts.
+    plots = metrics["plots"].value
+    assert plots.startswith("![") and len(plots) < 1000, plots
+    assert plots.count("/get-artifact?path=evaluation/") == 2
+    assert "data:image/png;base64," not in plots
     segments = {
         s for (s,) in platform.sql(f"SELECT DISTINCT segment_column FROM {pipeline}.evaluation")
     }
@@ -83,7 +106,7 @@ def test_registered_model_names_its_lineage_and_metrics_are_in_mlflow(world, pip
     champion = client.get_model_version_by_alias(pipeline, "champion")
     assert champion.tags["dagster/run_id"] == result.run_id
     assert champion.tags["dagster/code_version"].startswith("1-")
-    assert champion.tags[f"data_version/{pipeline}/features"]
+    assert champion.tags["data_version"] and champion.tags["training_key"]
     assert champion.tags["gate"].startswith("promoted")
     run = client.get_run(champion.run_id)
     assert (
@@ -120,9 +143,11 @@ def test_retraining_is_reproducible_and_a_worse_model_is_not_promoted(world):
     )
     first = overall(platform, "energy_forecast")
 
-    # Same data, code and seed: the same metrics, and the gate promotes the new version.
+    # Same data, code and seed: the same metrics, and no new version.
+    before = versions(platform, "energy_forecast")
     assert platform.materialize(chain).success
     assert overall(platform, "energy_forecast") == first
+    assert versions(platform, "energy_forecast") == before
     champion = tracking(platform).model_version("energy_forecast", "champion")
 
     # A deliberately weak challenger (one boosting round) is rejected; the champion stays.
@@ -131,6 +156,8 @@ def test_retraining_is_reproducible_and_a_worse_model_is_not_promoted(world):
     assert result.success, "a rejected challenger must not stop predictions"
     gate = [e for e in result.get_asset_check_evaluations() if e.check_name == "promotion_gate"][0]
     assert gate.passed is False and gate.severity.value == "WARN"
+    assert gate.description.startswith("not promoted") and "baseline" in gate.description
+    assert len(gate.description) <= 200
     assert (
         tracking(platform).model_version("energy_forecast", "champion").version == champion.version
     )
@@ -146,6 +173,101 @@ def test_retraining_is_reproducible_and_a_worse_model_is_not_promoted(world):
     assert platform.sql("SELECT DISTINCT model_version FROM energy_forecast.predictions") == [
         (int(champion.version),)
     ]
+
+
+CHAIN = ("sandbox", "features", "model", "evaluation", "champion", "predictions")
+
+
+def test_a_rerun_on_unchanged_data_registers_no_version_and_says_why(world):
+    platform, _ = world
+    champion = tracking(platform).model_version("energy_forecast", "champion")
+    before = versions(platform, "energy_forecast")
+
+    result = platform.materialize(AssetSelection.assets(*[["energy_forecast", s] for s in CHAIN]))
+    assert result.success
+    assert versions(platform, "energy_forecast") == before
+    model = {
+        e.asset_key.path[-1]: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }["model"]
+    assert model["model_version"].value == int(champion.version)
+    assert f"reuses version {champion.version}" in model["training"].value
+    assert model["data version"].value == champion.tags["data_version"]
+
+    promotion = latest_promotion(platform, "energy_forecast")
+    assert not promotion["promoted"]
+    assert promotion["champion_before"] == promotion["champion_after"] == int(champion.version)
+    assert "already the champion" in promotion["reason"]
+    assert "same data version and code version" in promotion["reason"]
+    gate = gate_check(result)
+    assert gate.passed, "keeping the champion on unchanged data is nothing to act on"
+    assert "already the champion" in gate.description
+    # The champion's record of why it was promoted stays.
+    kept = tracking(platform).model_version("energy_forecast", "champion")
+    assert kept.version == champion.version and kept.tags["gate"].startswith("promoted")
+
+
+def test_a_challenger_that_ties_the_champion_is_not_promoted(world, tmp_path):
+    platform, _ = world
+    spec = PIPELINES["energy_forecast"]
+    # Another code version (the spec's file edited) on the same data: a new version, trained the
+    # same way, with the champion's metrics to the last digit.
+    edited = tmp_path / "energy_forecast.py"
+    edited.write_text(
+        Path(spec.source_file).read_text() + "\n# a comment changes the code version\n"
+    )
+    assets = build_pipeline_assets(dataclasses.replace(spec, source_file=str(edited)))
+    champion = tracking(platform).model_version("energy_forecast", "champion")
+    before = versions(platform, "energy_forecast")
+
+    result = materialize(
+        assets,
+        selection=[f"energy_forecast/{s}" for s in ("model", "evaluation", "champion")],
+        resources=platform.defs.resources,
+        instance=platform.instance,
+    )
+    assert result.success
+    assert len(versions(platform, "energy_forecast")) == len(before) + 1
+    promotion = latest_promotion(platform, "energy_forecast")
+    assert promotion["challenger_value"] == promotion["champion_value"]
+    assert not promotion["promoted"] and "ties the champion" in promotion["reason"]
+    assert (
+        tracking(platform).model_version("energy_forecast", "champion").version == champion.version
+    )
+    gate = gate_check(result)
+    assert "ties the champion" in gate.description
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINES))
+def test_every_step_links_to_its_evidence_both_ways(world, pipeline):
+    platform, result = world
+    events = {
+        e.asset_key.path[-1]: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[0] == pipeline
+    }
+    client = tracking(platform).client()
+    champion = client.get_model_version_by_alias(pipeline, "champion")
+    run = client.get_run(champion.run_id)
+    mlflow_ui = "http://127.0.0.1:5000"
+    run_url = f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    version_url = f"{mlflow_ui}/#/models/{pipeline}/versions/{champion.version}"
+    for step in ("model", "evaluation"):
+        assert events[step]["mlflow run"] == MetadataValue.url(run_url), step
+        assert events[step]["mlflow model version"] == MetadataValue.url(version_url), step
+    assert events["champion"]["mlflow model version"] == MetadataValue.url(version_url)
+
+    dagster_run = f"http://127.0.0.1:3000/runs/{result.run_id}"
+    assert run.data.tags["dagster/run_url"] == dagster_run
+    assert f"]({dagster_run})" in run.data.tags["mlflow.note.content"]  # the run's description
+    assert champion.tags["dagster/run_url"] == dagster_run
+    assert f"]({dagster_run})" in champion.description
+
+    # Every check the factory's steps report says in one line how it went.
+    factory_checks = {"no_future_leakage", "worst_segment", "promotion_gate"}
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.asset_key.path[0] == pipeline and evaluation.check_name in factory_checks:
+            assert evaluation.description and len(evaluation.description) <= 200, evaluation
 
 
 def test_a_rebuild_with_nothing_new_writes_and_checks_no_row(world):
@@ -182,6 +304,10 @@ def test_gate_rules():
     assert decide("classification", Gate(0.2), 0.8, 0.5, None).promote  # AUC 60% of the way to 1
     assert not decide("classification", Gate(0.2), 0.55, 0.5, None).promote
     assert not decide("regression", gate, float("nan"), 1.0, None).promote
+    # A tie is no improvement, even when the gate asks for none over the champion.
+    tie = decide("regression", Gate(0.15), 0.80, 1.0, 0.80)
+    assert not tie.promote and "ties the champion" in tie.reason
+    assert decide("regression", Gate(0.15), 0.79, 1.0, 0.80).promote
 
 
 @pytest.mark.parametrize("pipeline", sorted(PIPELINES))

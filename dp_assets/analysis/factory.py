@@ -7,9 +7,24 @@ the pipeline's name: ``model`` registers a new version as ``challenger``; ``eval
 the naive baseline and the current ``champion`` on the same validation window; ``champion`` moves
 the alias only when the gate passes; ``predictions`` scores the latest day with the champion.
 
+The registry grows only when something changed: ``model`` keys each training by its data
+version (``data_version``: a digest of the training rows it reads), the code version and the
+training parameters (``training_key``), and reuses the champion's or the current challenger's
+version when the key is theirs, training nothing. A challenger that ties the champion is not
+promoted (``gate``).
+
 The gate is a blocking check: it fails with ERROR severity (stopping predictions) only when no
-champion exists at all, and with WARN when a rejected challenger leaves the previous champion in
-place, so scoring goes on with the model that earned it.
+champion exists at all, and with WARN when a challenger doing worse leaves the previous champion
+in place, so scoring goes on with the model that earned it; keeping the champion because the
+challenger is it, or ties it, passes. Every check result carries a one-line description.
+
+Evidence links both ways: the steps' metadata link to the MLflow run and registered version
+(``Settings.mlflow_ui_url``), the MLflow run and version link back to the Dagster run that trained
+them (``Settings.dagster_ui_url``; the run's description and the ``dagster/run_url`` tag). The
+evaluation plots are markdown under 1,000 characters whose images MLflow's UI serves: Dagster's
+asset page renders such markdown inline and hides a longer one behind "[Show Markdown]", which a
+PNG embedded as base64 always is (``plots (embedded)`` keeps that copy for when MLflow's UI is
+not running).
 
 A pipeline whose sandbox is empty (or whose inputs were skipped) is skipped, not failed: each step
 materializes with ``skipped: <why>`` metadata and reports no check, and the steps after it skip
@@ -19,6 +34,7 @@ too, so one pipeline without data never fails the others.
 import datetime as dt
 import hashlib
 import inspect
+import json
 import sys
 import tempfile
 from base64 import b64encode
@@ -40,7 +56,7 @@ from dagster import (
     multi_asset,
 )
 
-from dp_assets.analysis.gate import decide
+from dp_assets.analysis.gate import already_champion, decide
 from dp_assets.analysis.leakage import SAMPLE_ENTITIES, future_leaks
 from dp_assets.analysis.metrics import PRIMARY, by_segment, improvement
 from dp_assets.analysis.monitoring import segment_gaps
@@ -92,6 +108,88 @@ def code_version(spec: PipelineSpec) -> str:
     if spec.source_file and Path(spec.source_file).is_file():
         source += Path(spec.source_file).read_text(encoding="utf-8")
     return f"{FACTORY_VERSION}-{hashlib.sha256(source.encode()).hexdigest()[:10]}"
+
+
+DATA_VERSION_SLICE = 50_000  # rows per slice of text hashed: bounded memory on a large train split
+
+
+def data_version(train: pl.DataFrame) -> str:
+    """The version of the data a model is trained on: a SHA-256 digest of the training rows as
+    the model step reads them (in key order), as CSV text with their column names and types.
+
+    Text, not ``DataFrame.hash_rows``: polars does not keep its hash stable between releases,
+    and an upgrade would make every champion look trained on other data. Nulls are written
+    ``\\N`` so that they differ from an empty string. Everything the model learns from (features,
+    label, their order) is in it; the validation and score rows are not, so new days that only
+    reach validation re-evaluate the same version instead of registering another."""
+    digest = hashlib.sha256(json.dumps([[c, str(t)] for c, t in train.schema.items()]).encode())
+    for start in range(0, max(train.height, 1), DATA_VERSION_SLICE):
+        part = train.slice(start, DATA_VERSION_SLICE)
+        digest.update(part.write_csv(include_header=False, null_value="\\N").encode())
+    return digest.hexdigest()[:20]
+
+
+def _training_code() -> str:
+    """The code that turns examples into a model, beyond the spec's code version: this module
+    and the encoding (``served``), whose changes change a trained model too."""
+    from dp_assets.analysis import served
+
+    source = inspect.getsource(sys.modules[__name__]) + inspect.getsource(served)
+    return hashlib.sha256(source.encode()).hexdigest()[:10]
+
+
+def training_key(code: str, data: str, params: dict, rounds: int) -> str:
+    """What makes two trainings the same: code version, data version, parameters and rounds, and
+    the LightGBM release. Same key, same model: the registry needs no new version."""
+    import lightgbm as lgb
+
+    identity = {"code": code, "training code": _training_code(), "data": data,
+                "params": params, "rounds": rounds, "lightgbm": lgb.__version__}  # fmt: skip
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def reusable_version(tracking: MlflowTracking, name: str, key: str):
+    """The champion's or the challenger's version (in that order) trained with ``key`` and not
+    marked for retraining by an erasure, or None."""
+    from dp_assets.governance.erasure_job import RETRAIN_TAG
+
+    for alias in (CHAMPION, CHALLENGER):
+        found = tracking.model_version(name, alias)
+        if found and found.tags.get("training_key") == key and RETRAIN_TAG not in found.tags:
+            return found, alias
+    return None, None
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """A check's description: one line of at most ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _links(tracking: MlflowTracking, name: str, version) -> dict:
+    """Metadata linking a step to the MLflow run and the registered version it used."""
+    run = tracking.client().get_run(version.run_id)
+    return {
+        "mlflow run": MetadataValue.url(tracking.run_url(run.info.experiment_id, run.info.run_id)),
+        "mlflow model version": MetadataValue.url(tracking.version_url(name, version.version)),
+    }
+
+
+def _what_changed(champion, data: str, code: str) -> str:
+    """Why a training registered a new version rather than reusing the champion's."""
+    if champion is None:
+        return "no champion yet"
+    changed = [
+        what
+        for what, tag, value in (("data version", "data_version", data),
+                                 ("code version", "dagster/code_version", code))
+        if champion.tags.get(tag) != value
+    ]  # fmt: skip
+    return (
+        f"{' and '.join(changed) or 'training parameters'} differ from the champion's "
+        f"(v{champion.version})"
+    )
 
 
 SKIPPED = "skipped"
@@ -269,9 +367,16 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         yield materialization
         yield check
         if leaks is not None:
+            columns = sorted(set(leaks["column"]))
             yield AssetCheckResult(
                 check_name="no_future_leakage",
                 passed=leaks.is_empty(),
+                description=one_line(
+                    "no feature changes when the data after a past day is cut off"
+                    if leaks.is_empty()
+                    else f"{leaks.height} feature cells change when the future is cut off, in "
+                    f"{', '.join(columns)}: fix how {Path(spec.source_file).name or 'the spec'} builds them"
+                ),
                 metadata={
                     "leaking cells": MetadataValue.int(leaks.height),
                     "by column": markdown(leaks.group_by("column").len(), rows=30),
@@ -315,6 +420,28 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         params = spec.training_params(config.seed, features)
         rounds = config.num_boost_round or spec.num_boost_round
         categorical = list(levels) or "auto"
+        data = data_version(train)
+        training = training_key(version, data, params, rounds)
+        reused, alias = reusable_version(mlflow_tracking, name, training)
+        if reused is not None:
+            # Same data, code and parameters: the same model, already registered. The
+            # challenger alias follows, so evaluation and the gate judge this version.
+            mlflow_tracking.client().set_registered_model_alias(name, CHALLENGER, reused.version)
+            return MaterializeResult(
+                metadata={
+                    "training": MetadataValue.text(
+                        f"reuses version {reused.version} (the {alias}): same data version and "
+                        "code version, nothing trained, no version registered"
+                    ),
+                    "model_version": MetadataValue.int(int(reused.version)),
+                    "data version": MetadataValue.text(data),
+                    "code version": MetadataValue.text(version),
+                    **_links(mlflow_tracking, name, reused),
+                    "mlflow_tracking_uri": mlflow_tracking.tracking_uri,
+                    "train rows": MetadataValue.int(train.height),
+                    "categorical": MetadataValue.text(", ".join(levels) or "none"),
+                }
+            )
         dataset = lgb.Dataset(x, y, feature_name=features, categorical_feature=categorical)
         trained_rounds = rounds
         if spec.early_stopping_rounds:
@@ -341,17 +468,14 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             trained_rounds = stopped.best_iteration or rounds
         booster = lgb.train(params, dataset, trained_rounds)
 
-        features_event = context.instance.get_latest_materialization_event(key("features"))
-        data_version = (
-            features_event.asset_materialization.tags.get("dagster/data_version", "")
-            if features_event
-            else ""
-        )
+        dagster_run = mlflow_tracking.dagster_run_url(context.run_id)
         tags = {
             "pipeline": name,
             "dagster/run_id": context.run_id,
+            "dagster/run_url": dagster_run,
             "dagster/code_version": version,
-            f"data_version/{name}/features": data_version,
+            "data_version": data,
+            "training_key": training,
             "train_rows": str(train.height),
             **(
                 {}
@@ -394,12 +518,23 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         client.set_registered_model_alias(name, CHALLENGER, registered)
         for tag, value in tags.items():
             client.set_model_version_tag(name, registered, tag, value)
+        # MLflow renders a run's and a version's description as markdown: a link that opens.
+        trained_by = f"Trained by Dagster run [{context.run_id[:8]}]({dagster_run}) ({name}/model)"
+        client.set_tag(run.info.run_id, "mlflow.note.content", trained_by)
+        client.update_model_version(name, registered, description=trained_by)
         importance = pl.DataFrame({"feature": features, "gain": gains.round(1)}).sort(
             "gain", descending=True
         )
         return MaterializeResult(
             metadata={
+                "training": MetadataValue.text(
+                    f"registered version {registered}: "
+                    + _what_changed(mlflow_tracking.model_version(name, CHAMPION), data, version)
+                ),
                 "model_version": MetadataValue.int(int(registered)),
+                "data version": MetadataValue.text(data),
+                "code version": MetadataValue.text(version),
+                **_links(mlflow_tracking, name, client.get_model_version(name, registered)),
                 "mlflow_run_id": run.info.run_id,
                 "mlflow_tracking_uri": mlflow_tracking.tracking_uri,
                 "train rows": MetadataValue.int(train.height),
@@ -507,6 +642,14 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         )
 
         summary = {
+            # First, so that the asset page shows the images before the figures.
+            "plots": MetadataValue.md(
+                "\n\n".join(
+                    f"![{t}]({mlflow_tracking.artifact_url(run_id, f'evaluation/{t}.png')})"
+                    for t in images
+                )
+            ),
+            **_links(mlflow_tracking, name, challenger),
             **{
                 f"{who} {m}": MetadataValue.float(round(v, 6))
                 for (who, m), v in overall.items()
@@ -526,7 +669,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 frame.filter((pl.col("metric") == primary) & (pl.col("model") == "challenger")),
                 rows=20,
             ),
-            "plots": MetadataValue.md(
+            "plots (embedded)": MetadataValue.md(
                 "\n\n".join(_inline_png(t, png) for t, png in images.items())
             ),
         }
@@ -540,10 +683,28 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         yield check
         if spec.segments:
             gaps = segment_gaps(task, frame, spec.min_segment_rows)
+            fair = gaps.is_empty() or gaps["gap"].max() <= spec.max_segment_gap
+            if gaps.is_empty():
+                worst = f"no segment of at least {spec.min_segment_rows} examples to compare"
+            elif gaps["gap"].max() <= 0:
+                worst = f"no segment does worse than overall on {primary}"
+            else:
+                worst = (
+                    f"{' = '.join(gaps.row(0)[:2])} is {gaps['gap'].max():.0%} worse than "
+                    f"overall on {primary}"
+                )
             yield AssetCheckResult(
                 check_name="worst_segment",
-                passed=gaps.is_empty() or gaps["gap"].max() <= spec.max_segment_gap,
+                passed=fair,
                 severity=AssetCheckSeverity.WARN,
+                description=one_line(
+                    f"{worst} (allowed {spec.max_segment_gap:.0%})"
+                    + (
+                        ""
+                        if fair
+                        else ": check that segment's data before trusting the model there"
+                    )
+                ),
                 metadata={
                     "worst segment": " = ".join(gaps.row(0)[:2]) if gaps.height else "none",
                     "worst gap": MetadataValue.float(round(gaps["gap"].max(), 4))
@@ -568,7 +729,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 "promotion_gate",
                 asset=key("champion"),
                 blocking=True,
-                description="Passes when the challenger was promoted; WARN when the previous champion stays, "
+                description="Passes when the challenger was promoted, is the champion already or ties "
+                "it; WARN when a challenger doing worse leaves the previous champion in place, "
                 "ERROR (stopping predictions) when there is no champion at all",
             ),
         ],
@@ -587,18 +749,17 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         metric = {row["model"]: row for row in overall.iter_rows(named=True)}
         challenger_version = metric["challenger"]["model_version"]
         before = mlflow_tracking.model_version(name, CHAMPION)
-        # Evaluation scores the champion only when it is another version than the challenger.
-        champion_metric = metric["champion"]["value"] if "champion" in metric else None
-        decision = decide(
-            task,
-            spec.gate,
-            metric["challenger"]["value"],
-            metric["baseline"]["value"],
-            champion_metric,
-        )
-
+        challenger_value = metric["challenger"]["value"]
+        baseline_value = metric["baseline"]["value"]
         client = mlflow_tracking.client()
-        client.set_model_version_tag(name, challenger_version, "gate", decision.reason)
+        if before is not None and int(before.version) == challenger_version:
+            # The model step reused the champion's version: it keeps the gate tag it earned.
+            decision = already_champion(task, challenger_version, challenger_value, baseline_value)
+            champion_metric = challenger_value
+        else:
+            champion_metric = metric["champion"]["value"] if "champion" in metric else None
+            decision = decide(task, spec.gate, challenger_value, baseline_value, champion_metric)
+            client.set_model_version_tag(name, challenger_version, "gate", decision.reason)
         if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, challenger_version)
         after = mlflow_tracking.model_version(name, CHAMPION)
@@ -610,8 +771,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 "champion_after": int(after.version) if after else None,
                 "promoted": decision.promote,
                 "metric": primary,
-                "challenger_value": metric["challenger"]["value"],
-                "baseline_value": metric["baseline"]["value"],
+                "challenger_value": challenger_value,
+                "baseline_value": baseline_value,
                 "champion_value": champion_metric,
                 "reason": decision.reason,
             }],
@@ -629,13 +790,21 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 if after
                 else MetadataValue.text("none"),
                 decision=MetadataValue.text(decision.reason),
+                **(_links(mlflow_tracking, name, after) if after else {}),
             )
         yield materialization
         yield check
         yield AssetCheckResult(
             check_name="promotion_gate",
-            passed=decision.promote,
+            passed=decision.promote or (decision.settled and after is not None),
             severity=AssetCheckSeverity.WARN if after else AssetCheckSeverity.ERROR,
+            description=one_line(
+                decision.reason
+                if decision.promote or decision.settled
+                else f"{decision.reason}; champion v{after.version} keeps serving"
+                if after
+                else f"{decision.reason}; no champion: predictions stop until a model passes"
+            ),
             metadata={
                 "reason": MetadataValue.text(decision.reason),
                 "champion_version": MetadataValue.text(str(after.version) if after else "none"),

@@ -1,4 +1,10 @@
-"""The champion/challenger gate (pure): promote only what beats the baseline and the champion."""
+"""The champion/challenger gate (pure): promote only what beats the baseline and the champion.
+
+A challenger that ties the champion (the same primary metric, up to rounding) is not promoted,
+whatever margin the gate asks: swapping the served model would change nothing but its version.
+``Decision.settled`` tells the promotion check that keeping the champion is nothing to act on
+(a tie, or the challenger is the champion already); a challenger rejected for doing worse is.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,10 @@ from dataclasses import dataclass
 from dp_assets.analysis.metrics import PRIMARY, improvement
 from dp_assets.analysis.spec import Gate
 
+# Metrics computed twice from the same predictions agree to the last digit; this only absorbs the
+# last bits of a float summed in another order.
+TIE_REL_TOL = 1e-9
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -15,6 +25,7 @@ class Decision:
     reason: str
     vs_baseline: float
     vs_champion: float | None
+    settled: bool = False  # not promoted, and nothing for a person to do about it
 
 
 def decide(
@@ -33,17 +44,40 @@ def decide(
             f"improves {metric} over the baseline by {vs_baseline:.1%} "
             f"(challenger {challenger:.4f}, baseline {baseline:.4f}), needs {gate.min_improvement_vs_baseline:.0%}"
         )
-    if vs_champion is not None and vs_champion < gate.min_improvement_vs_champion:
+    tie = champion is not None and math.isclose(challenger, champion, rel_tol=TIE_REL_TOL)
+    if tie:
+        failures.append(f"ties the champion on {metric} ({challenger:.4f})")
+    elif vs_champion is not None and vs_champion < gate.min_improvement_vs_champion:
         failures.append(
             f"improves {metric} over the champion by {vs_champion:.1%} "
             f"(challenger {challenger:.4f}, champion {champion:.4f}), needs {gate.min_improvement_vs_champion:.0%}"
         )
     if failures:
-        return Decision(False, "not promoted: " + "; ".join(failures), vs_baseline, vs_champion)
+        return Decision(
+            False,
+            "not promoted: " + "; ".join(failures),
+            vs_baseline,
+            vs_champion,
+            # Only the tie: the champion is as good as the challenger on the same data.
+            settled=tie and len(failures) == 1,
+        )
     against = "baseline" if champion is None else "baseline and champion"
     return Decision(
         True,
         f"promoted: beats the {against} on {metric} by the required margins",
         vs_baseline,
         vs_champion,
+    )
+
+
+def already_champion(task: str, version: int | str, challenger: float, baseline: float) -> Decision:
+    """The decision when the model step reused the champion's own version (same data version
+    and code version): nothing to compare, nothing to promote."""
+    return Decision(
+        False,
+        f"not promoted: version {version} is already the champion (same data version and code "
+        "version: the model step trained nothing new)",
+        improvement(task, challenger, baseline),
+        0.0,
+        settled=True,
     )

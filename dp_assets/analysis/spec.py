@@ -30,6 +30,8 @@ class Gate:
 
     Improvements are relative, on the primary metric of the task (MAE for regression, ROC AUC for
     classification): 0.15 means 15% lower MAE, or an AUC 15% of the way from the other's to 1.
+    A challenger that ties the champion is never promoted, even with ``min_improvement_vs_champion``
+    0 (the default, which promotes any strict improvement).
     """
 
     min_improvement_vs_baseline: float

@@ -12,6 +12,12 @@ already exists``). Here it is created and migrated in a temporary file beside it
 place whole. A store found half-migrated (an older platform's, or ``mlflow ui``'s first start,
 killed) is rebuilt when it holds no run and no registered model, and refused with what to do when
 it does: the platform never deletes tracking data.
+
+Evidence links both ways: ``run_url``, ``version_url`` and ``artifact_url`` address MLflow's UI at
+``ui_url`` (``Settings.mlflow_ui_url``) for asset metadata, and ``dagster_run_url`` addresses a
+Dagster run at ``dagster_ui_url`` for MLflow runs and versions. The MLflow UI routes are its
+single-page app's (``#/experiments/<id>/runs/<run>``, ``#/models/<name>/versions/<v>``); its
+``get-artifact`` endpoint serves a run's file as is, so an image link renders in a page.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from dp_assets.frozen import import_frozen
+from dp_assets.settings import DAGSTER_UI_URL, MLFLOW_UI_URL
 
 SQLITE = "sqlite:///"
 STALE_TMP_S = 600  # a creation takes seconds: an older temporary store is a killed one's
@@ -137,6 +145,25 @@ class MlflowTracking(ConfigurableResource):
     artifact_root: str | None = Field(
         default=None, description="Where new experiments keep artifacts; None: the server's default"
     )
+    ui_url: str = Field(
+        default=MLFLOW_UI_URL, description="MLflow UI address links in metadata point at"
+    )
+    dagster_ui_url: str = Field(
+        default=DAGSTER_UI_URL, description="Dagster UI address MLflow runs link back to"
+    )
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def version_url(self, name: str, version: str | int) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/models/{quote(name, safe='')}/versions/{version}"
+
+    def artifact_url(self, run_id: str, path: str) -> str:
+        """A run's artifact file as MLflow's UI serves it (an image renders where linked)."""
+        return f"{self.ui_url.rstrip('/')}/get-artifact?path={quote(path)}&run_uuid={run_id}"
+
+    def dagster_run_url(self, run_id: str) -> str:
+        return f"{self.dagster_ui_url.rstrip('/')}/runs/{run_id}"
 
     def client(self):
         ensure_store(self.tracking_uri, self.artifact_root)
