@@ -117,8 +117,17 @@ def markdown(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:
         return MetadataValue.md(str(frame.head(rows)))
 
 
+def business_first(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with the ``PLATFORM_COLUMNS`` moved last, in their order."""
+    platform = [c for c in frame.columns if c in PLATFORM_COLUMNS]
+    return frame.select(pl.exclude(platform), *platform)
+
+
 def table_metadata(row_count: int, preview: pl.DataFrame) -> dict:
-    return {"dagster/row_count": MetadataValue.int(row_count), "preview": markdown(preview)}
+    return {
+        "dagster/row_count": MetadataValue.int(row_count),
+        "preview": markdown(business_first(preview)),
+    }
 
 
 def stored_table_results(
