@@ -17,7 +17,7 @@ from dp_assets.analysis.factory import build_pipeline_assets
 from dp_assets.formatted.assets import build_formatted_asset
 from dp_assets.frozen import freeze
 from dp_assets.governance.assets import build_data_dictionary_asset
-from dp_assets.governance.erasure_job import build_erasure_job, erasure_log_spec
+from dp_assets.governance.erasure_job import build_erasure_job, erasure_log
 from dp_assets.landing.assets import build_landing_asset
 from dp_assets.automation import (
     automation_sensor,
@@ -69,16 +69,16 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     assets += build_operations_assets(
         [k for a in assets for k in a.keys], [p.name for p in pipelines]
     )
-    written_by_jobs = [erasure_log_spec]  # tables ops write: in lineage, not materializable
-    check_inputs(assets, written_by_jobs)
-    assets.append(build_data_dictionary_asset([*assets, *written_by_jobs]))
+    assets.append(erasure_log)
+    check_inputs(assets, [])
+    assets.append(build_data_dictionary_asset(assets))
     train_job, train_schedule, retrain_sensor = training(pipelines)
     specs = [spec for a in assets for spec in a.specs]
     tables = {table: spec.key for table, spec in stored_tables(specs).items()}
     erase_job = build_erasure_job(tables, [p.name for p in pipelines])
     return Definitions(
         # Cross-cutting policy in one place: what automation keeps current.
-        assets=[*with_automation_policy(assets, pipelines), *written_by_jobs],
+        assets=with_automation_policy(assets, pipelines),
         asset_checks=catalog.checks,
         jobs=[land_job, train_job, erase_job],
         schedules=[train_schedule],
