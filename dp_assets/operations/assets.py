@@ -1,7 +1,7 @@
 """Dagster wiring of operations: ``[monitoring, pipeline_health]`` from the event log (hourly, with
-no lineage edge from the assets it watches) and
-``[reporting, model_accuracy]`` (following the pipelines' live accuracy). A project's own
-reporting tables (the sample utility's ``reporting/kpis``) are its views."""
+no lineage edge from the assets it watches) and ``[reporting, model_accuracy]`` (following the
+pipelines' live accuracy). A project's own reporting tables (the sample utility's
+``reporting/kpis``) are its views."""
 
 import polars as pl
 from dagster import (
