@@ -39,11 +39,11 @@ land_job = define_asset_job(
 )
 
 
-def check_inputs(assets: list, external: list) -> None:
+def check_inputs(assets: list) -> None:
     """Every table a view or pipeline reads is one an asset writes: a misspelt name in a view's or
     sandbox's SQL is an error now, not a step that waits for ever for a table nobody builds."""
     specs = [spec for a in assets for spec in a.specs]
-    known = {spec.key for spec in specs} | {spec.key for spec in external}
+    known = {spec.key for spec in specs}
     for spec in specs:
         if missing := sorted(
             d.asset_key.to_user_string() for d in spec.deps if d.asset_key not in known
@@ -70,7 +70,7 @@ def build_defs(settings: Settings | None = None) -> Definitions:
         [k for a in assets for k in a.keys], [p.name for p in pipelines]
     )
     assets.append(erasure_log)
-    check_inputs(assets, [])
+    check_inputs(assets)
     assets.append(build_data_dictionary_asset(assets))
     train_job, train_schedule, retrain_sensor = training(pipelines)
     specs = [spec for a in assets for spec in a.specs]
