@@ -17,7 +17,7 @@ from dp_assets.analysis.factory import build_pipeline_assets
 from dp_assets.formatted.assets import build_formatted_asset
 from dp_assets.frozen import freeze
 from dp_assets.governance.assets import build_data_dictionary_asset
-from dp_assets.governance.erasure_job import build_erasure_job, erasure_log_spec
+from dp_assets.governance.erasure_job import build_erasure_job, erasure_log
 from dp_assets.landing.assets import build_landing_asset
 from dp_assets.automation import (
     automation_sensor,
@@ -40,11 +40,11 @@ land_job = define_asset_job(
 )
 
 
-def check_inputs(assets: list, external: list) -> None:
+def check_inputs(assets: list) -> None:
     """Every table a view or pipeline reads is one an asset writes: a misspelt name in a view's or
     sandbox's SQL is an error now, not a step that waits for ever for a table nobody builds."""
     specs = [spec for a in assets for spec in a.specs]
-    known = {spec.key for spec in specs} | {spec.key for spec in external}
+    known = {spec.key for spec in specs}
     for spec in specs:
         if missing := sorted(
             d.asset_key.to_user_string() for d in spec.deps if d.asset_key not in known
@@ -71,16 +71,16 @@ def build_defs(settings: Settings | None = None) -> Definitions:
         [k for a in assets for k in a.keys], [p.name for p in pipelines]
     )
     assets.append(build_report_asset([k for a in assets for k in a.keys], pipelines))
-    written_by_jobs = [erasure_log_spec]  # tables ops write: in lineage, not materializable
-    check_inputs(assets, written_by_jobs)
-    assets.append(build_data_dictionary_asset([*assets, *written_by_jobs]))
+    assets.append(erasure_log)
+    check_inputs(assets)
+    assets.append(build_data_dictionary_asset(assets))
     train_job, train_schedule, retrain_sensor = training(pipelines)
     specs = [spec for a in assets for spec in a.specs]
     tables = {table: spec.key for table, spec in stored_tables(specs).items()}
     erase_job = build_erasure_job(tables, [p.name for p in pipelines])
     return Definitions(
         # Cross-cutting policy in one place: what automation keeps current.
-        assets=[*with_automation_policy(assets, pipelines), *written_by_jobs],
+        assets=with_automation_policy(assets, pipelines),
         asset_checks=catalog.checks,
         jobs=[land_job, train_job, erase_job],
         schedules=[train_schedule],

@@ -35,12 +35,22 @@ from dagster._core.storage.asset_check_execution_record import (
 OWNER = "team:data-platform"
 WAREHOUSE_POOL = "warehouse"  # DuckDB admits one writer process: every warehouse step joins it
 PREVIEW_ROWS = 5
+# Columns the platform keeps to trace a row back to its raw file or delivery: a preview shows them
+# after the columns people look for (a 64-character hash first hid them).
+PLATFORM_COLUMNS = frozenset({
+    "file_sha256", "record_no", "sha256", "sha256_before", "sha256_after", "landed_path",
+    "inbox_changed_ns", "original_name_hex", "transform_version",
+})  # fmt: skip
 # A check of a subsettable asset (one that may skip, reporting no check) is requested on its own:
 # automation asks for it whenever it asks for its asset, so that what depends on a blocking check
 # sees it as "will be requested" in the same tick, as it does for an ``@asset``'s checks.
 WITH_ITS_ASSET = AutomationCondition.any_deps_match(
     AutomationCondition.will_be_requested()
 ).with_label("requested with its asset")
+# Op tags of an asset that reads what the other assets of its run did (the event log, the
+# warehouse's catalog) without a lineage edge from each: the in-process executor starts the ready
+# step of highest priority, so this one starts when no other step of the run is left to run.
+LAST_IN_RUN = {"dagster/priority": "-100"}
 VALIDATE_ROWS = 2_000_000  # rows per batch when stored rows are read back for validation
 
 
@@ -107,8 +117,17 @@ def markdown(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:
         return MetadataValue.md(str(frame.head(rows)))
 
 
+def business_first(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with the ``PLATFORM_COLUMNS`` moved last, in their order."""
+    platform = [c for c in frame.columns if c in PLATFORM_COLUMNS]
+    return frame.select(pl.exclude(platform), *platform)
+
+
 def table_metadata(row_count: int, preview: pl.DataFrame) -> dict:
-    return {"dagster/row_count": MetadataValue.int(row_count), "preview": markdown(preview)}
+    return {
+        "dagster/row_count": MetadataValue.int(row_count),
+        "preview": markdown(business_first(preview)),
+    }
 
 
 def stored_table_results(

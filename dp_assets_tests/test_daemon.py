@@ -2,7 +2,8 @@
 runs are landed by the inbox sensor, and declarative automation carries them through formatted and
 exploitation within two minutes, with no failed run (no DuckDB lock error); one more file dropped
 while automation still runs is landed behind it and formatted too; the lineage page shows every
-zone in headless Chromium."""
+zone in headless Chromium. The lineage of the assets that read the catalog or the event log
+(pipeline health, the data dictionary) shows no edge from every asset."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -78,32 +80,16 @@ def reset_signals():
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def test_files_dropped_while_the_daemon_runs_flow_through_every_zone(tmp_path):
+def chromium_or_skip() -> str:
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("chromium is not installed: `make test` installs Debian's chromium package")
-    env = cli_env(tmp_path)
-    data = Path(env["DP_DATA_DIR"])
+    return chromium
 
-    # History first (as CI would materialize it), then the last 50 deliveries arrive at once.
-    manifest = generate(data, SampleParams(days=112, meters=40, seed=3))
-    held = tmp_path / "held"
-    daily = [
-        f
-        for f in manifest.files
-        if f["source"] in ("meters_vendor_a", "meters_vendor_b", "weather")
-    ]
-    dropped = sorted(daily, key=lambda f: f["arrival"])[-DROPPED - 1 :]
-    late = dropped.pop()  # arrives while automation follows the others
-    for f in [*dropped, late]:
-        (held / f["source"]).mkdir(parents=True, exist_ok=True)
-        shutil.move(data / "inbox" / f["source"] / f["name"], held / f["source"] / f["name"])
-    setup = subprocess.run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", "--select", "*"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert setup.returncode == 0, setup.stderr[-3000:]
 
+@contextmanager
+def dagster_dev(env: dict[str, str], tmp_path: Path):
+    """``dagster dev`` (webserver and daemon) on a free port, answering; yields the port."""
     port = free_port()
     log = (tmp_path / "dagster_dev.log").open("w")
     server = subprocess.Popen(
@@ -126,7 +112,42 @@ def test_files_dropped_while_the_daemon_runs_flow_through_every_zone(tmp_path):
                     "dagster dev did not start"
                 )
                 time.sleep(1)
+        yield port
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        log.close()
 
+
+def browser(chromium: str, tmp_path: Path) -> list[str]:
+    return [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1600,1000", "--virtual-time-budget=20000"]  # fmt: skip
+
+
+def test_files_dropped_while_the_daemon_runs_flow_through_every_zone(tmp_path):
+    chromium = chromium_or_skip()
+    env = cli_env(tmp_path)
+    data = Path(env["DP_DATA_DIR"])
+
+    # History first (as CI would materialize it), then the last 50 deliveries arrive at once.
+    manifest = generate(data, SampleParams(days=112, meters=40, seed=3))
+    held = tmp_path / "held"
+    daily = [
+        f
+        for f in manifest.files
+        if f["source"] in ("meters_vendor_a", "meters_vendor_b", "weather")
+    ]
+    dropped = sorted(daily, key=lambda f: f["arrival"])[-DROPPED - 1 :]
+    late = dropped.pop()  # arrives while automation follows the others
+    for f in [*dropped, late]:
+        (held / f["source"]).mkdir(parents=True, exist_ok=True)
+        shutil.move(data / "inbox" / f["source"] / f["name"], held / f["source"] / f["name"])
+    setup = subprocess.run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", "--select", "*"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert setup.returncode == 0, setup.stderr[-3000:]
+
+    with dagster_dev(env, tmp_path) as port:
         dropped_at = time.time()
         for f in dropped:  # all together
             shutil.move(held / f["source"] / f["name"], data / "inbox" / f["source"] / f["name"])
@@ -171,20 +192,20 @@ def test_files_dropped_while_the_daemon_runs_flow_through_every_zone(tmp_path):
 
         screenshot = tmp_path / "lineage.png"
         page = f"http://127.0.0.1:{port}/asset-groups"
-        browser = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1600,1000", "--virtual-time-budget=20000"]  # fmt: skip
         subprocess.run(
-            [*browser, f"--screenshot={screenshot}", page], capture_output=True, timeout=120
+            [*browser(chromium, tmp_path), f"--screenshot={screenshot}", page],
+            capture_output=True,
+            timeout=120,
         )
         dom = subprocess.run(
-            [*browser, "--dump-dom", page], capture_output=True, text=True, timeout=120
+            [*browser(chromium, tmp_path), "--dump-dom", page],
+            capture_output=True,
+            text=True,
+            timeout=120,
         ).stdout
         assert screenshot.stat().st_size > 10_000
         for group in GROUPS:
             assert group in dom, f"group {group} not shown on the lineage page"
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-        log.close()
 
     import duckdb
 
@@ -199,3 +220,34 @@ def test_files_dropped_while_the_daemon_runs_flow_through_every_zone(tmp_path):
     print(f"one more file, dropped while {busy or 'no run'} ran: formatted after {late_took:.0f} s")
     lands = [r["jobName"] for r in finished].count("land")
     print(f"runs: {lands} land, {len(finished) - lands - 1} by automation (and the setup's)")
+
+
+def test_the_lineage_of_catalog_readers_draws_no_edge_from_every_asset(tmp_path):
+    """Definitions only (nothing materialized): the lineage tab of pipeline health and of the data
+    dictionary, as Chromium renders it, shows none of the assets they describe, while that of a
+    view shows its neighbours (so the page does show edges when there are some)."""
+    chromium = chromium_or_skip()
+    env = cli_env(tmp_path)
+    with dagster_dev(env, tmp_path) as port:
+        nodes = graphql(port, "{ assetNodes { assetKey { path } dependencyKeys { path } } }")
+        parents = {
+            "/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]}
+            for n in nodes["assetNodes"]
+        }
+        assert (
+            parents["monitoring/pipeline_health"] == parents["governance/data_dictionary"] == set()
+        )
+        graphql(port, "mutation { setNuxSeen }")  # the welcome dialog would cover the graph
+
+        def lineage(asset: str) -> str:
+            page = f"http://127.0.0.1:{port}/assets/{asset}?view=lineage"
+            run = [*browser(chromium, tmp_path), "--dump-dom", page]
+            return subprocess.run(run, capture_output=True, text=True, timeout=120).stdout
+
+        elsewhere = ("meters_vendor_a", "daily_consumption", "sandbox", "features")
+        for asset in ("monitoring/pipeline_health", "governance/data_dictionary"):
+            dom = lineage(asset)
+            assert asset.rpartition("/")[2] in dom, f"{asset}: lineage page not rendered"
+            assert [name for name in elsewhere if name in dom] == [], asset
+        view = lineage("exploitation/daily_consumption")
+        assert "meter_readings" in view and "sandbox" in view

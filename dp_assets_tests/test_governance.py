@@ -1,5 +1,7 @@
 """Governance on a fully materialized world: the data dictionary covers every stored column, an
-undescribed column fails its check, and no raw PII leaves the persistent landing."""
+undescribed column fails its check, and no raw PII leaves the persistent landing. The assets that
+read the catalog or the event log draw no edge from every asset, yet run after them in a run;
+previews lead with the business columns; the erasure log exists before any erasure."""
 
 from __future__ import annotations
 
@@ -8,10 +10,17 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from dagster import AssetSelection
+from dagster import AssetKey, AssetSelection
+
+from dp_assets.metadata import PLATFORM_COLUMNS
 
 pytestmark = pytest.mark.slow
 DICTIONARY = AssetSelection.assets(["governance", "data_dictionary"])
+# They read Dagster's catalog or event log, not the tables of the assets they describe.
+CATALOG_READERS = {
+    AssetKey(["governance", "data_dictionary"]),
+    AssetKey(["monitoring", "pipeline_health"]),
+}
 
 
 def stored_columns(platform) -> set[tuple[str, str]]:
@@ -148,3 +157,57 @@ def test_column_lineage_names_real_upstream_columns(world):
             for dep in deps:
                 assert dep.column_name in declared[dep.asset_key], (key, column, dep)
                 assert dep.asset_key in graph.get(key).parent_keys, (key, dep.asset_key)
+
+
+def test_catalog_readers_draw_no_edge_from_every_asset(world):
+    platform, _ = world
+    graph = platform.defs.resolve_asset_graph()
+    for key in CATALOG_READERS:
+        assert graph.get(key).parent_keys == set(), key
+    # Nothing else gathers the whole graph either: at most one edge per pipeline and a few more.
+    widest = max(len(graph.get(k).parent_keys) for k in graph.get_all_asset_keys())
+    assert widest <= 8, widest
+
+
+def test_catalog_readers_run_after_every_other_asset_of_the_run(world):
+    platform, result = world
+    order = [m.asset_key for m in result.get_asset_materialization_events()]
+    others = [i for i, key in enumerate(order) if key not in CATALOG_READERS]
+    assert min(order.index(key) for key in CATALOG_READERS) > max(others)
+    # So what they read is this run's: every materialized asset is in the health table.
+    health = {
+        row[0] for row in platform.sql("SELECT DISTINCT asset FROM monitoring.pipeline_health")
+    }
+    watched = {key.to_user_string() for key in order} - {
+        k.to_user_string() for k in CATALOG_READERS
+    }
+    assert watched - health <= {"reporting/model_accuracy", "governance/erasure_log"}
+
+
+def test_previews_lead_with_business_columns(world):
+    _, result = world
+    seen = 0
+    for event in result.get_asset_materialization_events():
+        preview = event.materialization.metadata.get("preview")
+        if preview is None:
+            continue
+        header = [c.strip() for c in preview.value.splitlines()[0].strip("|").split("|")]
+        platform_at = [i for i, c in enumerate(header) if c in PLATFORM_COLUMNS]
+        if len(platform_at) < len(header):  # a table of platform columns only keeps its order
+            assert platform_at == list(range(len(header) - len(platform_at), len(header))), (
+                event.asset_key,
+                header,
+            )
+        seen += bool(platform_at)
+    assert seen >= 5  # formatted tables, rejects, the landing manifest, integrated views
+
+
+def test_the_erasure_log_exists_before_any_erasure(world):
+    platform, result = world
+    (log,) = [
+        m
+        for m in result.get_asset_materialization_events()
+        if m.asset_key == AssetKey(["governance", "erasure_log"])
+    ]
+    assert log.materialization.metadata["dagster/row_count"].value == 0
+    assert platform.sql("SELECT count(*) FROM governance.erasure_log") == [(0,)]

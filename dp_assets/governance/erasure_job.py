@@ -1,4 +1,5 @@
-"""Dagster wiring of erasure: the ``erase_person`` job and the ``governance.erasure_log`` it writes.
+"""Dagster wiring of erasure: the ``erase_person`` job and the ``governance.erasure_log`` it writes
+(an asset too: materializing it creates the empty log and reports its size).
 
 ``dp erase --key <column>=<value>`` runs the same job. In one warehouse transaction the op:
 
@@ -28,11 +29,11 @@ import polars as pl
 from dagster import (
     AssetKey,
     AssetMaterialization,
-    AssetSpec,
     Config,
     Failure,
     MetadataValue,
     OpExecutionContext,
+    asset,
     job,
     op,
 )
@@ -55,7 +56,15 @@ from dp_assets.governance.erasure import (
 )
 from dp_assets.landing.assets import MANIFEST
 from dp_assets.landing.store import write_immutable
-from dp_assets.metadata import OWNER, markdown, schema_check, spec_metadata
+from dp_assets.metadata import (
+    OWNER,
+    WAREHOUSE_POOL,
+    markdown,
+    schema_check,
+    schema_check_spec,
+    spec_metadata,
+    stored_table_results,
+)
 from dp_assets.resources import DataDir, MlflowTracking, Warehouse
 from dp_assets.resources.tables import (
     ensure_table,
@@ -73,17 +82,35 @@ RETRAIN_TAG = "retrain_required"
 # Landing and formatted rows are removed by file and record (step 2); the log is the audit itself.
 BY_FILE_SCHEMAS = ("landing", "formatted")
 
-erasure_log_spec = AssetSpec(
-    ERASURE_KEY,
+
+@asset(
+    key=ERASURE_KEY,
     description=f"Audit trail of erasure requests ({ERASURE_LOG}): per request, each landed file "
     "rewritten (hashes before and after), each table and row count, each model version marked for "
-    f"retraining. Written by the {ERASE_JOB} job (dp erase), never by a materialization",
+    f"retraining. Written by the {ERASE_JOB} job (dp erase); materializing it creates the empty log "
+    "and reports what it holds",
     group_name="governance",
     owners=[OWNER],
     kinds={"duckdb"},
     code_version="1",
     metadata=spec_metadata(ErasureLogEntry, ERASURE_LOG),
+    check_specs=[schema_check_spec(ERASURE_KEY)],
+    pool=WAREHOUSE_POOL,
 )
+def erasure_log(warehouse: Warehouse):
+    """Lineage shows the log as materialized from the first run on, not as never built (grey)
+    until a first erasure; each erasure records its own materialization."""
+    with warehouse.transaction() as conn:
+        ensure_log(conn)
+        (requests,) = conn.execute(
+            f"SELECT count(DISTINCT erasure_id) FROM {ERASURE_LOG}"
+        ).fetchone()
+        yield from stored_table_results(
+            conn, ERASURE_LOG, ErasureLogEntry, ERASURE_KEY,
+            requests=MetadataValue.int(requests),
+            # Read by the retrain sensor on every materialization of the log: none from this one.
+            **{RETRAIN_METADATA: MetadataValue.json([])},
+        )  # fmt: skip
 
 
 class EraseConfig(Config):

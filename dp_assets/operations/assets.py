@@ -1,6 +1,7 @@
-"""Dagster wiring of operations: ``[monitoring, pipeline_health]`` from the event log (hourly) and
-``[reporting, model_accuracy]`` (following the pipelines' live accuracy). A project's own
-reporting tables (the sample utility's ``reporting/kpis``) are its views."""
+"""Dagster wiring of operations: ``[monitoring, pipeline_health]`` from the event log (hourly, with
+no lineage edge from the assets it watches) and ``[reporting, model_accuracy]`` (following the
+pipelines' live accuracy). A project's own reporting tables (the sample utility's
+``reporting/kpis``) are its views."""
 
 import polars as pl
 from dagster import (
@@ -14,6 +15,7 @@ from dagster import (
 
 from dp_assets.analysis.schema import LiveAccuracyRow
 from dp_assets.metadata import (
+    LAST_IN_RUN,
     OWNER,
     WAREHOUSE_POOL,
     markdown,
@@ -37,16 +39,17 @@ def build_operations_assets(watched: list[AssetKey], pipelines: list[str]) -> li
         key=HEALTH_KEY,
         description=f"Per asset over time ({HEALTH_TABLE}): step duration, rows in and out, reject "
         f"rate and quarantined files of its last {HISTORY} materializations, read from Dagster's "
-        "event log. Refreshed hourly",
+        "event log. Refreshed hourly, and last in a run that includes it",
         group_name="monitoring",
         owners=[OWNER],
         kinds={"dagster", "duckdb"},
         code_version="1",
         metadata=spec_metadata(PipelineHealthRow, HEALTH_TABLE),
         check_specs=[schema_check_spec(HEALTH_KEY)],
-        # It reads what these assets did: downstream of them in lineage and within a run. Hourly
-        # whatever they did (on_cron would also wait for every one of them to update).
-        deps=watched,
+        # It reads the event log of every asset, not their tables: no lineage edge from each (the
+        # graph drew one from nearly every asset). Hourly by itself, and last in a run that
+        # includes it, so that it sees what the run's other steps did.
+        op_tags=LAST_IN_RUN,
         automation_condition=AutomationCondition.cron_tick_passed(HEALTH_CRON)
         & ~AutomationCondition.in_progress(),
         pool=WAREHOUSE_POOL,
