@@ -164,23 +164,33 @@ def test_catalog_readers_draw_no_edge_from_every_asset(world):
     graph = platform.defs.resolve_asset_graph()
     for key in CATALOG_READERS:
         assert graph.get(key).parent_keys == set(), key
-    # Nothing else gathers the whole graph either: at most one edge per pipeline and a few more.
-    widest = max(len(graph.get(k).parent_keys) for k in graph.get_all_asset_keys())
+    # Nothing else gathers the whole graph either: the report reads what it shows (each formatted
+    # source's outcomes, two steps per pipeline, three reporting tables), every other asset a few.
+    report = graph.get(AssetKey(["reporting", "report"])).parent_keys
+    pipelines = platform.settings.catalog().pipelines
+    assert {k.path[0] for k in report} == {"formatted", "monitoring", "reporting", *pipelines}
+    assert len(report) <= len(platform.settings.catalog().sources) + 2 * len(pipelines) + 3
+    widest = max(
+        len(graph.get(k).parent_keys)
+        for k in graph.get_all_asset_keys()
+        if k.path != ["reporting", "report"]
+    )
     assert widest <= 8, widest
 
 
 def test_catalog_readers_run_after_every_other_asset_of_the_run(world):
     platform, result = world
     order = [m.asset_key for m in result.get_asset_materialization_events()]
-    others = [i for i, key in enumerate(order) if key not in CATALOG_READERS]
+    # The report reads pipeline health: it follows the readers; every other asset comes before.
+    readers = AssetSelection.assets(*CATALOG_READERS)
+    after = readers.downstream().resolve(platform.defs.resolve_asset_graph())
+    others = [i for i, key in enumerate(order) if key not in after]
     assert min(order.index(key) for key in CATALOG_READERS) > max(others)
     # So what they read is this run's: every materialized asset is in the health table.
     health = {
         row[0] for row in platform.sql("SELECT DISTINCT asset FROM monitoring.pipeline_health")
     }
-    watched = {key.to_user_string() for key in order} - {
-        k.to_user_string() for k in CATALOG_READERS
-    }
+    watched = {key.to_user_string() for key in order} - {k.to_user_string() for k in after}
     assert watched - health <= {"reporting/model_accuracy", "governance/erasure_log"}
 
 

@@ -2,7 +2,8 @@
 (``report.py``) whenever what it shows changes.
 
 It depends on the formatted sources (file outcomes), pipeline health, ``reporting`` KPIs and model
-accuracy, and each pipeline's evaluation, champion, drift and live accuracy; being in the
+accuracy (which follows each pipeline's live accuracy), and each pipeline's champion (which
+follows its evaluation, in the same run) and drift: what it shows, no more. Being in the
 ``reporting`` group, the platform's automation policy (``automation.follow_updates``) rewrites it
 after any of them updates, so the page never shows champion v1 after a retrain promoted v3.
 """
@@ -15,7 +16,7 @@ from dp_assets.operations.report import render_report, report_path, save
 from dp_assets.resources import DataDir, MlflowTracking, Warehouse
 
 REPORT_KEY = AssetKey(["reporting", "report"])
-SHOWN_STEPS = ("evaluation", "champion", "drift", "live_accuracy")
+SHOWN_STEPS = ("champion", "drift")
 SHOWN = [
     AssetKey(["monitoring", "pipeline_health"]),
     AssetKey(["reporting", "model_accuracy"]),
