@@ -19,7 +19,7 @@ EPILOG = """examples:
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dp",
         description="The data platform's command line: sample data, what the warehouse holds, "
@@ -119,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     erase.add_argument("--requested-by", default=getpass.getuser(),
                        help="who asks, kept in the audit log (default: your user name)")  # fmt: skip
     erase.add_argument("--reason", default="", help="why, e.g. the request's ticket")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "sample-data":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

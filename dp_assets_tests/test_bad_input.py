@@ -233,6 +233,12 @@ def test_quarantine_stays_open_until_redelivered_or_acknowledged(platform, monke
     assert figures["open quarantined files"] == 1
     assert figures["rows formatted"] == 0 and figures["total rows formatted"] == 2
     assert figures["total rows rejected"] == 0 and figures["total records in"] == 2
+    (landed,) = [
+        m for m in noop.asset_materializations_for_node("landing")
+        if m.asset_key == AssetKey(["landing", "meters_vendor_a"])
+    ]  # fmt: skip
+    assert landed.metadata["files taken"].value == 0
+    assert landed.metadata["total files taken"].value == 2
 
     # The fixed file, delivered again under its name, resolves its quarantine.
     platform.drop("meters_vendor_a", "commas.csv", GOOD_A.replace("10:", "11:").encode())
@@ -246,7 +252,19 @@ def test_quarantine_stays_open_until_redelivered_or_acknowledged(platform, monke
     assert main(["quarantine"]) == 0
     listed = capsys.readouterr().out
     assert "tariffs" in listed and "empty.csv" in listed and "commas.csv" not in listed
-    args = ["quarantine", "ack", "tariffs", "empty.csv", "--reason", "sent by mistake", "--by", "ann"]
+    assert main(["checks"]) == 0  # warnings only
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "no_quarantined" in line]
+    assert line.split()[:2] == ["WARN", "formatted/tariffs"] and "dp quarantine ack" in line
+    args = [
+        "quarantine",
+        "ack",
+        "tariffs",
+        "empty.csv",
+        "--reason",
+        "sent by mistake",
+        "--by",
+        "ann",
+    ]
     assert main(args) == 0
     assert "acknowledged 1" in capsys.readouterr().out
     ((by, reason, name),) = platform.sql(
@@ -257,6 +275,7 @@ def test_quarantine_stays_open_until_redelivered_or_acknowledged(platform, monke
     key = AssetCheckKey(AssetKey(["formatted", "tariffs"]), "no_quarantined_files")
     latest = platform.instance.event_log_storage.get_latest_asset_check_execution_by_key([key])
     assert latest[key].status.value == "SUCCEEDED"
+    assert main(["checks"]) == 0 and "no_quarantined" not in capsys.readouterr().out
     after = platform.materialize(selection)
     assert _quarantine_check(platform, after, "tariffs").passed
     assert main(["quarantine", "ack", "tariffs", "nothing.csv", "--reason", "x"]) == 1
