@@ -139,7 +139,7 @@ def failing_checks(settings: Settings) -> list[FailingCheck]:
     from dp_assets.definitions import build_defs
 
     keys = list(build_defs(settings).resolve_asset_graph().asset_check_keys)
-    failing = []
+    failing, unevaluated = [], {}
     with dagster_instance(settings) as instance:
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
         for key, record in latest.items():
@@ -154,10 +154,13 @@ def failing_checks(settings: Settings) -> list[FailingCheck]:
                 # makes that a failure (a skip after an upstream's failure is reported there).
                 run = instance.get_run_by_id(record.run_id)
                 if run is not None and run.status == DagsterRunStatus.FAILURE:
-                    why = (
-                        f"not evaluated: run {record.run_id[:8]} failed (its step, or one upstream)"
-                    )
-                    failing.append(FailingCheck(name, "ERROR", why, at))
+                    unevaluated.setdefault(record.run_id, []).append((name, at))
+    # One line per failed run, not one per check downstream of its failed step.
+    for run_id, checks in unevaluated.items():
+        names = ", ".join(name for name, _ in sorted(checks)[:3])
+        more = f" and {len(checks) - 3} more" if len(checks) > 3 else ""
+        why = f"not evaluated: run {run_id[:8]} failed (its failed steps say why)"
+        failing.append(FailingCheck(f"{names}{more}", "ERROR", why, max(at for _, at in checks)))
     return sorted(failing, key=lambda c: (c.severity != "ERROR", c.check))
 
 
