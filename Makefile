@@ -1,4 +1,5 @@
-# The two commands a new user needs: `make demo` and `make test`. Everything else is helpers.
+# The two commands a new user needs: `make demo` and `make test`. Everything else is helpers
+# (`make help` lists every target).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -16,15 +17,22 @@ WORKERS ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); echo $
 # Only the mlflow commands below get this; the platform reads MLFLOW_TRACKING_URI itself.
 MLFLOW_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(DP_DATA_DIR)/mlflow.db)
 
-.PHONY: demo test lint system-deps ui mlflow-ui serve summary home clean help
+.PHONY: demo test lint system-deps ui mlflow-ui serve summary checks home clean help
 
 help:
-	@echo "make demo   - install, generate sample data, materialize every asset, print a summary"
-	@echo "make test   - install, lint and run the test suite"
-	@echo "make ui     - dagster dev (webserver + daemon) on http://$(HOST):$(UI_PORT)"
+	@echo "make demo       - install, generate sample data, materialize every asset (a line per step), print a summary"
+	@echo "make test       - install, lint and run the test suite"
+	@echo "make lint       - ruff check and ruff format --check"
+	@echo "make summary    - dp summary: tables, rejects, open quarantine, models, failing checks"
+	@echo "make checks     - dp checks: the checks whose latest evaluation failed, with the reasons"
+	@echo "make ui         - dagster dev (webserver + daemon) on http://$(HOST):$(UI_PORT)"
 	@echo "make mlflow-ui [MLFLOW_PORT=5000] - MLflow's UI (runs, metrics, plots, registry) on http://$(HOST):$(MLFLOW_PORT)"
 	@echo "make serve PIPELINE=energy_forecast [PORT=5001] [WORKERS=n] - MLflow scoring server for the champion"
-	@echo "make clean  - remove the data dir (inbox, landing, warehouse, Dagster instance)"
+	@echo "make $(BIN)/dp - create the venv and install the project into it (the others do it first)"
+	@echo "make home       - put dagster.yaml into DAGSTER_HOME ($(DAGSTER_HOME)); demo and ui do it"
+	@echo "make system-deps - install chromium and postgresql with apt when root (the browser and PostgreSQL tests)"
+	@echo "make clean      - remove the data dir (inbox, landing, warehouse, Dagster instance)"
+	@echo "make help       - this list"
 
 # Installs into .venv with uv (seconds) and falls back to pip if uv cannot be had. Bytecode is
 # compiled at install, as pip does: uv skips it by default, and where PYTHONDONTWRITEBYTECODE is
@@ -41,19 +49,29 @@ home:
 	@mkdir -p "$(DAGSTER_HOME)"
 	@cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
-# Dagster's event log is long: it goes to a file, shown only when the run fails.
+# Dagster's event log is long: it goes to a file, and the terminal gets a line per finished step
+# (awk splits Dagster's " - "-separated lines: $$7 is the step, $$8 the event). On failure the
+# output ends with the failed steps' errors and the failing checks with their reasons.
+PROGRESS := awk -F' - ' '$$8 == "STEP_SUCCESS" { n++; t = $$9; sub(/.* in /, "", t); sub(/\.$$/, "", t); \
+  printf "  [%2d] %-42s done in %s\n", n, $$7, t; fflush() } \
+  $$8 == "STEP_FAILURE" { n++; printf "  [%2d] %-42s FAILED\n", n, $$7; fflush() }'
 demo: $(BIN)/dp home
 	$(BIN)/dp sample-data
-	@echo "materializing every asset (log: $(DP_DATA_DIR)/materialize.log) ..."
-	@$(BIN)/dagster asset materialize -m dp_assets --select '*' > "$(DP_DATA_DIR)/materialize.log" 2>&1 \
-	  || { tail -n 40 "$(DP_DATA_DIR)/materialize.log"; \
-	       grep -hoE "(Asset check .* did not pass.*|Execution of step .* failed.*|Failure: .*)" "$(DP_DATA_DIR)/materialize.log" | cut -c1-300; \
-	       echo "materialize failed (above: the failed checks and steps); log: $(DP_DATA_DIR)/materialize.log"; exit 1; }
+	@echo "materializing every asset, a line per step (log: $(DP_DATA_DIR)/materialize.log) ..."
+	@set -o pipefail; $(BIN)/dagster asset materialize -m dp_assets --select '*' 2>&1 \
+	  | tee "$(DP_DATA_DIR)/materialize.log" | $(PROGRESS) \
+	  || { echo "materialize failed; log: $(DP_DATA_DIR)/materialize.log. The failed steps:"; \
+	       grep -hoE "(Execution of step .* failed.*|^[A-Za-z_.]*(Error|Exception|Failure): .*)" "$(DP_DATA_DIR)/materialize.log" \
+	         | cut -c1-300 | awk '!seen[$$0]++' | sed 's/^/  /'; \
+	       echo "The failing checks (dp checks):"; $(BIN)/dp checks; exit 1; }
 	@$(BIN)/dp summary
 	@$(BIN)/dp report
 
 summary: $(BIN)/dp
 	$(BIN)/dp summary
+
+checks: $(BIN)/dp
+	$(BIN)/dp checks
 
 # The daemon test holds a two-minute deadline: it runs alone, after the parallel tests.
 test: lint system-deps

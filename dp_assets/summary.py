@@ -1,11 +1,18 @@
-"""``dp summary``: what the warehouse holds, what was rejected and what was quarantined."""
+"""``dp summary``: what the warehouse holds, what was rejected, what sits in quarantine and which
+checks fail; ``dp checks`` and ``dp quarantine`` print those last two parts alone."""
 
 from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import polars as pl
 
 from dp_assets.formatted.schema import reason_group
+from dp_assets.landing.quarantine import open_quarantine
 from dp_assets.resources.warehouse import Warehouse
 from dp_assets.settings import Settings
 
@@ -48,8 +55,7 @@ def summarize(settings: Settings) -> str:
             "SELECT source, reason, count(*) AS n FROM ({}) GROUP BY ALL ORDER BY source, n DESC",
         )
         lines.append("")
-        lines.append(f"Quarantined files (copies and reasons under {settings.quarantine}):")
-        lines += _rows(conn, _quarantine_query(conn), "{}")
+        lines += _quarantine(conn, settings)
         lines.append("")
         lines.append(
             f"Re-delivered files recognised: {_scalar(conn, 'SELECT count(*) FROM landing.deliveries WHERE redelivery')}"
@@ -58,6 +64,11 @@ def summarize(settings: Settings) -> str:
         lines.append("Models (validation window; the latest gate decision):")
         for name in pipelines:
             lines += _rows(conn, name, _MODEL_QUERY)
+    lines += [
+        "",
+        "Checks failing (latest evaluation; WARN: someone should act, ERROR: data is wrong):",
+    ]
+    lines += format_checks(failing_checks(settings))
     lines += [
         "",
         f"Warehouse: {settings.warehouse}",
@@ -77,18 +88,86 @@ _MODEL_QUERY = """
 """
 
 
-def _quarantine_query(conn: duckdb.DuckDBPyConnection) -> str:
-    parts = [
-        "SELECT source, original_name AS file, quarantine_reason AS reason FROM landing.deliveries WHERE quarantine_reason IS NOT NULL"
+def _quarantine(conn: duckdb.DuckDBPyConnection, settings: Settings) -> list[str]:
+    still_open = open_quarantine(conn)
+    lines = [
+        f"Quarantined files still open (copies and reasons under {settings.quarantine}; resolve "
+        "by delivering the file again fixed, or `dp quarantine ack <source> <file> --reason ...`):"
     ]
-    if _scalar(
-        conn,
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'formatted' AND table_name = 'file_outcomes'",
-    ):
-        parts.append(
-            "SELECT source, original_name, reason FROM formatted.file_outcomes WHERE status = 'quarantined'"
-        )
-    return " UNION ALL ".join(parts) + " ORDER BY 1, 2"
+    if still_open.is_empty():
+        return [*lines, "  none"]
+    return lines + [
+        f"  {r['source']} | {r['original_name']} | {r['reason']}"
+        for r in still_open.iter_rows(named=True)
+    ]
+
+
+def quarantine_lines(settings: Settings) -> list[str]:
+    """``dp quarantine``: the open quarantined files."""
+    if not settings.warehouse.exists():
+        return [f"No warehouse yet at {settings.warehouse}: run `make demo` first."]
+    with Warehouse(database=str(settings.warehouse), lock_timeout_s=5).get_connection() as conn:
+        return _quarantine(conn, settings)
+
+
+@dataclass(frozen=True)
+class FailingCheck:
+    check: str  # <asset key> <check name>
+    severity: str  # ERROR or WARN
+    description: str
+    at: dt.datetime
+
+
+def dagster_instance(settings: Settings):
+    """The Dagster instance of ``DAGSTER_HOME``, by default the Makefile's (under the data dir),
+    so what the CLI reads and records is what the UI and daemon see."""
+    from dagster import DagsterInstance
+
+    os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir / "dagster_home"))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    return DagsterInstance.get()
+
+
+def failing_checks(settings: Settings) -> list[FailingCheck]:
+    """Every check of the definitions whose latest evaluation failed (or that a failed run did
+    not evaluate), errors first."""
+    from dagster import DagsterRunStatus
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus as Status,
+    )
+
+    from dp_assets.definitions import build_defs
+
+    keys = list(build_defs(settings).resolve_asset_graph().asset_check_keys)
+    failing, unevaluated = [], {}
+    with dagster_instance(settings) as instance:
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+        for key, record in latest.items():
+            at = dt.datetime.fromtimestamp(record.create_timestamp, dt.UTC)
+            name = f"{key.asset_key.to_user_string()} {key.name}"
+            if record.status == Status.FAILED:
+                evaluation = record.event.dagster_event.event_specific_data
+                description = evaluation.description or "(no description: see its metadata)"
+                failing.append(FailingCheck(name, evaluation.severity.value, description, at))
+            elif record.status == Status.PLANNED:
+                # Planned and never evaluated: its step raised or was skipped. Only a failed run
+                # makes that a failure (a skip after an upstream's failure is reported there).
+                run = instance.get_run_by_id(record.run_id)
+                if run is not None and run.status == DagsterRunStatus.FAILURE:
+                    unevaluated.setdefault(record.run_id, []).append((name, at))
+    # One line per failed run, not one per check downstream of its failed step.
+    for run_id, checks in unevaluated.items():
+        names = ", ".join(name for name, _ in sorted(checks)[:3])
+        more = f" and {len(checks) - 3} more" if len(checks) > 3 else ""
+        why = f"not evaluated: run {run_id[:8]} failed (its failed steps say why)"
+        failing.append(FailingCheck(f"{names}{more}", "ERROR", why, max(at for _, at in checks)))
+    return sorted(failing, key=lambda c: (c.severity != "ERROR", c.check))
+
+
+def format_checks(failing: list[FailingCheck]) -> list[str]:
+    if not failing:
+        return ["  none"]
+    return [f"  {c.severity:<5} {c.check}: {c.description}" for c in failing]
 
 
 def _scalar(conn: duckdb.DuckDBPyConnection, sql: str):

@@ -191,3 +191,91 @@ def test_good_files_keep_flowing_and_quarantine_shows_as_failed_check(outcome):
     assert (
         good == 2 + 2 + 2 + 2 + 2
     )  # truncated (its complete rows), bom, path-like, duplicate, nested
+
+
+def _quarantine_check(platform, result, source: str):
+    (evaluation,) = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == f"formatted/{source}"
+        and e.check_name == "no_quarantined_files"
+    ]
+    return evaluation
+
+
+def test_quarantine_stays_open_until_redelivered_or_acknowledged(platform, monkeypatch, capsys):
+    """A quarantined file keeps its source's check failing, run after run, until a fixed file of
+    the same name is formatted or someone acknowledges it with `dp quarantine ack` (audited)."""
+    from dagster import AssetCheckKey, AssetKey
+
+    from dp_assets.cli import main
+
+    selection = AssetSelection.groups("landing", "formatted")
+    platform.drop("meters_vendor_a", "good.csv", GOOD_A.encode())
+    platform.drop("meters_vendor_a", "commas.csv", GOOD_A.replace(";", ",").encode())
+    platform.drop("tariffs", "empty.csv", b"")
+    assert platform.materialize(selection).success
+
+    # A run with nothing new: the quarantine is still open, and the totals still show.
+    noop = platform.materialize(selection)
+    check = _quarantine_check(platform, noop, "meters_vendor_a")
+    assert not check.passed and check.severity.value == "WARN"
+    assert "commas.csv" in check.description and "dp quarantine ack" in check.description
+    assert check.metadata["open quarantined files"].value == 1
+    assert check.metadata["quarantined"].value == 0  # by this run
+    (materialization,) = [
+        m for m in noop.asset_materializations_for_node("formatted_meters_vendor_a")
+        if m.asset_key == AssetKey(["formatted", "meters_vendor_a"])
+    ]  # fmt: skip
+    figures = {k: v.value for k, v in materialization.metadata.items()}
+    assert figures["files formatted"] == 0 and figures["total files formatted"] == 1
+    assert figures["files quarantined"] == 0 and figures["total files quarantined"] == 1
+    assert figures["open quarantined files"] == 1
+    assert figures["rows formatted"] == 0 and figures["total rows formatted"] == 2
+    assert figures["total rows rejected"] == 0 and figures["total records in"] == 2
+    (landed,) = [
+        m for m in noop.asset_materializations_for_node("landing")
+        if m.asset_key == AssetKey(["landing", "meters_vendor_a"])
+    ]  # fmt: skip
+    assert landed.metadata["files taken"].value == 0
+    assert landed.metadata["total files taken"].value == 2
+
+    # The fixed file, delivered again under its name, resolves its quarantine.
+    platform.drop("meters_vendor_a", "commas.csv", GOOD_A.replace("10:", "11:").encode())
+    fixed = platform.materialize(selection)
+    assert _quarantine_check(platform, fixed, "meters_vendor_a").passed
+    assert not _quarantine_check(platform, fixed, "tariffs").passed
+
+    # The empty tariffs file will not come again: acknowledged, with who and why kept.
+    monkeypatch.setenv("DP_DATA_DIR", str(platform.settings.data_dir))
+    monkeypatch.setenv("DAGSTER_HOME", platform.instance.root_directory)
+    assert main(["quarantine"]) == 0
+    listed = capsys.readouterr().out
+    assert "tariffs" in listed and "empty.csv" in listed and "commas.csv" not in listed
+    assert main(["checks"]) == 0  # warnings only
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "no_quarantined" in line]
+    assert line.split()[:2] == ["WARN", "formatted/tariffs"] and "dp quarantine ack" in line
+    args = [
+        "quarantine",
+        "ack",
+        "tariffs",
+        "empty.csv",
+        "--reason",
+        "sent by mistake",
+        "--by",
+        "ann",
+    ]
+    assert main(args) == 0
+    assert "acknowledged 1" in capsys.readouterr().out
+    ((by, reason, name),) = platform.sql(
+        "SELECT acknowledged_by, reason, original_name FROM landing.quarantine_acks"
+    )
+    assert (by, reason, name) == ("ann", "sent by mistake", "empty.csv")
+    # The check turns green at once (reported to the instance), and stays green on the next run.
+    key = AssetCheckKey(AssetKey(["formatted", "tariffs"]), "no_quarantined_files")
+    latest = platform.instance.event_log_storage.get_latest_asset_check_execution_by_key([key])
+    assert latest[key].status.value == "SUCCEEDED"
+    assert main(["checks"]) == 0 and "no_quarantined" not in capsys.readouterr().out
+    after = platform.materialize(selection)
+    assert _quarantine_check(platform, after, "tariffs").passed
+    assert main(["quarantine", "ack", "tariffs", "nothing.csv", "--reason", "x"]) == 1

@@ -48,6 +48,26 @@ def test_dagster_asset_materialize_all_as_ci_would(tmp_path):
     assert "Validation successful" in validate.stdout + validate.stderr
 
 
+def test_every_command_says_what_it_does_with_an_example(capsys):
+    import argparse
+
+    from dp_assets.cli import build_parser, main
+
+    (subcommands,) = [
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    assert {"summary", "checks", "quarantine", "report", "erase"} <= set(subcommands.choices)
+    for name in subcommands.choices:
+        if name == "sample-data":  # the serving project's own options and help
+            continue
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        purpose, example = text.split("\n\n")[1:3]
+        assert purpose.endswith(".") and "\n" not in purpose, (name, purpose)
+        assert example.startswith("example:\n  ") and "dp " in example, (name, example)
+
+
 def test_sample_data_is_deterministic_per_seed(tmp_path):
     from dp_projects.utility.sample_data.generator import SampleParams, generate
 

@@ -72,17 +72,22 @@ def catalog(specs: list) -> list[CatalogTable]:
 
 def bookkeeping_tables(specs: list) -> list[CatalogTable]:
     """Tables several assets share, declared here since no single asset owns them: the formatted
-    zone's file outcomes, and the ``_platform`` tables an asset lists as its bookkeeping
+    zone's file outcomes, the quarantine's acknowledgements, and the ``_platform`` tables an asset lists as its bookkeeping
     (``platform/bookkeeping``), upstream of them what that asset reads."""
     from dp_assets.exploitation.incremental import BOOKKEEPING
     from dp_assets.formatted.assets import OUTCOMES
     from dp_assets.formatted.schema import FileOutcome
+    from dp_assets.landing.quarantine import ACKS, QuarantineAck
 
     return [
         catalog_entry(
             OUTCOMES, FileOutcome, asset="formatted/<source> (each its own rows)",
             zone="formatted", owner=OWNER, upstream=["landing/<source>"],
             source_format=None,
+        ),
+        catalog_entry(
+            ACKS, QuarantineAck, asset="written by `dp quarantine ack` (read by formatted/<source>)",
+            zone="landing", owner=OWNER, upstream=[], source_format=None,
         ),
         *(catalog_entry(
             table, BOOKKEEPING[table], asset=f"{spec.key.to_user_string()} (its bookkeeping)",

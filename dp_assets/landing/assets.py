@@ -119,9 +119,13 @@ def land(context, settings, warehouse: Warehouse, sources: dict, selected: list[
         insert(conn, MANIFEST, rows)
         crash_point("landing:copied")  # files copied, manifest not committed
         referenced = referenced_paths(conn, pending)
-        totals = dict(
-            conn.execute(f"SELECT source, count(*) FROM {MANIFEST} GROUP BY source").fetchall()
-        )
+        totals = {
+            source: figures
+            for source, *figures in conn.execute(
+                f"SELECT source, count(*), count(*) FILTER (NOT redelivery), "
+                f"count(*) FILTER (redelivery), sum(size_bytes) FROM {MANIFEST} GROUP BY source"
+            ).fetchall()
+        }
         previews = conn.execute(
             f"SELECT * FROM {MANIFEST} QUALIFY row_number() OVER (PARTITION BY source ORDER BY landed_at DESC) <= 5"
         ).pl()
@@ -159,14 +163,20 @@ def land(context, settings, warehouse: Warehouse, sources: dict, selected: list[
     for name in selected:
         taken = rows.filter(pl.col("source") == name)
         left = skipped.filter(pl.col("source") == name)
+        deliveries, new, again, size = totals.get(name, (0, 0, 0, 0))
+        # This run's figures beside the manifest's totals (a run with nothing new takes 0 files).
         yield MaterializeResult(
             asset_key=["landing", name],
             metadata={
-                **table_metadata(totals.get(name, 0), previews.filter(pl.col("source") == name)),
+                **table_metadata(deliveries, previews.filter(pl.col("source") == name)),
                 "files taken": MetadataValue.int(taken.height),
+                "total files taken": MetadataValue.int(deliveries),
                 "new files": MetadataValue.int(taken.filter(~pl.col("redelivery")).height),
+                "total new files": MetadataValue.int(new),
                 "re-deliveries": MetadataValue.int(taken.filter(pl.col("redelivery")).height),
+                "total re-deliveries": MetadataValue.int(again),
                 "bytes taken": MetadataValue.int(int(taken["size_bytes"].sum() or 0)),
+                "total bytes taken": MetadataValue.int(int(size or 0)),
                 "files": markdown(taken.select(LISTED_COLUMNS), rows=max(taken.height, 1)),
                 "skipped": markdown(left.drop("source"), rows=max(left.height, 1)),
             },
