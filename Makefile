@@ -65,7 +65,7 @@ demo: $(BIN)/dp home
 	         | cut -c1-300 | awk '!seen[$$0]++' | sed 's/^/  /'; \
 	       echo "The failing checks (dp checks):"; $(BIN)/dp checks; exit 1; }
 	@$(BIN)/dp summary
-	@$(BIN)/dp report
+	@echo "report (the reporting/report asset wrote it): $(DP_DATA_DIR)/reports/report.html"
 
 summary: $(BIN)/dp
 	$(BIN)/dp summary
