@@ -3,6 +3,7 @@ the shadow challenger, and the worst-segment check, on a world whose last days a
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ import pytest
 from dagster import AssetKey, AssetSelection, RunRequest, build_sensor_context
 
 from dp_assets.analysis.metrics import regression
-from dp_assets.analysis.monitoring import psi
+from dp_assets.analysis.monitoring import drift, psi
 from dp_assets.automation import TRAINING_STEPS, build_retrain_sensor
 from dp_projects.utility.sample_data.generator import generate
 from dp_assets_tests.conftest import PIPELINES, Platform, WORLD, isolated_platform
@@ -31,6 +32,133 @@ def test_psi_is_zero_for_the_same_population_and_large_for_a_shift():
     with_gaps = np.where(rng.random(5000) < 0.3, np.nan, rng.normal(0, 1, 5000))
     assert psi(base, with_gaps) > 0.25, "a share of missing values is a shift too"
     assert psi(np.ones(100), np.ones(50)) == pytest.approx(0.0)
+
+
+def test_psi_of_a_near_constant_feature_stays_small():
+    # 99% one value: a recent window of that value give or take rounding is no shift; under a
+    # 1e-4 clip and edges on the value itself, rounding across the edge gave PSI 5 to 10.
+    rng = np.random.default_rng(2)
+    train = np.where(rng.random(5000) < 0.99, 1.0, 1.1)
+    assert psi(train, np.full(1000, 1.0 - 1e-9)) < 0.05
+    assert psi(train, np.full(1000, 1.0 + 1e-9)) < 0.05
+    # A value training never held lands in the bin of its nearest neighbour, and an empty bin
+    # weighs half a row: the index stays finite and of the order of the log of the sample size.
+    assert psi(train, np.full(1000, 5.0)) < 2 * np.log(2 * 1000)
+
+
+DAY0 = dt.date(2023, 1, 1)
+
+
+def world(days: int, customers: int = 40, seed: int = 5) -> pl.DataFrame:
+    """Daily examples of ``customers`` over ``days`` from DAY0: a seasonal temperature (coldest
+    mid-January), consumption that heats with it, a monthly tariff price, the weekday."""
+    rng = np.random.default_rng(seed)
+    day = np.repeat(np.arange(days), customers)
+    as_of = np.datetime64(DAY0) + day.astype("timedelta64[D]")
+    doy = (as_of - as_of.astype("datetime64[Y]")).astype(int)
+    # One weather per day, shared by everybody (the sample's is per region and day).
+    temperature = 8 - 12 * np.cos(2 * np.pi * (doy - 15) / 365) + rng.normal(0, 2, days)[day]
+    month = as_of.astype("datetime64[M]").astype(int)
+    return pl.DataFrame(
+        {
+            "customer_id": np.tile(np.arange(customers), days).astype(str),
+            "as_of": as_of,
+            "temperature_c": temperature,
+            "kwh": np.clip(14 - 0.4 * temperature + rng.normal(0, 2, day.size), 0, None),
+            "price": 0.6 * 1.01 ** (month - month.min()),
+            "weekday": (day + 6) % 7 + 1,
+        }
+    ).with_columns(pl.col("as_of").cast(pl.Date))
+
+
+def measured(examples, train_until, recent_from, **rules) -> dict[str, dict]:
+    """Drift per feature of the rows up to ``train_until`` against those from ``recent_from``."""
+    train = examples.filter(pl.col("as_of") <= train_until)
+    recent = examples.filter(pl.col("as_of") >= recent_from)
+    rules = {"threshold": 0.25, "min_rows": 200, "entity": "customer_id", **rules}
+    frame = drift(train, recent, ["temperature_c", "kwh", "price", "weekday"], **rules)
+    return {row["feature"]: row for row in frame.iter_rows(named=True)}
+
+
+WINTER, SPRING = dt.date(2024, 3, 31), dt.date(2024, 5, 7)
+SEASONAL = {"seasonal": ("temperature_c", "kwh"), "expected_to_move": ("price",)}
+
+
+def test_a_season_change_is_reported_not_fired():
+    examples = world(500).filter(pl.col("as_of") >= dt.date(2024, 1, 1))  # no earlier spring
+    rows = measured(examples, WINTER, SPRING, **SEASONAL)
+    assert rows["kwh"]["status"] == rows["price"]["status"] == "expected to move", rows
+    assert "fewer than 200" in rows["kwh"]["reason"]
+    # A week of weather is 8 observations however many customers share it: PSI cannot judge it.
+    assert rows["temperature_c"]["status"] == "not evaluated", rows["temperature_c"]
+    assert "8 distinct values" in rows["temperature_c"]["reason"]
+    assert not any(row["drifted"] for row in rows.values())
+    assert rows["weekday"]["status"] == "stable"
+    SEASON_CHANGE_PSI["kwh, winter against spring"] = rows["kwh"]["psi"]
+    # Undeclared, the same season change is drift: the declaration is what tells them apart.
+    assert measured(examples, WINTER, SPRING)["kwh"]["status"] == "drifted"
+
+
+def test_a_seasonal_feature_is_compared_with_the_same_days_of_an_earlier_year():
+    kwh = measured(world(500), WINTER, SPRING, **SEASONAL)["kwh"]
+    assert kwh["status"] == "stable", kwh
+    assert kwh["train_window"] == "2023-05-07..2023-05-14"
+    SEASON_CHANGE_PSI["kwh, spring against the spring before"] = kwh["psi"]
+
+
+SEASON_CHANGE_PSI: dict[str, float] = {}
+
+
+def planted(examples: pl.DataFrame, feature: str, change: pl.Expr) -> pl.DataFrame:
+    """``examples`` with ``feature`` replaced by ``change`` from SPRING on: a feed break."""
+    return examples.with_columns(
+        pl.when(pl.col("as_of") >= SPRING).then(change).otherwise(pl.col(feature)).alias(feature)
+    )
+
+
+@pytest.mark.parametrize(
+    "feature, change, sign",
+    [
+        ("kwh", pl.col("kwh") * 1000, "unit change"),  # Wh delivered as kWh
+        ("price", pl.col("price") * 1000, "unit change"),  # PLN/MWh as PLN/kWh
+        ("temperature_c", pl.lit(4.2), "stuck"),  # the weather feed repeats one reading
+        # Each meter repeats its last reading: the spread over customers stays, the days stop.
+        ("kwh", pl.col("kwh").filter(pl.col("as_of") == SPRING).first().over("customer_id"), "stuck"),
+        ("temperature_c", pl.when(pl.col("customer_id").cast(pl.Int64) < 20).then(None)
+         .otherwise(pl.col("temperature_c")), "missing"),
+    ],
+)  # fmt: skip
+def test_a_feed_break_fires_on_any_feature_seasonal_or_not(feature, change, sign):
+    broken = planted(world(500).filter(pl.col("as_of") >= dt.date(2024, 1, 1)), feature, change)
+    row = measured(broken, WINTER, SPRING, **SEASONAL)[feature]
+    assert row["status"] == "feed break" and row["drifted"] is True, row
+    assert sign in row["reason"]
+    BREAK_PSI[f"{feature}: {sign}"] = row["psi"]
+
+
+BREAK_PSI: dict[str, float] = {}
+
+
+def test_near_constant_and_warming_up_features_do_not_drift():
+    # price_change_30d of the sample: half the training rows are null (the first 30 days of
+    # history), a few ratios; the recent window holds no null and the same ratios.
+    rng = np.random.default_rng(3)
+    ratios = rng.choice([1.005, 1.0101, 1.025, 1.0506], 6000, p=[0.37, 0.02, 0.57, 0.04])
+    train = pl.DataFrame({"ratio": ratios}).with_columns(
+        pl.when(pl.Series(rng.random(6000) < 0.5)).then(None).otherwise(pl.col("ratio")).alias("ratio")
+    )
+    recent = pl.DataFrame({"ratio": rng.choice([1.005, 1.0051, 1.025], 1200, p=[0.25, 0.16, 0.59])})
+    (row,) = drift(train, recent, ["ratio"], threshold=0.25, min_rows=200).iter_rows(named=True)
+    assert row["status"] == "stable" and row["psi"] < 0.25, row
+
+
+def test_too_few_rows_are_not_evaluated():
+    examples = world(120)
+    recent = examples.filter(pl.col("as_of") == examples["as_of"].max())  # one day: 40 rows
+    frame = drift(examples, recent, ["kwh"], threshold=0.25, min_rows=200, entity="customer_id")
+    (row,) = frame.iter_rows(named=True)
+    assert row["status"] == "not evaluated" and row["drifted"] is False and row["psi"] is None
+    assert "40 rows" in row["reason"] and "200" in row["reason"]
 
 
 @dataclass
