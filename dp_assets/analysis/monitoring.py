@@ -12,6 +12,7 @@ BINS = 10
 # in training spreads, by an order of magnitude), or stop it varying for most entities at once.
 SPREAD_FACTOR = 10.0
 STUCK_RISE = 0.5  # share of entities with one unchanging value over the window, above training's
+BREAK_MIN_ROWS = 30  # those signatures are orders of magnitude: a few dozen rows show them
 STATUSES = ("stable", "drifted", "feed break", "expected to move", "not evaluated")
 
 
@@ -59,7 +60,7 @@ def drift(
     features: list[str],
     *,
     threshold: float,
-    min_rows: int,
+    min_sample: int,
     seasonal: tuple[str, ...] = (),
     expected_to_move: tuple[str, ...] = (),
     entity: str | None = None,
@@ -68,15 +69,16 @@ def drift(
     learned from): PSI, means, the windows compared, rows, a ``status`` (``STATUSES``), its
     ``reason`` and ``drifted`` (the status fails the check: drifted or feed break).
 
-    - Fewer than ``min_rows`` rows in either window: not evaluated (PSI of a few rows is noise).
-    - A feed break fails whatever the feature: a unit change (its spread ``SPREAD_FACTOR`` times
+    - A feed break fails whatever the feature (given ``BREAK_MIN_ROWS`` rows in each window): a unit change (its spread ``SPREAD_FACTOR`` times
       larger or smaller than in training, or its mean moved by more than that many training
       spreads), a stuck sensor (the share of ``entity`` values unchanged over a week up by
       ``STUCK_RISE``; without an entity, one value in every recent row), or a rise of missing
       values whose index is above ``threshold``.
-    - A feature with more than ``BINS`` values in training whose recent window holds fewer than
-      ``min_rows`` distinct values is not judged by PSI: rows sharing a value (a region's weather
-      on a day) are one observation, and a week of them is too few.
+    - PSI needs ``min_sample`` observations in each window, else the feature is not evaluated:
+      entities for a time series (a customer's days are one trajectory: a persistent feature such
+      as tenure has one observation per customer, not per day), rows for a snapshot; and as many
+      distinct values of a feature with more than ``BINS`` values in training (rows sharing a
+      value, a region's weather on a day, are one observation).
     - A ``seasonal`` feature of a time series (frames with ``as_of``) is compared with the
       training rows of the same calendar days of earlier years; when training holds too few of
       them, and for a feature ``expected_to_move`` (a tariff revised monthly), the PSI against the
@@ -93,18 +95,18 @@ def drift(
         reference, compared, moving = train, "whole training", None
         if series and f in seasonal:
             same = same_days_earlier(train, recent)
-            if same.height >= min_rows:
+            if _sample(same, entity) >= min_sample:
                 reference, compared = same, "the same calendar days of an earlier year"
             else:
                 moving = (
-                    f"seasonal, and training holds {same.height} rows of these calendar days in "
-                    f"an earlier year (fewer than {min_rows})"
+                    f"seasonal, and training holds {same.height} rows of these calendar days "
+                    "in an earlier year"
                 )
         elif f in expected_to_move:
             moving = "declared expected to move"
         expected, actual = _numeric(f, train, reference, recent)
         status, reason = _judge(
-            f, reference, recent, expected, actual, threshold, min_rows,
+            f, reference, recent, expected, actual, threshold, min_sample,
             entity if series else None, categorical=train.schema[f] in (pl.String, pl.Categorical),
         )  # fmt: skip
         value = None
@@ -170,51 +172,76 @@ def _known_counts(expected: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray,
     return _counts(expected, edges), _counts(actual, edges)
 
 
-def _judge(f, reference, recent, expected, actual, threshold, min_rows, entity, categorical):
-    """(status, reason) before PSI: sample size, then the feed-break signatures, then whether
-    the PSI can be judged; ("", "") when it can."""
-    if reference.height < min_rows or recent.height < min_rows:
+def _judge(f, reference, recent, expected, actual, threshold, min_sample, entity, categorical):
+    """(status, reason) before PSI: the feed-break signatures, then whether the samples are large
+    enough for a PSI; ("", "") when they are."""
+    if reference.height < BREAK_MIN_ROWS or recent.height < BREAK_MIN_ROWS:
         return "not evaluated", (
-            f"{recent.height} rows in the recent window and {reference.height} in training: "
-            f"fewer than the {min_rows} a PSI needs to mean anything"
+            f"{recent.height} rows in the recent window and {reference.height} in training"
         )
+    if broken := _feed_break(
+        f, reference, recent, expected, actual, threshold, entity, categorical
+    ):
+        return "feed break", broken
+    unit = f"{entity} values" if entity else "rows"
+    if (least := min(_sample(reference, entity), _sample(recent, entity))) < min_sample:
+        return (
+            "not evaluated",
+            f"{least} {unit} in a window: fewer than the {min_sample} a PSI needs",
+        )
+    # A value many rows share (a region's weather on a day) is one observation, not one per row;
+    # a feature with at most BINS values (a code, a weekday) is counted as above.
+    known_e, known_a = expected[~np.isnan(expected)], actual[~np.isnan(actual)]
+    distinct = np.unique(known_a).size
+    if np.unique(known_e).size > BINS and distinct < min_sample:
+        return "not evaluated", (
+            f"{distinct} distinct values in the recent window (rows sharing a value, like a "
+            f"region's weather on a day, count once): fewer than {min_sample}"
+        )
+    return "", ""
+
+
+def _sample(frame: pl.DataFrame, entity: str | None) -> int:
+    return frame[entity].n_unique() if entity else frame.height
+
+
+def _feed_break(f, reference, recent, expected, actual, threshold, entity, categorical) -> str:
+    """Why ``recent`` looks like a broken feed rather than a changed world, or ""."""
     e_missing, a_missing = np.isnan(expected), np.isnan(actual)
     missing = _index(np.array([(~e_missing).sum(), e_missing.sum()]),
                      np.array([(~a_missing).sum(), a_missing.sum()]))  # fmt: skip
     if a_missing.mean() > e_missing.mean() and missing > threshold:
-        return "feed break", (
-            f"missing values rose from {e_missing.mean():.0%} to {a_missing.mean():.0%}"
-        )
+        return f"missing values rose from {e_missing.mean():.0%} to {a_missing.mean():.0%}"
     known_e, known_a = expected[~e_missing], actual[~a_missing]
     if not categorical and known_e.size and known_a.size:
         spread_e, spread_a = _spread(known_e), _spread(known_a)
-        # A spread of zero is a unit no more: a stuck feed, told by the entities below.
-        if spread_e > 0 and spread_a > 0 and not 1 / SPREAD_FACTOR < spread_a / spread_e < SPREAD_FACTOR:
-            return "feed break", f"spread {spread_a / spread_e:.3g} times training's: a unit change"
+        # A spread of zero is no unit: a stuck feed, told by the entities below.
+        if (
+            spread_e > 0
+            and spread_a > 0
+            and not 1 / SPREAD_FACTOR < spread_a / spread_e < SPREAD_FACTOR
+        ):
+            return f"spread {spread_a / spread_e:.3g} times training's: a unit change"
         moved = abs(known_a.mean() - known_e.mean()) / spread_e if spread_e > 0 else 0.0
         if moved > SPREAD_FACTOR:  # a season moves a level by a few spreads, units by orders
-            return "feed break", (
+            return (
                 f"level moved {moved:.3g} training spreads (mean {known_e.mean():.4g} -> "
                 f"{known_a.mean():.4g}): a unit change"
             )
         if spread_e > 0 and spread_a == 0 and entity is None:
-            return "feed break", f"stuck: every recent row holds {known_a[0]:.6g}"
+            return f"stuck: every recent row holds {known_a[0]:.6g}"
     if entity is not None:
-        stuck_e, stuck_a = _unchanged(reference, f, entity), _unchanged(recent, f, entity)
-        if stuck_a - stuck_e >= STUCK_RISE:
-            return "feed break", (
+        (stuck_e, varies), (stuck_a, _) = (
+            _unchanged(reference, f, entity),
+            _unchanged(recent, f, entity),
+        )
+        # Only a feature that changes most days can get stuck: a monthly price holds for weeks.
+        if varies >= 3 and stuck_a - stuck_e >= STUCK_RISE:
+            return (
                 f"stuck: {stuck_a:.0%} of {entity} values unchanged over a week "
                 f"(training: {stuck_e:.0%})"
             )
-    # A value many rows share (a region's weather on a day) is one observation, not one per row;
-    # a feature with at most BINS values (a code, a weekday) is counted by rows.
-    distinct = np.unique(known_a).size
-    if np.unique(known_e).size > BINS and distinct < min_rows:
-        return "not evaluated", (
-            f"{distinct} distinct values in the recent window (rows sharing a value, like a "
-            f"region's weather on a day, count once): fewer than {min_rows}"
-        )
-    return "", ""
+    return ""
 
 
 def _spread(values: np.ndarray) -> float:
@@ -223,15 +250,18 @@ def _spread(values: np.ndarray) -> float:
     return 0.0 if low == high else float(np.std(values[(values >= low) & (values <= high)]))
 
 
-def _unchanged(frame: pl.DataFrame, f: str, entity: str) -> float:
-    """Share of (entity, week) with at least three known values that are all the same."""
+def _unchanged(frame: pl.DataFrame, f: str, entity: str) -> tuple[float, float]:
+    """Of the (entity, week)s with at least three known values: the share whose values are all
+    the same, and the median number of distinct values."""
     groups = (
         frame.drop_nulls(f)
         .group_by(entity, pl.col("as_of").dt.truncate("1w"))
         .agg(n=pl.len(), distinct=pl.col(f).n_unique())
         .filter(pl.col("n") >= 3)
     )
-    return float((groups["distinct"] == 1).mean()) if groups.height else 0.0
+    if groups.is_empty():
+        return 0.0, 0.0
+    return float((groups["distinct"] == 1).mean()), float(groups["distinct"].median())
 
 
 def _verdict(value: float, threshold: float, moving: str | None, compared: str) -> tuple[str, str]:
@@ -244,7 +274,8 @@ def _verdict(value: float, threshold: float, moving: str | None, compared: str) 
 
 def _window(frame: pl.DataFrame, series: bool) -> str:
     if not series:
-        return f"{frame.height} rows"
+        split = f"{frame['split'].first()} split, " if "split" in frame.columns else ""
+        return f"{split}{frame.height} rows"
     return f"{frame['as_of'].min()}..{frame['as_of'].max()}"
 
 
