@@ -224,10 +224,13 @@ def test_drift_measures_every_feature_each_time(monitored):
     latest = drift.filter(pl.col("computed_at") == drift["computed_at"].max())
     assert sorted(latest["feature"]) == sorted(spec.feature_columns)
     assert latest["recent_window"].unique().to_list() == ["2024-04-17..2024-04-23"]
-    # Spring comes: temperature and consumption move with it, reported; nothing broke.
-    status = dict(latest.select("feature", "status").iter_rows())
-    assert status["temperature_c"] in ("expected to move", "not evaluated")
-    assert status["lag_1"] == "expected to move" and status["target_weekday"] == "stable"
+    # Spring comes, and nothing broke. The world's 40 customers are too few for a PSI (each
+    # customer's week is one trajectory): said so, no failure.
+    reasons = dict(latest.select("feature", "reason").iter_rows())
+    assert set(latest["status"]) == {"not evaluated"}, reasons
+    assert reasons["lag_1"].endswith(
+        "customer_id values in a window: fewer than the 150 a PSI needs"
+    )
     check = checks(monitored.second)[("energy_forecast/drift", "psi_below_threshold")]
     assert check.passed is True and check.description.startswith("no feature drifted")
     # The churn window is a week too, not the single scored day the features table keeps.
@@ -254,19 +257,16 @@ def test_a_feed_break_planted_in_the_sample_fires_and_the_season_does_not(monito
 
     season = measure(recent)
     assert not any(row["drifted"] for row in season.values()), season
-    undeclared = measure(recent, seasonal=(), expected_to_move=())
     breaks = {
         "lag_1 x1000 (Wh as kWh)": ("lag_1", pl.col("lag_1") * 1000),
         "price x1000 (PLN/MWh)": ("price", pl.col("price") * 1000),
         "temperature_c stuck at 4.2": ("temperature_c", pl.lit(4.2)),
         "lag_1 stuck per meter": ("lag_1", pl.col("lag_1").first().over("customer_id")),
     }
-    figures = {  # temperature is not judged on a week (35 observations): its PSI all the same
-        "season change, temperature_c": round(
-            psi(train["temperature_c"].to_numpy(), recent["temperature_c"].to_numpy()), 6
-        ),
-        "season change, lag_1": season["lag_1"]["psi"],
-        "season change, lag_1 undeclared": undeclared["lag_1"]["psi"],
+    # 40 customers are too few to judge a PSI (each is one trajectory): the figures all the same.
+    figures = {
+        f"season change, {f}": round(psi(train[f].to_numpy(), recent[f].to_numpy()), 6)
+        for f in ("temperature_c", "lag_1")
     }
     for label, (feature, change) in breaks.items():
         row = measure(recent.with_columns(change.alias(feature)))[feature]
