@@ -140,6 +140,22 @@ def test_a_feed_break_fires_on_any_feature_seasonal_or_not(feature, change, sign
 BREAK_PSI: dict[str, float] = {}
 
 
+def test_a_month_of_one_series_is_narrow_not_a_unit_change():
+    # One region over two years (the PJM example): a month of the day of the year has a twelfth
+    # of its spread over the years, inside the range training held.
+    days = pl.date_range(DAY0, dt.date(2024, 8, 31), eager=True)
+    series = pl.DataFrame({"region": "east", "as_of": days, "doy": days.dt.ordinal_day()})
+    train, recent = series.head(-31), series.tail(31)
+    rules = dict(threshold=0.25, min_sample=150, entity="region")
+    (row,) = drift(train, recent, ["doy"], **rules).iter_rows(named=True)
+    assert row["status"] == "not evaluated", row
+    assert row["reason"] == "1 region values in a window: fewer than the 150 a PSI needs"
+    (row,) = drift(train, recent.with_columns(pl.col("doy") / 1000), ["doy"], **rules).iter_rows(
+        named=True
+    )
+    assert row["status"] == "feed break" and "unit change" in row["reason"], row
+
+
 def test_near_constant_and_warming_up_features_do_not_drift():
     # price_change_30d of the sample: half the training rows are null (the first 30 days of
     # history), a few ratios; the recent window holds no null and the same ratios.

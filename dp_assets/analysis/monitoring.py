@@ -215,15 +215,20 @@ def _feed_break(f, reference, recent, expected, actual, threshold, entity, categ
     known_e, known_a = expected[~e_missing], actual[~a_missing]
     if not categorical and known_e.size and known_a.size:
         spread_e, spread_a = _spread(known_e), _spread(known_a)
+        # New units put most values outside what training held; a week of one series is narrower
+        # than years of it (a day of the year), but inside them.
+        low, high = np.quantile(known_e, [0.01, 0.99])
+        outside = np.mean((known_a < low) | (known_a > high)) > 0.5
         # A spread of zero is no unit: a stuck feed, told by the entities below.
         if (
-            spread_e > 0
+            outside
+            and spread_e > 0
             and spread_a > 0
             and not 1 / SPREAD_FACTOR < spread_a / spread_e < SPREAD_FACTOR
         ):
             return f"spread {spread_a / spread_e:.3g} times training's: a unit change"
         moved = abs(known_a.mean() - known_e.mean()) / spread_e if spread_e > 0 else 0.0
-        if moved > SPREAD_FACTOR:  # a season moves a level by a few spreads, units by orders
+        if outside and moved > SPREAD_FACTOR:  # a season moves a level by a few spreads
             return (
                 f"level moved {moved:.3g} training spreads (mean {known_e.mean():.4g} -> "
                 f"{known_a.mean():.4g}): a unit change"
