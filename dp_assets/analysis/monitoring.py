@@ -8,65 +8,280 @@ import polars as pl
 from dp_assets.analysis.metrics import METRICS, PRIMARY, improvement
 
 BINS = 10
-EPSILON = 1e-4  # an empty bin would make the index infinite
+# A feed break is what a season never does: change a feature's units (its spread, or its level
+# in training spreads, by an order of magnitude), or stop it varying for most entities at once.
+SPREAD_FACTOR = 10.0
+STUCK_RISE = 0.5  # share of entities with one unchanging value over the window, above training's
+BREAK_MIN_ROWS = 30  # those signatures are orders of magnitude: a few dozen rows show them
+STATUSES = ("stable", "drifted", "feed break", "expected to move", "not evaluated")
 
 
 def psi(expected: np.ndarray, actual: np.ndarray, bins: int = BINS) -> float:
-    """Population stability index of ``actual`` against ``expected``: bins at the deciles of
-    ``expected`` (fewer where values repeat), missing values in a bin of their own."""
+    """Population stability index of ``actual`` against ``expected``.
+
+    Bins at the deciles of ``expected``'s known values (fewer where values repeat), each edge
+    halfway between two values ``expected`` holds, so a value it holds never sits on an edge and
+    a near-constant feature is one bin, not a bin boundary rounding can cross. Missing values are
+    a bin of their own. A bin empty in one window weighs half a row of that window (the least it
+    could hold short of nothing) instead of a fixed 1e-4, which made the index of a few emptied
+    bins 5 to 10 whatever the sample size; a bin empty in both says nothing and is left out.
+    """
     expected, actual = np.asarray(expected, float), np.asarray(actual, float)
-    known = expected[~np.isnan(expected)]
-    edges = np.unique(np.quantile(known, np.linspace(0, 1, bins + 1))[1:-1]) if known.size else []
+    edges = _edges(expected[~np.isnan(expected)], bins)
+    return _index(_counts(expected, edges), _counts(actual, edges))
 
-    def shares(values: np.ndarray) -> np.ndarray:
-        missing = np.isnan(values)
-        counts = np.bincount(np.digitize(values[~missing], edges), minlength=len(edges) + 1)
-        counts = np.append(counts, missing.sum())
-        return np.clip(counts / max(len(values), 1), EPSILON, None)
 
-    e, a = shares(expected), shares(actual)
+def _edges(known: np.ndarray, bins: int) -> np.ndarray:
+    values = np.unique(known)
+    if values.size < 2:
+        return np.array([])
+    at = np.quantile(known, np.linspace(0, 1, bins + 1)[1:-1], method="inverted_cdf")
+    above = np.searchsorted(values, at, side="right")
+    inside = above < values.size  # a decile at the largest value has nothing above it
+    return np.unique((at[inside] + values[above[inside]]) / 2)
+
+
+def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    missing = np.isnan(values)
+    counts = np.bincount(np.digitize(values[~missing], edges), minlength=len(edges) + 1)
+    return np.append(counts, missing.sum())
+
+
+def _index(expected: np.ndarray, actual: np.ndarray) -> float:
+    used = (expected > 0) | (actual > 0)
+    e = np.maximum(expected[used], 0.5) / max(expected.sum(), 1)
+    a = np.maximum(actual[used], 0.5) / max(actual.sum(), 1)
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def drift(examples: pl.DataFrame, features: list[str], window_days: int | None) -> pl.DataFrame:
-    """PSI per feature: the train split against the latest ``window_days`` as-of days, or (a
-    snapshot: ``window_days`` None) against the rows scored. A categorical feature's bins are
-    its values: it is compared through their frequency rank in training."""
-    train = examples.filter(pl.col("split") == "train")
-    if window_days is None:
-        recent = examples.filter(pl.col("split") == "score")
+def drift(
+    train: pl.DataFrame,
+    recent: pl.DataFrame,
+    features: list[str],
+    *,
+    threshold: float,
+    min_sample: int,
+    seasonal: tuple[str, ...] = (),
+    expected_to_move: tuple[str, ...] = (),
+    entity: str | None = None,
+) -> pl.DataFrame:
+    """Each feature of ``recent`` (the rows the model meets in use) against ``train`` (the rows it
+    learned from): PSI, means, the windows compared, rows, a ``status`` (``STATUSES``), its
+    ``reason`` and ``drifted`` (the status fails the check: drifted or feed break).
 
-        def window(frame: pl.DataFrame) -> str:
-            return f"{frame['split'].first()} split, {frame.height} rows"
-    else:
-        last = examples["as_of"].max()
-        recent = examples.filter(pl.col("as_of") > pl.lit(last) - pl.duration(days=window_days))
+    - A feed break fails whatever the feature (given ``BREAK_MIN_ROWS`` rows in each window): a unit change (its spread ``SPREAD_FACTOR`` times
+      larger or smaller than in training, or its mean moved by more than that many training
+      spreads), a stuck sensor (the share of ``entity`` values unchanged over a week up by
+      ``STUCK_RISE``; without an entity, one value in every recent row), or a rise of missing
+      values whose index is above ``threshold``.
+    - PSI needs ``min_sample`` observations in each window, else the feature is not evaluated:
+      entities for a time series (a customer's days are one trajectory: a persistent feature such
+      as tenure has one observation per customer, not per day), rows for a snapshot; and as many
+      distinct values of a feature with more than ``BINS`` values in training (rows sharing a
+      value, a region's weather on a day, are one observation).
+    - A ``seasonal`` feature of a time series (frames with ``as_of``) is compared with the
+      training rows of the same calendar days of earlier years; when training holds too few of
+      them, and for a feature ``expected_to_move`` (a tariff revised monthly), the PSI against the
+      whole training is reported as expected to move, never failing.
+    - Otherwise PSI above ``threshold`` is drifted. PSI is measured on known values: fewer missing
+      values than in training is history filling up (lags and rolling windows), not drift.
 
-        def window(frame: pl.DataFrame) -> str:
-            return f"{frame['as_of'].min()}..{frame['as_of'].max()}"
-
-    def numeric(f: str) -> tuple[pl.Series, pl.Series]:
-        if examples.schema[f] in (pl.String, pl.Categorical):
-            codes = train[f].value_counts(sort=True).with_row_index("code").select(f, "code")
-            return tuple(
-                frame.select(pl.col(f).replace_strict(codes[f], codes["code"], default=len(codes),
-                                                      return_dtype=pl.Float64)).to_series()
-                for frame in (train, recent)
-            )  # fmt: skip
-        return train[f].cast(pl.Float64), recent[f].cast(pl.Float64)
-
+    A categorical feature's bins are its values: it is compared through their frequency rank in
+    training (a value training never saw ranks after all of them).
+    """
+    series = "as_of" in train.columns and "as_of" in recent.columns
     rows = []
     for f in features:
-        expected, actual = numeric(f)
+        reference, compared, moving = train, "whole training", None
+        if series and f in seasonal:
+            same = same_days_earlier(train, recent)
+            if _sample(same, entity) >= min_sample:
+                reference, compared = same, "the same calendar days of an earlier year"
+            else:
+                moving = (
+                    f"seasonal, and training holds {same.height} rows of these calendar days "
+                    "in an earlier year"
+                )
+        elif f in expected_to_move:
+            moving = "declared expected to move"
+        expected, actual = _numeric(f, train, reference, recent)
+        status, reason = _judge(
+            f, reference, recent, expected, actual, threshold, min_sample,
+            entity if series else None, categorical=train.schema[f] in (pl.String, pl.Categorical),
+        )  # fmt: skip
+        value = None
+        if status != "not evaluated":
+            value = round(_index(*_known_counts(expected, actual)), 6)
+        if not status:
+            status, reason = _verdict(value, threshold, moving, compared)
         rows.append({
             "feature": f,
-            "psi": round(psi(expected.to_numpy(), actual.to_numpy()), 6),
-            "train_mean": expected.mean(),
-            "recent_mean": actual.mean(),
-            "train_window": window(train),
-            "recent_window": window(recent),
+            "psi": value,
+            "train_mean": _mean(expected),
+            "recent_mean": _mean(actual),
+            "train_window": _window(reference, series),
+            "recent_window": _window(recent, series),
+            "train_rows": reference.height,
+            "recent_rows": recent.height,
+            "status": status,
+            "reason": reason,
+            "drifted": status in ("drifted", "feed break"),
         })  # fmt: skip
-    return pl.DataFrame(rows)
+    return pl.DataFrame(rows, schema=_DRIFT_SCHEMA)
+
+
+def _mean(values: np.ndarray) -> float | None:
+    known = values[~np.isnan(values)]
+    return float(known.mean()) if known.size else None
+
+
+_DRIFT_SCHEMA = {"feature": pl.String, "psi": pl.Float64, "train_mean": pl.Float64,
+                 "recent_mean": pl.Float64, "train_window": pl.String, "recent_window": pl.String,
+                 "train_rows": pl.Int64, "recent_rows": pl.Int64, "status": pl.String,
+                 "reason": pl.String, "drifted": pl.Boolean}  # fmt: skip
+
+
+def same_days_earlier(train: pl.DataFrame, recent: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``train`` on the calendar days ``recent`` spans, in any earlier year."""
+    first, last = recent["as_of"].min(), recent["as_of"].max()
+    years = range(1, first.year - train["as_of"].min().year + 2)
+    on = pl.any_horizontal(
+        pl.col("as_of").is_between(
+            pl.lit(first).dt.offset_by(f"-{k}y"), pl.lit(last).dt.offset_by(f"-{k}y")
+        )
+        for k in years
+    ) if years else pl.lit(False)  # fmt: skip
+    return train.filter(on)
+
+
+def _numeric(f: str, train, reference, recent) -> tuple[np.ndarray, np.ndarray]:
+    """``f`` of ``reference`` and ``recent`` as floats (a categorical: its rank in ``train``)."""
+    if train.schema[f] in (pl.String, pl.Categorical):
+        codes = train[f].value_counts(sort=True).with_row_index("code").select(f, "code")
+        return tuple(
+            frame.select(pl.col(f).replace_strict(codes[f], codes["code"], default=len(codes),
+                                                  return_dtype=pl.Float64)).to_series().to_numpy()
+            for frame in (reference, recent)
+        )  # fmt: skip
+    return tuple(frame[f].cast(pl.Float64).to_numpy() for frame in (reference, recent))
+
+
+def _known_counts(expected: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    expected, actual = expected[~np.isnan(expected)], actual[~np.isnan(actual)]
+    edges = _edges(expected, BINS)
+    return _counts(expected, edges), _counts(actual, edges)
+
+
+def _judge(f, reference, recent, expected, actual, threshold, min_sample, entity, categorical):
+    """(status, reason) before PSI: the feed-break signatures, then whether the samples are large
+    enough for a PSI; ("", "") when they are."""
+    if reference.height < BREAK_MIN_ROWS or recent.height < BREAK_MIN_ROWS:
+        return "not evaluated", (
+            f"{recent.height} rows in the recent window and {reference.height} in training"
+        )
+    if broken := _feed_break(
+        f, reference, recent, expected, actual, threshold, entity, categorical
+    ):
+        return "feed break", broken
+    unit = f"{entity} values" if entity else "rows"
+    if (least := min(_sample(reference, entity), _sample(recent, entity))) < min_sample:
+        return (
+            "not evaluated",
+            f"{least} {unit} in a window: fewer than the {min_sample} a PSI needs",
+        )
+    # A value many rows share (a region's weather on a day) is one observation, not one per row;
+    # a feature with at most BINS values (a code, a weekday) is counted as above.
+    known_e, known_a = expected[~np.isnan(expected)], actual[~np.isnan(actual)]
+    distinct = np.unique(known_a).size
+    if np.unique(known_e).size > BINS and distinct < min_sample:
+        return "not evaluated", (
+            f"{distinct} distinct values in the recent window (rows sharing a value, like a "
+            f"region's weather on a day, count once): fewer than {min_sample}"
+        )
+    return "", ""
+
+
+def _sample(frame: pl.DataFrame, entity: str | None) -> int:
+    return frame[entity].n_unique() if entity else frame.height
+
+
+def _feed_break(f, reference, recent, expected, actual, threshold, entity, categorical) -> str:
+    """Why ``recent`` looks like a broken feed rather than a changed world, or ""."""
+    e_missing, a_missing = np.isnan(expected), np.isnan(actual)
+    missing = _index(np.array([(~e_missing).sum(), e_missing.sum()]),
+                     np.array([(~a_missing).sum(), a_missing.sum()]))  # fmt: skip
+    if a_missing.mean() > e_missing.mean() and missing > threshold:
+        return f"missing values rose from {e_missing.mean():.0%} to {a_missing.mean():.0%}"
+    known_e, known_a = expected[~e_missing], actual[~a_missing]
+    if not categorical and known_e.size and known_a.size:
+        spread_e, spread_a = _spread(known_e), _spread(known_a)
+        # New units put most values outside what training held; a week of one series is narrower
+        # than years of it (a day of the year), but inside them.
+        low, high = np.quantile(known_e, [0.01, 0.99])
+        outside = np.mean((known_a < low) | (known_a > high)) > 0.5
+        # A spread of zero is no unit: a stuck feed, told by the entities below.
+        if (
+            outside
+            and spread_e > 0
+            and spread_a > 0
+            and not 1 / SPREAD_FACTOR < spread_a / spread_e < SPREAD_FACTOR
+        ):
+            return f"spread {spread_a / spread_e:.3g} times training's: a unit change"
+        moved = abs(known_a.mean() - known_e.mean()) / spread_e if spread_e > 0 else 0.0
+        if outside and moved > SPREAD_FACTOR:  # a season moves a level by a few spreads
+            return (
+                f"level moved {moved:.3g} training spreads (mean {known_e.mean():.4g} -> "
+                f"{known_a.mean():.4g}): a unit change"
+            )
+        if spread_e > 0 and spread_a == 0 and entity is None:
+            return f"stuck: every recent row holds {known_a[0]:.6g}"
+    if entity is not None:
+        (stuck_e, varies), (stuck_a, _) = (
+            _unchanged(reference, f, entity),
+            _unchanged(recent, f, entity),
+        )
+        # Only a feature that changes most days can get stuck: a monthly price holds for weeks.
+        if varies >= 3 and stuck_a - stuck_e >= STUCK_RISE:
+            return (
+                f"stuck: {stuck_a:.0%} of {entity} values unchanged over a week "
+                f"(training: {stuck_e:.0%})"
+            )
+    return ""
+
+
+def _spread(values: np.ndarray) -> float:
+    """Standard deviation within the 1st..99th percentiles: a few glitches do not make a unit."""
+    low, high = np.quantile(values, [0.01, 0.99])
+    return 0.0 if low == high else float(np.std(values[(values >= low) & (values <= high)]))
+
+
+def _unchanged(frame: pl.DataFrame, f: str, entity: str) -> tuple[float, float]:
+    """Of the (entity, week)s with at least three known values: the share whose values are all
+    the same, and the median number of distinct values."""
+    groups = (
+        frame.drop_nulls(f)
+        .group_by(entity, pl.col("as_of").dt.truncate("1w"))
+        .agg(n=pl.len(), distinct=pl.col(f).n_unique())
+        .filter(pl.col("n") >= 3)
+    )
+    if groups.is_empty():
+        return 0.0, 0.0
+    return float((groups["distinct"] == 1).mean()), float(groups["distinct"].median())
+
+
+def _verdict(value: float, threshold: float, moving: str | None, compared: str) -> tuple[str, str]:
+    if moving:
+        return "expected to move", f"{moving}: PSI {value:.3g} reported, never failing"
+    if value > threshold:
+        return "drifted", f"PSI {value:.3g} against {compared}, above {threshold}"
+    return "stable", f"PSI {value:.3g} against {compared}, at most {threshold}"
+
+
+def _window(frame: pl.DataFrame, series: bool) -> str:
+    if not series:
+        split = f"{frame['split'].first()} split, " if "split" in frame.columns else ""
+        return f"{split}{frame.height} rows"
+    return f"{frame['as_of'].min()}..{frame['as_of'].max()}"
 
 
 SHADOWED = {"champion": ("prediction", "model_version"),

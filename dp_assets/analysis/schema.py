@@ -86,24 +86,40 @@ class Promotion(pa.DataFrameModel):
 
 
 class DriftRow(pa.DataFrameModel):
-    """Population stability of one feature: the training window against the latest window."""
+    """One feature's stability: the rows it was trained on against the latest window."""
 
     computed_at: UtcTimestamp = pa.Field(description="When the drift was measured, UTC")
     feature: str = pa.Field(description="Feature column")
-    psi: float = pa.Field(
+    psi: Optional[float] = pa.Field(
         ge=0.0,
-        description="Population stability index (deciles of the training window, nulls a bin of "
-        "their own): below 0.1 stable, 0.1 to 0.25 moderate, above 0.25 a significant shift",
+        nullable=True,
+        description="Population stability index of the known values (deciles of training, an "
+        "empty bin weighs half a row): below 0.1 stable, 0.1 to 0.25 moderate, above 0.25 a "
+        "significant shift; null when not evaluated",
     )
     train_mean: Optional[float] = pa.Field(nullable=True, description="Mean in the training window")
     recent_mean: Optional[float] = pa.Field(nullable=True, description="Mean in the latest window")
     train_window: str = pa.Field(
-        description="First..last as-of day of the training window (a snapshot: the train split)"
+        description="First..last as-of day of the training rows compared (a seasonal feature: "
+        "the same calendar days of earlier years; a snapshot: the train split's rows)"
     )
     recent_window: str = pa.Field(
         description="First..last as-of day of the latest window (a snapshot: the rows scored)"
     )
-    drifted: bool = pa.Field(description="True when psi is above the pipeline's threshold")
+    drifted: bool = pa.Field(
+        description="True when the status fails the check: drifted or feed break"
+    )
+    # Added with the status; rows measured before it hold nulls.
+    train_rows: Optional[int] = pa.Field(nullable=True, description="Training rows compared")
+    recent_rows: Optional[int] = pa.Field(nullable=True, description="Rows of the latest window")
+    status: Optional[str] = pa.Field(
+        nullable=True,
+        isin=("stable", "drifted", "feed break", "expected to move", "not evaluated"),
+        description="stable, drifted (PSI above the threshold), feed break (a unit change, a "
+        "stuck sensor, values gone missing), expected to move (seasonal or declared: reported, "
+        "never failing) or not evaluated (too few rows)",
+    )
+    reason: Optional[str] = pa.Field(nullable=True, description="Why the status, in one line")
 
     class Config:
         strict = True

@@ -105,11 +105,20 @@ class PipelineSpec:
     # min_segment_rows examples) is more than max_segment_gap (relative) worse than overall.
     max_segment_gap: float = 0.5
     min_segment_rows: int = 30
-    # Monitoring: PSI of each feature, training window against the latest drift_window_days (a
-    # snapshot: against the rows scored); live accuracy over the latest live_window_days with
-    # actuals may be live_tolerance (relative) worse than at evaluation before its check fails.
+    # Monitoring: each feature of the latest drift_window_days (at least 7: a weekly cycle; a
+    # snapshot: the rows scored) against the train split (monitoring.drift): PSI above
+    # drift_threshold or a feed break fails. PSI needs drift_min_sample entities (a snapshot:
+    # rows) in each window, else it is not evaluated: 150 keep the PSI of two samples of one
+    # population under 0.19 with 10 bins, at 99.9%. drift_seasonal features are compared with
+    # the same calendar days of earlier years, or reported when training holds none;
+    # drift_expected_to_move ones are reported, never failing (both still fail on a feed
+    # break). Live accuracy over the latest live_window_days with actuals may be
+    # live_tolerance (relative) worse than at evaluation before its check fails.
     drift_threshold: float = 0.25
     drift_window_days: int = 7
+    drift_min_sample: int = 150
+    drift_seasonal: tuple[str, ...] = ()
+    drift_expected_to_move: tuple[str, ...] = ()
     live_window_days: int = 7
     live_tolerance: float = 0.25
     owner: str = "team:data-science"
@@ -123,6 +132,10 @@ class PipelineSpec:
             raise ValueError(f"{self.name}: a snapshot (no time column) splits by holdout or file")
         if self.time is not None and self.split.by != "time":
             raise ValueError(f"{self.name}: a time series splits by time")
+        if self.drift_window_days < 7:
+            raise ValueError(f"{self.name}: drift_window_days must be at least 7 (a weekly cycle)")
+        if self.snapshot and self.drift_seasonal:
+            raise ValueError(f"{self.name}: drift_seasonal needs a time column")
 
     @property
     def snapshot(self) -> bool:
@@ -282,6 +295,7 @@ _KEYS = {
     "features", "exclude", "horizon_days", "lags", "rolling_means", "calendar", "split",
     "early_stopping_rounds", "baseline", "gate", "lightgbm", "num_boost_round", "owner",
     "precision_at_k", "max_segment_gap", "min_segment_rows", "drift_threshold",
+    "drift_window_days", "drift_min_sample", "drift_seasonal", "drift_expected_to_move",
 }  # fmt: skip
 CALENDAR = {
     "weekday": lambda d: d.dt.weekday(),
@@ -308,12 +322,15 @@ def load_pipeline(path: Path, project) -> PipelineSpec:
         early_stopping_rounds: 50           # on a share of the train rows, never the validation
         lightgbm: {learning_rate: 0.05}     # added to the task's objective (binary, regression)
         gate: {min_improvement_vs_baseline: 0.2}
+        drift_expected_to_move: [capital_gain]   # reported, never failing (a feed break still does)
 
     A time series names its ``time`` column (daily) and declares features of the label column:
     ``lags: [1, 7]`` (its value that many days back, 1 = the as-of day), ``rolling_means: [7,
     28]``, ``calendar: [weekday, month]`` (of the target day), ``horizon_days: 1``; its baseline
     is the seasonal naive one (same weekday a week before the target) and it splits by time
-    (``split: {by: time, validation_days: 56}``).
+    (``split: {by: time, validation_days: 56}``); ``drift_seasonal: [temperature]`` compares a
+    feature with the same calendar days of earlier years, ``drift_window_days: 14`` (at least 7)
+    and ``drift_min_sample: 150`` set the drift window and the entities it needs.
     """
     import yaml
 
@@ -452,7 +469,9 @@ def load_pipeline(path: Path, project) -> PipelineSpec:
             lineage=lineage,
             source_file=where,
             **{k: data[k] for k in ("precision_at_k", "max_segment_gap", "min_segment_rows",
-                                    "drift_threshold") if k in data},
+                                    "drift_threshold", "drift_window_days", "drift_min_sample")
+               if k in data},
+            **{k: columns(k) for k in ("drift_seasonal", "drift_expected_to_move") if k in data},
         )  # fmt: skip
     except (TypeError, ValueError) as error:
         raise PipelineError(f"{where}: {error}") from None

@@ -90,6 +90,18 @@ SPEC = PipelineSpec(
         "min_data_in_leaf": 40,
     },
     num_boost_round=400,
+    # Consumption follows the temperature (heating): both move with the season, compared with the
+    # same weeks of an earlier year once the data holds one. Tariff prices are revised monthly.
+    drift_seasonal=(
+        "lag_1",
+        "lag_2",
+        "lag_7",
+        "mean_7",
+        "mean_28",
+        "temperature_c",
+        "temperature_3d_c",
+    ),  # fmt: skip
+    drift_expected_to_move=("price",),
     lineage={
         **dict.fromkeys(("lag_1", "lag_2", "lag_7", "mean_7", "mean_28", "label"), ("kwh",)),
         "temperature_c": ("temperature_mean_c",),
