@@ -64,7 +64,7 @@ def test_policy_automates_all_but_landing_and_training(platform):
     follow = {f"{p}/{s}" for p in PIPELINES for s in steps}
     zones = keys(platform, lambda node: node.group_name in ("formatted", "exploitation"))
     on_their_own = {"monitoring/pipeline_health", "governance/data_dictionary"}  # no deps to follow
-    operations = {"reporting/kpis", "reporting/model_accuracy", *on_their_own}
+    operations = {"reporting/kpis", "reporting/model_accuracy", "reporting/report", *on_their_own}
     assert eager == zones | follow | operations
     # The selection the policy and the benchmark's day share: what follows a landing by itself.
     graph = platform.defs.resolve_asset_graph()
