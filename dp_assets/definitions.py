@@ -95,12 +95,7 @@ def build_defs(settings: Settings | None = None) -> Definitions:
                 path=str(settings.data_dir), projects=[str(p) for p in settings.projects]
             ),
             "warehouse": Warehouse(database=str(settings.warehouse)),
-            "mlflow_tracking": MlflowTracking(
-                tracking_uri=settings.mlflow_tracking_uri,
-                artifact_root=settings.mlflow_artifact_root,
-                ui_url=settings.mlflow_ui_url,
-                dagster_ui_url=settings.dagster_ui_url,
-            ),
+            "mlflow_tracking": MlflowTracking.from_settings(settings),
         },
         # Every step that does real work holds the single DuckDB writer slot, so steps cannot run
         # in parallel anyway; one process avoids ~5 s of start-up per step (FIELD_NOTES).

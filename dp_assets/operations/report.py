@@ -65,9 +65,7 @@ def write_report(settings: Settings, output: Path | None = None) -> Path:
     report = render_report(
         settings,
         Warehouse(database=str(settings.warehouse)),
-        MlflowTracking(
-            tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
-        ),
+        MlflowTracking.from_settings(settings),
     )
     return save(report, output or report_path(settings))
 
@@ -227,8 +225,9 @@ def _pipeline(
             )
         parts.append(
             f"<p class='serving'>Serving: <b>{html.escape(name)} v{champion.version}</b> "
-            f"(alias '{CHAMPION}', registered {registered:%Y-%m-%d %H:%M} UTC, MLflow run "
-            f"<code>{champion.run_id}</code>).{decision}</p>"
+            f"(alias '{CHAMPION}', registered {registered:%Y-%m-%d %H:%M} UTC, "
+            f"<a href='{html.escape(tracking.version_url(name, champion.version))}'>in MLflow</a>, "
+            f"run <code>{champion.run_id}</code>).{decision}</p>"
         )
     evaluation = tables["evaluation"]
     if evaluation is not None and evaluation.height:

@@ -32,7 +32,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from dp_assets.frozen import import_frozen
-from dp_assets.settings import DAGSTER_UI_URL, MLFLOW_UI_URL
+from dp_assets.settings import DAGSTER_UI_URL, MLFLOW_UI_URL, Settings
 
 SQLITE = "sqlite:///"
 STALE_TMP_S = 600  # a creation takes seconds: an older temporary store is a killed one's
@@ -151,6 +151,15 @@ class MlflowTracking(ConfigurableResource):
     dagster_ui_url: str = Field(
         default=DAGSTER_UI_URL, description="Dagster UI address MLflow runs link back to"
     )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MlflowTracking:
+        return cls(
+            tracking_uri=settings.mlflow_tracking_uri,
+            artifact_root=settings.mlflow_artifact_root,
+            ui_url=settings.mlflow_ui_url,
+            dagster_ui_url=settings.dagster_ui_url,
+        )
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
