@@ -43,7 +43,12 @@ def test_the_report_shows_time_axes_model_plots_and_readable_numbers(world):
         version = metadata[f"{pipeline} champion"]
         assert version.startswith("v") and f"Serving: <b>{pipeline} {version}</b>" in page
         assert {f"Performance of {version}", f"Feature importance of {version}"} <= set(titles)
-    assert any(t.startswith("energy_forecast: PSI by feature") for t in titles)
+    # Drift: a PSI plot where features were measured; this world's 40 customers are too few for a
+    # PSI (150 needed), and the page says so beside each feature's status.
+    drift = page.split("<h2>energy_forecast</h2>")[1].split("<h3>Drift")[1].split("<h3>")[0]
+    assert any(t.startswith("energy_forecast: PSI by feature") for t in titles) or (
+        "No feature had enough data for a PSI" in drift and "not evaluated" in drift
+    )
     assert "has no " not in page, "every champion's run holds its plots"
     # Readable numbers: thousands separated, rates as percentages, no scientific notation.
     cells = re.findall(r"<td class=num>([^<]*)</td>", page)
@@ -57,7 +62,7 @@ def test_the_report_follows_what_it_shows(world):
     platform, _ = world
     graph = platform.defs.resolve_asset_graph()
     node = graph.get(REPORT_KEY)
-    shown = {AssetKey(["energy_forecast", s]) for s in ("champion", "evaluation", "drift")}
+    shown = {AssetKey(["energy_forecast", s]) for s in ("champion", "drift")}
     assert shown | {AssetKey(["reporting", "model_accuracy"])} <= node.parent_keys
     assert node.automation_condition is not None, "the reporting group's policy makes it follow"
     # A retrain and the report in one run, as automation runs it after a promotion: the page

@@ -359,6 +359,9 @@ def _drift(spec: PipelineSpec, drift: pl.DataFrame | None) -> str:
         parts.append(_image(plots.bars(title, "PSI", measured["feature"].to_list(),
                                        measured["psi"].to_list(), flagged, spec.drift_threshold),
                             title))  # fmt: skip
+    else:
+        parts.append("<p class='none'>No feature had enough data for a PSI in the latest window: "
+                     "each feature's status and reason below say why.</p>")  # fmt: skip
     if drift["computed_at"].n_unique() >= 2:
         moved = drift.group_by("feature").agg(pl.col("psi").max()).sort("psi", descending=True)
         shown = moved.head(8)["feature"]
