@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import zipfile
 
 import pytest
@@ -240,8 +241,12 @@ def test_quarantine_stays_open_until_redelivered_or_acknowledged(platform, monke
     assert landed.metadata["files taken"].value == 0
     assert landed.metadata["total files taken"].value == 2
 
-    # The fixed file, delivered again under its name, resolves its quarantine.
-    platform.drop("meters_vendor_a", "commas.csv", GOOD_A.replace("10:", "11:").encode())
+    # The fixed file, delivered again under its name, resolves its quarantine: even copied with
+    # the sender's older time (`cp -p`), as landing order decides, not the file's mtime.
+    fixed_file = platform.drop(
+        "meters_vendor_a", "commas.csv", GOOD_A.replace("10:", "11:").encode()
+    )
+    os.utime(fixed_file, (1_000_000_000, 1_000_000_000))
     fixed = platform.materialize(selection)
     assert _quarantine_check(platform, fixed, "meters_vendor_a").passed
     assert not _quarantine_check(platform, fixed, "tariffs").passed

@@ -46,23 +46,24 @@ class QuarantineAck(pa.DataFrameModel):
 # Every quarantined file with its first arrival; outcomes only once the formatted zone has run.
 _QUARANTINED = """
     SELECT source, sha256 AS file_sha256, original_name, quarantine_reason AS reason,
-           arrival_time
+           arrival_time, landed_at
     FROM landing.deliveries WHERE quarantine_reason IS NOT NULL AND NOT redelivery
 """
 _FROM_OUTCOMES = """
     UNION ALL
-    SELECT o.source, o.file_sha256, o.original_name, o.reason, d.arrival_time
+    SELECT o.source, o.file_sha256, o.original_name, o.reason, d.arrival_time, d.landed_at
     FROM formatted.file_outcomes o
     JOIN landing.deliveries d ON d.source = o.source AND d.sha256 = o.file_sha256 AND NOT d.redelivery
     WHERE o.status = 'quarantined'
 """
-# A later file of the same name formatted resolves a quarantine; for a stray (``_unknown``),
-# the same name or content formatted in any source folder.
+# A file of the same name landed since (or in the same run) and formatted resolves a quarantine;
+# for a stray (``_unknown``), the same name or content formatted in any source folder. Landing
+# order, not arrival_time: that is the inbox file's mtime, which the sender sets (``cp -p``).
 _RESOLVED = f"""
     SELECT 1 FROM formatted.file_outcomes f
     JOIN landing.deliveries fd ON fd.source = f.source AND fd.sha256 = f.file_sha256
                               AND NOT fd.redelivery
-    WHERE f.status = 'formatted' AND fd.arrival_time >= q.arrival_time
+    WHERE f.status = 'formatted' AND fd.landed_at >= q.landed_at
       AND (f.source = q.source OR q.source = '{UNKNOWN_SOURCE}')
       AND (f.original_name = q.original_name
            OR (q.source = '{UNKNOWN_SOURCE}' AND f.file_sha256 = q.file_sha256))
