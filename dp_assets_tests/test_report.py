@@ -32,7 +32,7 @@ def test_the_report_shows_time_axes_model_plots_and_readable_numbers(world):
     assert REPORT_KEY in {e.asset_key for e in result.get_asset_materialization_events()}
     metadata = latest_metadata(platform, REPORT_KEY)
     path = Path(metadata["path"])
-    assert path == report_path(platform.settings) and metadata["url"] == path.as_uri()
+    assert path == report_path(platform.settings) and str(path) in metadata["summary"]
     page = path.read_text()
     titles = re.findall(r"<img alt='([^']*)'", page)
     # Time axes: rejects per delivery day, each time pipeline's accuracy per day.
@@ -104,3 +104,29 @@ def test_headless_chromium_renders_the_report(world, tmp_path):
     assert drawn.mean() > 0.02, f"the page looks blank: {drawn.mean():.1%} of pixels drawn"
     # Content runs down the page (plots and tables), not only a heading at the top.
     assert drawn[1500:].mean() > 0.01
+
+
+def test_drift_over_time_shows_the_features_measured_not_those_never_evaluated():
+    import datetime as dt
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    from dp_assets.operations.report import _drift
+
+    spec = SimpleNamespace(name="p", drift_threshold=0.25)
+    times = [dt.datetime(2024, 5, d, tzinfo=dt.UTC) for d in (1, 8)]
+    drift = pl.DataFrame({
+        "computed_at": [t for t in times for _ in range(3)],
+        "feature": ["moved", "quiet", "never"] * 2,
+        "psi": [0.5, 0.01, None, 0.7, 0.02, None],
+        "drifted": [True, False, False, True, False, False],
+        "status": ["drifted", "stable", "not evaluated"] * 2,
+    })  # fmt: skip
+    section = _drift(spec, drift)
+    assert "p: PSI over time, 2 most moved features" in section
+    # Measured once or never: no plot over time, and a window with no PSI says why.
+    once = _drift(spec, drift.filter(pl.col("computed_at") == times[0]))
+    assert "over time" not in once
+    nothing = _drift(spec, drift.filter(pl.col("feature") == "never"))
+    assert "over time" not in nothing and "No feature had enough data for a PSI" in nothing

@@ -362,8 +362,13 @@ def _drift(spec: PipelineSpec, drift: pl.DataFrame | None) -> str:
     else:
         parts.append("<p class='none'>No feature had enough data for a PSI in the latest window: "
                      "each feature's status and reason below say why.</p>")  # fmt: skip
-    if drift["computed_at"].n_unique() >= 2:
-        moved = drift.group_by("feature").agg(pl.col("psi").max()).sort("psi", descending=True)
+    if drift.drop_nulls("psi")["computed_at"].n_unique() >= 2:
+        moved = (
+            drift.drop_nulls("psi")
+            .group_by("feature")
+            .agg(pl.col("psi").max())
+            .sort("psi", descending=True)
+        )
         shown = moved.head(8)["feature"]
         title = f"{spec.name}: PSI over time, {shown.len()} most moved features"
         parts.append(_image(plots.over_time(title, "PSI", drift.filter(

@@ -54,9 +54,9 @@ def build_report_asset(keys: list[AssetKey], pipelines: list[PipelineSpec]):
         summary = "\n".join(f"- **{k}**: {v}" for k, v in figures.items())
         return MaterializeResult(
             metadata={
+                # A path, not a file:// link: browsers do not follow those from the UI's page.
                 "path": MetadataValue.path(str(path)),
-                "url": MetadataValue.url(path.as_uri()),
-                "summary": MetadataValue.md(f"[Open the report]({path.as_uri()})\n\n{summary}"),
+                "summary": MetadataValue.md(f"Open `{path}` in a browser.\n\n{summary}"),
                 **{f"{p} champion": MetadataValue.text(v) for p, v in built.served.items()},
             }
         )
