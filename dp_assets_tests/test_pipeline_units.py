@@ -1,23 +1,35 @@
 """The factory's pure parts on small frames: categorical encoding, the spec's LightGBM defaults,
 the holdout's digest, the early-stopping split, the raw-records model MLflow serves, the training
-data's version and the UI addresses evidence links point at."""
+data's version, what makes two trainings the same, the gate on a reused champion and the UI
+addresses evidence links point at."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import inspect
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
 
+from dp_assets.analysis import factory
 from dp_assets.analysis.factory import (
+    _training_code,
+    _what_changed,
     category_levels,
+    code_version,
     data_version,
     early_stopping_split,
     feature_matrix,
+    training_identity,
+    training_key,
 )
+from dp_assets.analysis.gate import already_champion
 from dp_assets.analysis.served import encode
 from dp_assets.analysis.spec import Entity, Gate, PipelineSpec, Split, load_pipeline
 from dp_assets.analysis.timeseries import split_holdout
@@ -233,3 +245,76 @@ def test_evidence_links_point_at_the_local_uis_unless_told_otherwise(tmp_path, m
         "https://mlflow.example.org/team/get-artifact?path=evaluation/performance.png&run_uuid=abc"
     )
     assert tracking.dagster_run_url("r1") == "https://dagster.example.org/runs/r1"
+
+
+def identity_of(spec: PipelineSpec, **overrides) -> dict[str, str]:
+    given = dict(code="1-abc", data="d1", params={"seed": 7}, rounds=300,
+                 features=["age", "education_num"], categorical=["education_num"])  # fmt: skip
+    return training_identity(spec, **(given | overrides))
+
+
+def test_the_training_key_changes_with_every_resolved_setting_that_shapes_the_model():
+    spec = snapshot_spec()
+    same = training_key(identity_of(spec))
+    assert training_key(identity_of(snapshot_spec())) == same
+    changed = {
+        # The YAML default (50) lives in spec.py, not in the spec's file.
+        "early stopping": identity_of(dataclasses.replace(spec, early_stopping_rounds=50)),
+        "split fraction": identity_of(
+            dataclasses.replace(spec, split=Split(by="holdout", fraction=0.3, seed=3))
+        ),
+        "split seed": identity_of(
+            dataclasses.replace(spec, split=Split(by="holdout", fraction=0.25, seed=4))
+        ),
+        "horizon": identity_of(dataclasses.replace(spec, horizon_days=2)),
+        "categorical": identity_of(spec, categorical=[]),
+        "features": identity_of(spec, features=["education_num", "age"]),
+        "params": identity_of(spec, params={"seed": 8}),
+        "rounds": identity_of(spec, rounds=301),
+        "data": identity_of(spec, data="d2"),
+        "code": identity_of(spec, code="1-abd"),
+    }
+    for what, identity in changed.items():
+        assert training_key(identity) != same, what
+
+
+def test_the_code_version_and_the_training_code_follow_the_modules_training_runs_through(
+    monkeypatch,
+):
+    spec = snapshot_spec()
+    code, training = code_version(spec), _training_code()
+    getsource = inspect.getsource
+
+    def edited(*modules):
+        names = {m.__name__ for m in modules}
+        return lambda obj: getsource(obj) + ("\n# edited" if obj.__name__ in names else "")
+
+    monkeypatch.setattr(inspect, "getsource", edited(factory))
+    assert code_version(spec) != code, "the factory's changes are in the code version"
+    for module in ("dp_assets.analysis.timeseries", "dp_assets.analysis.spec"):
+        monkeypatch.setattr(inspect, "getsource", edited(sys.modules[module]))
+        assert code_version(spec) == code and _training_code() != training, module
+
+
+def test_what_changed_names_the_part_of_the_training_key_that_differs():
+    identity = identity_of(snapshot_spec())
+    tags = dict(factory.identity_tags(identity))
+    champion = SimpleNamespace(version="3", tags=tags)
+    assert _what_changed(None, identity) == "no champion yet"
+    for part, tag in factory.IDENTITY_TAGS.items():
+        champion.tags = tags | {tag: "other"}
+        assert _what_changed(champion, identity) == f"{part} differs from the champion's (v3)"
+    # A champion registered before a part was tagged: what differs cannot be named.
+    champion.tags = {k: v for k, v in tags.items() if k != "lightgbm_version"}
+    assert "LightGBM release" not in _what_changed(champion, identity)
+
+
+def test_a_reused_champion_is_settled_only_while_it_still_clears_the_baseline():
+    gate = Gate(min_improvement_vs_baseline=0.15)
+    kept = already_champion("regression", gate, 3, challenger=0.80, baseline=1.0)
+    assert not kept.promote and kept.settled and "already the champion" in kept.reason
+    # A new validation window on which the same model no longer beats the baseline by the margin.
+    worse = already_champion("regression", gate, 3, challenger=0.90, baseline=1.0)
+    assert not worse.promote and not worse.settled
+    assert "already the champion" in worse.reason and "baseline by 10.0%" in worse.reason
+    assert not already_champion("regression", gate, 3, float("nan"), 1.0).settled

@@ -16,6 +16,7 @@ from dagster import AssetSelection, MetadataValue, materialize
 from dp_assets.analysis.factory import build_pipeline_assets, feature_matrix
 from dp_assets.analysis.gate import decide
 from dp_assets.analysis.leakage import future_leaks
+from dp_assets.governance.erasure_job import RETRAIN_TAG
 from dp_assets.analysis.spec import Gate, PipelineSpec
 from dp_assets.metadata import PREVIEW_ROWS
 from dp_assets_tests.conftest import PIPELINES, score_served
@@ -136,19 +137,44 @@ def test_predictions_record_model_version_and_time(world, pipeline):
     assert rows["predicted_at"].null_count() == 0 and rows["as_of"].n_unique() == 1
 
 
-def test_retraining_is_reproducible_and_a_worse_model_is_not_promoted(world):
+def model_file(platform, pipeline: str, version: str, into: Path) -> bytes:
+    """The booster a registered version holds, as LightGBM saved it."""
+    import mlflow.artifacts
+
+    uri = tracking(platform).tracking_uri
+    folder = mlflow.artifacts.download_artifacts(
+        f"models:/{pipeline}/{version}", dst_path=str(into), tracking_uri=uri, registry_uri=uri
+    )
+    return (Path(folder) / "model.lgb").read_bytes()
+
+
+def test_retraining_is_reproducible_and_a_worse_model_is_not_promoted(world, tmp_path):
     platform, _ = world
     chain = AssetSelection.assets(
         *[["energy_forecast", s] for s in ("model", "evaluation", "champion", "predictions")]
     )
     first = overall(platform, "energy_forecast")
-
-    # Same data, code and seed: the same metrics, and no new version.
-    before = versions(platform, "energy_forecast")
-    assert platform.materialize(chain).success
-    assert overall(platform, "energy_forecast") == first
-    assert versions(platform, "energy_forecast") == before
     champion = tracking(platform).model_version("energy_forecast", "champion")
+    before = versions(platform, "energy_forecast")
+
+    # An erasure's retrain tag rules the registered version out of reuse: the same data, code and
+    # seed train again, and give the same model and metrics (a tie, so no promotion).
+    client = tracking(platform).client()
+    client.set_model_version_tag("energy_forecast", champion.version, RETRAIN_TAG, "test")
+    try:
+        retrain = platform.materialize(chain)
+    finally:
+        client.delete_model_version_tag("energy_forecast", champion.version, RETRAIN_TAG)
+    assert retrain.success
+    assert versions(platform, "energy_forecast") == [*before, before[-1] + 1]
+    retrained = tracking(platform).model_version("energy_forecast", "challenger")
+    assert int(retrained.version) == before[-1] + 1
+    assert retrained.tags["training_key"] == champion.tags["training_key"]
+    assert overall(platform, "energy_forecast") == first
+    assert model_file(platform, "energy_forecast", retrained.version, tmp_path / "again") == (
+        model_file(platform, "energy_forecast", champion.version, tmp_path / "first")
+    )
+    assert "ties the champion" in gate_check(retrain).description
 
     # A deliberately weak challenger (one boosting round) is rejected; the champion stays.
     config = {"ops": {"energy_forecast__model": {"config": {"num_boost_round": 1}}}}
@@ -228,6 +254,11 @@ def test_a_challenger_that_ties_the_champion_is_not_promoted(world, tmp_path):
     )
     assert result.success
     assert len(versions(platform, "energy_forecast")) == len(before) + 1
+    model = {
+        e.asset_key.path[-1]: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }["model"]
+    assert "code version differs from the champion's" in model["training"].value
     promotion = latest_promotion(platform, "energy_forecast")
     assert promotion["challenger_value"] == promotion["champion_value"]
     assert not promotion["promoted"] and "ties the champion" in promotion["reason"]
@@ -236,6 +267,34 @@ def test_a_challenger_that_ties_the_champion_is_not_promoted(world, tmp_path):
     )
     gate = gate_check(result)
     assert "ties the champion" in gate.description
+
+
+def test_a_reused_champion_that_no_longer_clears_the_baseline_warns(world):
+    platform, _ = world
+    spec = PIPELINES["energy_forecast"]
+    # A margin no model reaches stands for a validation window on which the champion no longer
+    # beats the baseline: the gate is no training input, so the model step reuses the champion.
+    assets = build_pipeline_assets(dataclasses.replace(spec, gate=Gate(0.99)))
+    champion = tracking(platform).model_version("energy_forecast", "champion")
+    before = versions(platform, "energy_forecast")
+
+    result = materialize(
+        assets,
+        selection=[f"energy_forecast/{s}" for s in ("model", "evaluation", "champion")],
+        resources=platform.defs.resources,
+        instance=platform.instance,
+    )
+    assert result.success
+    assert versions(platform, "energy_forecast") == before
+    promotion = latest_promotion(platform, "energy_forecast")
+    assert promotion["challenger_version"] == int(champion.version)
+    assert "already the champion" in promotion["reason"] and "baseline" in promotion["reason"]
+    gate = gate_check(result)
+    assert gate.passed is False and gate.severity.value == "WARN"
+    assert f"champion v{champion.version} keeps serving" in gate.description
+    assert tracking(platform).model_version("energy_forecast", "champion").version == (
+        champion.version
+    )
 
 
 @pytest.mark.parametrize("pipeline", sorted(PIPELINES))

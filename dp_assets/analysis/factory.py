@@ -8,15 +8,17 @@ the naive baseline and the current ``champion`` on the same validation window; `
 the alias only when the gate passes; ``predictions`` scores the latest day with the champion.
 
 The registry grows only when something changed: ``model`` keys each training by its data
-version (``data_version``: a digest of the training rows it reads), the code version and the
-training parameters (``training_key``), and reuses the champion's or the current challenger's
-version when the key is theirs, training nothing. A challenger that ties the champion is not
-promoted (``gate``).
+version (``data_version``: a digest of the training rows it reads), the code version, the
+training code, the LightGBM release, the parameters and the spec's resolved training settings
+(``training_identity``), and reuses the champion's or the current challenger's version when the
+key is theirs, training nothing. A challenger that ties the champion is not promoted (``gate``).
 
 The gate is a blocking check: it fails with ERROR severity (stopping predictions) only when no
 champion exists at all, and with WARN when a challenger doing worse leaves the previous champion
-in place, so scoring goes on with the model that earned it; keeping the champion because the
-challenger is it, or ties it, passes. Every check result carries a one-line description.
+in place, or when the champion, reused as the challenger, no longer clears the baseline margin
+on the current validation window, so scoring goes on with the model that earned it; keeping the
+champion because the challenger is it (and still clears that margin), or ties it, passes. Every
+check result carries a one-line description.
 
 Evidence links both ways: the steps' metadata link to the MLflow run and registered version
 (``Settings.mlflow_ui_url``), the MLflow run and version link back to the Dagster run that trained
@@ -31,6 +33,7 @@ materializes with ``skipped: <why>`` metadata and reports no check, and the step
 too, so one pipeline without data never fails the others.
 """
 
+import dataclasses
 import datetime as dt
 import hashlib
 import inspect
@@ -102,9 +105,14 @@ class TrainConfig(Config):
     """Boosting rounds; 0 uses the pipeline spec's."""
 
 
+def _sources(*modules) -> str:
+    return "".join(inspect.getsource(module) for module in modules)
+
+
 def code_version(spec: PipelineSpec) -> str:
-    """Changes whenever the factory, the module building the examples or the spec's file changes."""
-    source = inspect.getsource(sys.modules[spec.build_examples.__module__])
+    """Changes whenever the factory (this module), the module building the examples or the
+    spec's file changes."""
+    source = _sources(sys.modules[__name__], sys.modules[spec.build_examples.__module__])
     if spec.source_file and Path(spec.source_file).is_file():
         source += Path(spec.source_file).read_text(encoding="utf-8")
     return f"{FACTORY_VERSION}-{hashlib.sha256(source.encode()).hexdigest()[:10]}"
@@ -129,24 +137,79 @@ def data_version(train: pl.DataFrame) -> str:
     return digest.hexdigest()[:20]
 
 
-def _training_code() -> str:
-    """The code that turns examples into a model, beyond the spec's code version: this module
-    and the encoding (``served``), whose changes change a trained model too."""
-    from dp_assets.analysis import served
+# The modules training runs through beyond the code version: the encoding, the splits early
+# stopping cuts again, and the spec's defaults and parameters.
+TRAINING_MODULES = (
+    "dp_assets.analysis.served",
+    "dp_assets.analysis.timeseries",
+    "dp_assets.analysis.spec",
+)
 
-    source = inspect.getsource(sys.modules[__name__]) + inspect.getsource(served)
+
+def _training_code() -> str:
+    """A digest of ``TRAINING_MODULES``, whose changes change a trained model too."""
+    import importlib
+
+    source = _sources(*(importlib.import_module(name) for name in TRAINING_MODULES))
     return hashlib.sha256(source.encode()).hexdigest()[:10]
 
 
-def training_key(code: str, data: str, params: dict, rounds: int) -> str:
-    """What makes two trainings the same: code version, data version, parameters and rounds, and
-    the LightGBM release. Same key, same model: the registry needs no new version."""
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+# Each part of a training's identity, and the tag of the registered version that records it.
+IDENTITY_TAGS = {
+    "data version": "data_version",
+    "code version": "dagster/code_version",
+    "training code": "training_code",
+    "LightGBM release": "lightgbm_version",
+    "training parameters": "training_params",
+    "training settings": "training_settings",
+}
+
+
+def training_identity(
+    spec: PipelineSpec,
+    code: str,
+    data: str,
+    params: dict,
+    rounds: int,
+    features: list[str],
+    categorical: list[str],
+) -> dict[str, str]:
+    """What makes two trainings the same, by part (``IDENTITY_TAGS``): the code and data
+    versions, the training code, the LightGBM release, the parameters and rounds, and the spec's
+    settings as resolved (defaults included) that shape the model: early stopping, the split
+    (early stopping cuts the train rows again with it), the horizon, the features in order and
+    the categorical ones."""
     import lightgbm as lgb
 
-    identity = {"code": code, "training code": _training_code(), "data": data,
-                "params": params, "rounds": rounds, "lightgbm": lgb.__version__}  # fmt: skip
-    text = json.dumps(identity, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    settings = {
+        "early_stopping_rounds": spec.early_stopping_rounds,
+        "split": dataclasses.asdict(spec.split),
+        "horizon_days": spec.horizon_days,
+        "features": features,
+        "categorical": categorical,
+    }
+    return {
+        "data version": data,
+        "code version": code,
+        "training code": _training_code(),
+        "LightGBM release": lgb.__version__,
+        "training parameters": _digest({"params": params, "rounds": rounds}),
+        "training settings": _digest(settings),
+    }
+
+
+def training_key(identity: dict[str, str]) -> str:
+    """Same key, same model: the registry needs no new version."""
+    return _digest(identity)
+
+
+def identity_tags(identity: dict[str, str]) -> dict[str, str]:
+    """The tags a registered version records its identity with, part by part."""
+    return {IDENTITY_TAGS[part]: value for part, value in identity.items()}
 
 
 def reusable_version(tracking: MlflowTracking, name: str, key: str):
@@ -176,20 +239,20 @@ def _links(tracking: MlflowTracking, name: str, version) -> dict:
     }
 
 
-def _what_changed(champion, data: str, code: str) -> str:
-    """Why a training registered a new version rather than reusing the champion's."""
+def _what_changed(champion, identity: dict[str, str]) -> str:
+    """Why a training registered a new version rather than reusing the champion's: the parts of
+    its identity that differ (a part the champion has no tag for, being older, is not named)."""
     if champion is None:
         return "no champion yet"
     changed = [
-        what
-        for what, tag, value in (("data version", "data_version", data),
-                                 ("code version", "dagster/code_version", code))
-        if champion.tags.get(tag) != value
-    ]  # fmt: skip
-    return (
-        f"{' and '.join(changed) or 'training parameters'} differ from the champion's "
-        f"(v{champion.version})"
-    )
+        part
+        for part, value in identity.items()
+        if champion.tags.get(IDENTITY_TAGS[part], value) != value
+    ]
+    if not changed:
+        return f"the training key differs from the champion's (v{champion.version})"
+    verb = "differs" if len(changed) == 1 else "differ"
+    return f"{' and '.join(changed)} {verb} from the champion's (v{champion.version})"
 
 
 SKIPPED = "skipped"
@@ -421,17 +484,19 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         rounds = config.num_boost_round or spec.num_boost_round
         categorical = list(levels) or "auto"
         data = data_version(train)
-        training = training_key(version, data, params, rounds)
+        identity = training_identity(spec, version, data, params, rounds, features, list(levels))
+        training = training_key(identity)
         reused, alias = reusable_version(mlflow_tracking, name, training)
         if reused is not None:
-            # Same data, code and parameters: the same model, already registered. The
+            # Same data, code, parameters and settings: the same model, already registered. The
             # challenger alias follows, so evaluation and the gate judge this version.
             mlflow_tracking.client().set_registered_model_alias(name, CHALLENGER, reused.version)
             return MaterializeResult(
                 metadata={
                     "training": MetadataValue.text(
-                        f"reuses version {reused.version} (the {alias}): same data version and "
-                        "code version, nothing trained, no version registered"
+                        f"reuses version {reused.version} (the {alias}): same data version, code "
+                        "version, training code, parameters and settings, nothing trained, no "
+                        "version registered"
                     ),
                     "model_version": MetadataValue.int(int(reused.version)),
                     "data version": MetadataValue.text(data),
@@ -473,8 +538,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "pipeline": name,
             "dagster/run_id": context.run_id,
             "dagster/run_url": dagster_run,
-            "dagster/code_version": version,
-            "data_version": data,
+            **identity_tags(identity),
             "training_key": training,
             "train_rows": str(train.height),
             **(
@@ -529,7 +593,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             metadata={
                 "training": MetadataValue.text(
                     f"registered version {registered}: "
-                    + _what_changed(mlflow_tracking.model_version(name, CHAMPION), data, version)
+                    + _what_changed(mlflow_tracking.model_version(name, CHAMPION), identity)
                 ),
                 "model_version": MetadataValue.int(int(registered)),
                 "data version": MetadataValue.text(data),
@@ -729,8 +793,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 "promotion_gate",
                 asset=key("champion"),
                 blocking=True,
-                description="Passes when the challenger was promoted, is the champion already or ties "
-                "it; WARN when a challenger doing worse leaves the previous champion in place, "
+                description="Passes when the challenger was promoted, is the champion already (still "
+                "clearing the baseline margin) or ties it; WARN when the champion stays in place "
+                "after a challenger doing worse, or no longer clears that margin itself, "
                 "ERROR (stopping predictions) when there is no champion at all",
             ),
         ],
@@ -754,7 +819,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         client = mlflow_tracking.client()
         if before is not None and int(before.version) == challenger_version:
             # The model step reused the champion's version: it keeps the gate tag it earned.
-            decision = already_champion(task, challenger_version, challenger_value, baseline_value)
+            decision = already_champion(
+                task, spec.gate, challenger_version, challenger_value, baseline_value
+            )
             champion_metric = challenger_value
         else:
             champion_metric = metric["champion"]["value"] if "champion" in metric else None
