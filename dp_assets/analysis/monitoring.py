@@ -13,6 +13,7 @@ BINS = 10
 SPREAD_FACTOR = 10.0
 STUCK_RISE = 0.5  # share of entities with one unchanging value over the window, above training's
 BREAK_MIN_ROWS = 30  # those signatures are orders of magnitude: a few dozen rows show them
+SAME = 1e-6  # relative: values of a feature closer than this are one value, not a shift
 STATUSES = ("stable", "drifted", "feed break", "expected to move", "not evaluated")
 
 
@@ -21,7 +22,9 @@ def psi(expected: np.ndarray, actual: np.ndarray, bins: int = BINS) -> float:
 
     Bins at the deciles of ``expected``'s known values (fewer where values repeat), each edge
     halfway between two values ``expected`` holds, so a value it holds never sits on an edge and
-    a near-constant feature is one bin, not a bin boundary rounding can cross. Missing values are
+    a near-constant feature is one bin, not a bin boundary rounding can cross; a constant one is
+    the bin within ``SAME`` (relative) of its value, with one bin below and one above it, so
+    moving off it is a shift. Missing values are
     a bin of their own. A bin empty in one window weighs half a row of that window (the least it
     could hold short of nothing) instead of a fixed 1e-4, which made the index of a few emptied
     bins 5 to 10 whatever the sample size; a bin empty in both says nothing and is left out.
@@ -33,12 +36,18 @@ def psi(expected: np.ndarray, actual: np.ndarray, bins: int = BINS) -> float:
 
 def _edges(known: np.ndarray, bins: int) -> np.ndarray:
     values = np.unique(known)
-    if values.size < 2:
+    if values.size == 1:
+        return values[0] + np.array([-1, 1]) * _tolerance(values[0])
+    if values.size == 0:
         return np.array([])
     at = np.quantile(known, np.linspace(0, 1, bins + 1)[1:-1], method="inverted_cdf")
     above = np.searchsorted(values, at, side="right")
     inside = above < values.size  # a decile at the largest value has nothing above it
     return np.unique((at[inside] + values[above[inside]]) / 2)
+
+
+def _tolerance(value: float) -> float:
+    return SAME * max(abs(value), 1.0)
 
 
 def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -69,16 +78,18 @@ def drift(
     learned from): PSI, means, the windows compared, rows, a ``status`` (``STATUSES``), its
     ``reason`` and ``drifted`` (the status fails the check: drifted or feed break).
 
-    - A feed break fails whatever the feature (given ``BREAK_MIN_ROWS`` rows in each window): a unit change (its spread ``SPREAD_FACTOR`` times
-      larger or smaller than in training, or its mean moved by more than that many training
-      spreads), a stuck sensor (the share of ``entity`` values unchanged over a week up by
+    - A feed break fails whatever the feature (given ``BREAK_MIN_ROWS`` rows in each window): a
+      unit change (its spread ``SPREAD_FACTOR`` times larger or smaller than in training, or its
+      mean moved by more than that many training spreads; for a feature constant in training,
+      most recent values off that value), a stuck sensor (the share of ``entity`` values unchanged over a week up by
       ``STUCK_RISE``; without an entity, one value in every recent row), or a rise of missing
       values whose index is above ``threshold``.
     - PSI needs ``min_sample`` observations in each window, else the feature is not evaluated:
       entities for a time series (a customer's days are one trajectory: a persistent feature such
-      as tenure has one observation per customer, not per day), rows for a snapshot; and as many
-      distinct values of a feature with more than ``BINS`` values in training (rows sharing a
-      value, a region's weather on a day, are one observation).
+      as tenure has one observation per customer, not per day), rows for a snapshot. A numeric
+      feature of a time series with more than ``BINS`` values in training also needs as many
+      distinct (as_of, value) pairs: entities sharing a value on a day, a region's weather, are
+      one observation (never so for a snapshot's rows or a categorical's levels).
     - A ``seasonal`` feature of a time series (frames with ``as_of``) is compared with the
       training rows of the same calendar days of earlier years; when training holds too few of
       them, and for a feature ``expected_to_move`` (a tariff revised monthly), the PSI against the
@@ -108,10 +119,11 @@ def drift(
         status, reason = _judge(
             f, reference, recent, expected, actual, threshold, min_sample,
             entity if series else None, categorical=train.schema[f] in (pl.String, pl.Categorical),
+            series=series,
         )  # fmt: skip
         value = None
         if status != "not evaluated":
-            value = round(_index(*_known_counts(expected, actual)), 6)
+            value = round(psi(_known(expected), _known(actual)), 6)
         if not status:
             status, reason = _verdict(value, threshold, moving, compared)
         rows.append({
@@ -166,13 +178,12 @@ def _numeric(f: str, train, reference, recent) -> tuple[np.ndarray, np.ndarray]:
     return tuple(frame[f].cast(pl.Float64).to_numpy() for frame in (reference, recent))
 
 
-def _known_counts(expected: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    expected, actual = expected[~np.isnan(expected)], actual[~np.isnan(actual)]
-    edges = _edges(expected, BINS)
-    return _counts(expected, edges), _counts(actual, edges)
+def _known(values: np.ndarray) -> np.ndarray:
+    return values[~np.isnan(values)]
 
 
-def _judge(f, reference, recent, expected, actual, threshold, min_sample, entity, categorical):
+def _judge(f, reference, recent, expected, actual, threshold, min_sample, entity, categorical,
+           series):  # fmt: skip
     """(status, reason) before PSI: the feed-break signatures, then whether the samples are large
     enough for a PSI; ("", "") when they are."""
     if reference.height < BREAK_MIN_ROWS or recent.height < BREAK_MIN_ROWS:
@@ -189,16 +200,21 @@ def _judge(f, reference, recent, expected, actual, threshold, min_sample, entity
             "not evaluated",
             f"{least} {unit} in a window: fewer than the {min_sample} a PSI needs",
         )
-    # A value many rows share (a region's weather on a day) is one observation, not one per row;
-    # a feature with at most BINS values (a code, a weekday) is counted as above.
-    known_e, known_a = expected[~np.isnan(expected)], actual[~np.isnan(actual)]
-    distinct = np.unique(known_a).size
-    if np.unique(known_e).size > BINS and distinct < min_sample:
-        return "not evaluated", (
-            f"{distinct} distinct values in the recent window (rows sharing a value, like a "
-            f"region's weather on a day, count once): fewer than {min_sample}"
-        )
+    # In a time series, a value the entities share on a day (a region's weather) is one
+    # observation, not one per entity. Only there: rows of a snapshot sharing an age are separate
+    # people, and a categorical's or a code's few values (at most BINS: a weekday) are its bins.
+    if series and not categorical and np.unique(_known(expected)).size > BINS:
+        pairs = min(_day_values(reference, f), _day_values(recent, f))
+        if pairs < min_sample:
+            return "not evaluated", (
+                f"{pairs} distinct (as_of, value) pairs in a window (entities sharing a value on "
+                f"a day, like a region's weather, count once): fewer than {min_sample}"
+            )
     return "", ""
+
+
+def _day_values(frame: pl.DataFrame, f: str) -> int:
+    return frame.drop_nulls(f).select("as_of", f).n_unique()
 
 
 def _sample(frame: pl.DataFrame, entity: str | None) -> int:
@@ -233,6 +249,16 @@ def _feed_break(f, reference, recent, expected, actual, threshold, entity, categ
                 f"level moved {moved:.3g} training spreads (mean {known_e.mean():.4g} -> "
                 f"{known_a.mean():.4g}): a unit change"
             )
+        # A feature (nearly) constant in training has no spread to measure a unit by: most
+        # recent values off that value is the break.
+        if spread_e == 0:
+            held = float(np.median(known_e))
+            off = np.mean(np.abs(known_a - held) > _tolerance(held))
+            if off > 0.5:
+                return (
+                    f"training held one value, {held:.6g}; {off:.0%} of recent values differ "
+                    f"(mean {known_a.mean():.4g}): a unit change or a new feed"
+                )
         if spread_e > 0 and spread_a == 0 and entity is None:
             return f"stuck: every recent row holds {known_a[0]:.6g}"
     if entity is not None:

@@ -46,10 +46,23 @@ def drift_description(failing: pl.DataFrame, counts: dict) -> str:
     if failing.height:
         first = failing.row(0, named=True)
         more = f" (+{failing.height - 1} more)" if failing.height > 1 else ""
-        text = f"{first['feature']}: {first['status']}, {first['reason']}{more}; retraining starts"
+        text = (
+            f"{first['feature']}: {first['status']}, {first['reason']}{more}; retraining requested"
+        )
         return text if len(text) <= 200 else text[:199] + "…"
     reported = ", ".join(f"{counts[s]} {s}" for s in monitoring.STATUSES if counts.get(s))
     return f"no feature drifted: {reported}"
+
+
+def drift_metadata(measured: pl.DataFrame) -> dict:
+    """The drift materialization's figures: features per status, and the largest PSI when any
+    feature had one (none measured is no PSI, not a PSI of 0)."""
+    counts = dict(measured["status"].value_counts().iter_rows())
+    largest = measured["psi"].max()
+    return {
+        **({} if largest is None else {"max psi": MetadataValue.float(float(largest))}),
+        **{f"features {s}": MetadataValue.int(counts.get(s, 0)) for s in monitoring.STATUSES},
+    }
 
 
 def not_applicable(reason: str) -> MaterializeResult:
@@ -87,7 +100,7 @@ def build_monitoring_assets(spec: PipelineSpec, common: dict) -> list:
                 asset=drift_key,
                 description=f"No feature drifted (PSI above {spec.drift_threshold}) or broke (a "
                 "unit change, a stuck sensor, values gone missing); seasonal and expected moves "
-                "are reported, not failed (warns; a failure starts retraining)",
+                "are reported, not failed (warns; a failure requests retraining)",
             ),
         ],
         **common,
@@ -132,8 +145,7 @@ def build_monitoring_assets(spec: PipelineSpec, common: dict) -> list:
             insert(conn, drift_table, measured)
             materialization, check = stored_table_results(
                 conn, drift_table, DriftRow, drift_key,
-                **{"max psi": MetadataValue.float(float(measured["psi"].max() or 0.0)),
-                   **{f"features {s}": MetadataValue.int(counts.get(s, 0)) for s in monitoring.STATUSES}},
+                **drift_metadata(measured),
             )  # fmt: skip
         worst = measured.sort("drifted", "psi", descending=True, nulls_last=True)
         failing = worst.filter("drifted")
