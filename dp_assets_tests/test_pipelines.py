@@ -233,6 +233,21 @@ def test_a_rerun_on_unchanged_data_registers_no_version_and_says_why(world):
     assert kept.version == champion.version and kept.tags["gate"].startswith("promoted")
 
 
+def train_energy(platform, spec):
+    """Model, evaluation and champion of ``spec`` (an edited energy_forecast) in ``platform``:
+    (the champion before, the versions before, the run)."""
+    champion = tracking(platform).model_version("energy_forecast", "champion")
+    before = versions(platform, "energy_forecast")
+    result = materialize(
+        build_pipeline_assets(spec),
+        selection=[f"energy_forecast/{s}" for s in ("model", "evaluation", "champion")],
+        resources=platform.defs.resources,
+        instance=platform.instance,
+    )
+    assert result.success
+    return champion, before, result
+
+
 def test_a_challenger_that_ties_the_champion_is_not_promoted(world, tmp_path):
     platform, _ = world
     spec = PIPELINES["energy_forecast"]
@@ -242,17 +257,9 @@ def test_a_challenger_that_ties_the_champion_is_not_promoted(world, tmp_path):
     edited.write_text(
         Path(spec.source_file).read_text() + "\n# a comment changes the code version\n"
     )
-    assets = build_pipeline_assets(dataclasses.replace(spec, source_file=str(edited)))
-    champion = tracking(platform).model_version("energy_forecast", "champion")
-    before = versions(platform, "energy_forecast")
-
-    result = materialize(
-        assets,
-        selection=[f"energy_forecast/{s}" for s in ("model", "evaluation", "champion")],
-        resources=platform.defs.resources,
-        instance=platform.instance,
+    champion, before, result = train_energy(
+        platform, dataclasses.replace(spec, source_file=str(edited))
     )
-    assert result.success
     assert len(versions(platform, "energy_forecast")) == len(before) + 1
     model = {
         e.asset_key.path[-1]: e.materialization.metadata
@@ -274,17 +281,7 @@ def test_a_reused_champion_that_no_longer_clears_the_baseline_warns(world):
     spec = PIPELINES["energy_forecast"]
     # A margin no model reaches stands for a validation window on which the champion no longer
     # beats the baseline: the gate is no training input, so the model step reuses the champion.
-    assets = build_pipeline_assets(dataclasses.replace(spec, gate=Gate(0.99)))
-    champion = tracking(platform).model_version("energy_forecast", "champion")
-    before = versions(platform, "energy_forecast")
-
-    result = materialize(
-        assets,
-        selection=[f"energy_forecast/{s}" for s in ("model", "evaluation", "champion")],
-        resources=platform.defs.resources,
-        instance=platform.instance,
-    )
-    assert result.success
+    champion, before, result = train_energy(platform, dataclasses.replace(spec, gate=Gate(0.99)))
     assert versions(platform, "energy_forecast") == before
     promotion = latest_promotion(platform, "energy_forecast")
     assert promotion["challenger_version"] == int(champion.version)

@@ -113,7 +113,7 @@ def quarantine_check(
         more = f" and {still_open.height - 1} more" if still_open.height > 1 else ""
         head = f"{name}{more} in quarantine: "
         tail = f"; deliver it again fixed, or {ACK_COMMAND.format(source=source, file=name)}"
-        room = max(200 - len(head) - len(tail), 20)  # one line: Dagster shows it beside the check
+        room = max(320 - len(head) - len(tail), 20)  # one line: Dagster shows it beside the check
         description = head + (reason if len(reason) <= room else reason[: room - 1] + "…") + tail
     return AssetCheckResult(
         check_name="no_quarantined_files",

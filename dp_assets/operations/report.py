@@ -27,6 +27,7 @@ import polars as pl
 from dp_assets.analysis import plots
 from dp_assets.analysis.metrics import METRICS, PRIMARY
 from dp_assets.analysis.spec import PipelineSpec
+from dp_assets.landing.quarantine import open_quarantine
 from dp_assets.operations.health import HEALTH_TABLE
 from dp_assets.resources import MlflowTracking, Warehouse
 from dp_assets.resources.tables import table_exists
@@ -93,8 +94,9 @@ def render_report(settings: Settings, warehouse: Warehouse, tracking: MlflowTrac
             )
 
         quality = _data_quality(
-            read("formatted.file_outcomes"), read("landing.deliveries"), read(HEALTH_TABLE), report
-        )
+            read("formatted.file_outcomes"), read("landing.deliveries"), read(HEALTH_TABLE), report,
+            open_quarantine(conn).height,
+        )  # fmt: skip
         tables = {
             name: {t: read(f"{name}.{t}") for t in ("evaluation", "promotions", "drift",
                                                      "live_accuracy")}
@@ -130,7 +132,9 @@ def _data_quality(
     deliveries: pl.DataFrame | None,
     health: pl.DataFrame | None,
     report: Report,
+    still_open: int,
 ) -> str:
+    """``still_open``: quarantined files not yet re-delivered fixed or acknowledged."""
     parts = ["<h2>Data quality</h2>"]
     if outcomes is None:
         return parts[0] + _missing("formatted.file_outcomes")
@@ -148,7 +152,7 @@ def _data_quality(
     records, rejected = per_source["records"].sum(), per_source["rejected"].sum()
     report.headlines |= {
         "files": f"{per_source['files'].sum():,}",
-        "quarantined files": f"{per_source['quarantined'].sum():,}",
+        "quarantined files": f"{per_source['quarantined'].sum():,} ({still_open:,} open)",
         "records read": f"{records:,}",
         "rejected": f"{rejected:,} ({rejected / records if records else 0:.2%})",
     }
@@ -374,7 +378,7 @@ def _drift(spec: PipelineSpec, drift: pl.DataFrame | None) -> str:
         parts.append(_image(plots.over_time(title, "PSI", drift.filter(
             pl.col("feature").is_in(shown.implode())).drop_nulls("psi"),
             "computed_at", "psi", "feature"), title))  # fmt: skip
-    parts.append(_table(latest.drop("computed_at")))
+    parts.append(_table(latest.drop("computed_at"), each_value=("train_mean", "recent_mean")))
     return "".join(parts)
 
 
@@ -390,10 +394,16 @@ def _cards(figures: dict[str, str]) -> str:
     ) + "</div>"  # fmt: skip
 
 
-def _table(frame: pl.DataFrame) -> str:
+def _table(frame: pl.DataFrame, each_value: tuple[str, ...] = ()) -> str:
+    """``each_value``: float columns whose rows differ in scale (one feature's mean per row), each
+    value read at its own significant digits rather than at the column's precision."""
     head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in frame.columns)
     numeric = [frame.schema[c].is_numeric() for c in frame.columns]
-    decimals = {c: _decimals(frame[c]) for c in frame.columns if frame.schema[c].is_float()}
+    decimals = {
+        c: _decimals(frame[c])
+        for c in frame.columns
+        if frame.schema[c].is_float() and c not in each_value
+    }
     body = "".join(
         "<tr>"
         + "".join(
