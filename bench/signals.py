@@ -47,19 +47,10 @@ def inspect(env: dict, code: str) -> str:
 
 
 FAILING = """
-from dagster import AssetCheckSeverity, DagsterInstance
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from dp_assets.definitions import build_defs
 from dp_assets.settings import Settings
-with DagsterInstance.get() as instance:
-    for key in sorted(build_defs(Settings.from_env()).resolve_asset_graph().asset_check_keys,
-                      key=lambda k: k.to_user_string()):
-        record = instance.get_latest_asset_check_evaluation_record(key)
-        if record is None or record.status != AssetCheckExecutionRecordStatus.FAILED:
-            continue
-        evaluation = record.event.dagster_event.event_specific_data
-        print(evaluation.severity.value, key.to_user_string(), (evaluation.description or "")[:160],
-              sep="\\t")
+from dp_assets.summary import failing_checks
+for check in failing_checks(Settings.from_env()):
+    print(check.severity, check.check, check.description[:160], sep="\\t")
 """
 
 VERSIONS = """
