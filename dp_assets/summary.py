@@ -58,7 +58,7 @@ def summarize(settings: Settings) -> str:
         lines += _quarantine(conn, settings)
         lines.append("")
         lines.append(
-            f"Re-delivered files recognised: {_scalar(conn, 'SELECT count(*) FROM landing.deliveries WHERE redelivery')}"
+            f"Re-delivered files recognised (all runs): {_scalar(conn, 'SELECT count(*) FROM landing.deliveries WHERE redelivery')}"
         )
         lines.append("")
         lines.append("Models (validation window; the latest gate decision):")

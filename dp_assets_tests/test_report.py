@@ -130,3 +130,22 @@ def test_drift_over_time_shows_the_features_measured_not_those_never_evaluated()
     assert "over time" not in once
     nothing = _drift(spec, drift.filter(pl.col("feature") == "never"))
     assert "over time" not in nothing and "No feature had enough data for a PSI" in nothing
+
+
+def test_step_durations_count_a_step_once_whatever_assets_it_materialized():
+    import datetime as dt
+
+    import polars as pl
+
+    from dp_assets.operations.report import step_durations
+
+    at = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    health = pl.DataFrame({
+        "asset": ["formatted/a", "formatted/a_rejects", "landing/x", "landing/y", "erased"],
+        "run_id": ["r1"] * 5,
+        "step": ["formatted_a", "formatted_a", "landing", "landing", None],
+        "materialized_at": [at] * 5,
+        "step_seconds": [2.0, 2.0, 3.0, 3.0, None],
+    })  # fmt: skip
+    steps = step_durations(health).sort("step")
+    assert steps.select("step", "step_seconds").rows() == [("formatted_a", 2.0), ("landing", 3.0)]

@@ -123,7 +123,8 @@ def land(context, settings, warehouse: Warehouse, sources: dict, selected: list[
             source: figures
             for source, *figures in conn.execute(
                 f"SELECT source, count(*), count(*) FILTER (NOT redelivery), "
-                f"count(*) FILTER (redelivery), sum(size_bytes) FROM {MANIFEST} GROUP BY source"
+                f"count(*) FILTER (redelivery), sum(size_bytes) FILTER (NOT redelivery) "
+                f"FROM {MANIFEST} GROUP BY source"
             ).fetchall()
         }
         previews = conn.execute(
@@ -175,8 +176,11 @@ def land(context, settings, warehouse: Warehouse, sources: dict, selected: list[
                 "total new files": MetadataValue.int(new),
                 "re-deliveries": MetadataValue.int(taken.filter(pl.col("redelivery")).height),
                 "total re-deliveries": MetadataValue.int(again),
-                "bytes taken": MetadataValue.int(int(taken["size_bytes"].sum() or 0)),
-                "total bytes taken": MetadataValue.int(int(size or 0)),
+                # Stored: a re-delivery is recognised by its hash, not copied again.
+                "bytes stored": MetadataValue.int(
+                    int(taken.filter(~pl.col("redelivery"))["size_bytes"].sum() or 0)
+                ),
+                "total bytes stored": MetadataValue.int(int(size or 0)),
                 "files": markdown(taken.select(LISTED_COLUMNS), rows=max(taken.height, 1)),
                 "skipped": markdown(left.drop("source"), rows=max(left.height, 1)),
             },

@@ -19,6 +19,11 @@ class PipelineHealthRow(pa.DataFrameModel):
 
     asset: str = pa.Field(description="Asset key, zone/name")
     run_id: str = pa.Field(description="Dagster run that materialized it")
+    step: Optional[str] = pa.Field(
+        nullable=True,
+        description="Dagster step that materialized it: the assets of one step (a source's "
+        "table and its rejects, every landing table) share it and its duration",
+    )
     materialized_at: UtcTimestamp = pa.Field(
         description="When the materialization was recorded, UTC"
     )
@@ -69,7 +74,7 @@ def health_rows(events: list[dict], step_ms: dict[tuple[str, str], float]) -> pl
             row["rows_out"] = metadata.get("dagster/row_count")
         duration = step_ms.get((event["run_id"], event["step_key"]))
         rows.append({
-            "asset": event["asset"], "run_id": event["run_id"],
+            "asset": event["asset"], "run_id": event["run_id"], "step": event["step_key"],
             "materialized_at": event["timestamp"],
             "step_seconds": None if duration is None else round(duration / 1000, 3),
             **row,

@@ -186,24 +186,34 @@ def _rejects_by_day(outcomes: pl.DataFrame, deliveries: pl.DataFrame) -> str:
     )  # fmt: skip
 
 
+def step_durations(health: pl.DataFrame) -> pl.DataFrame:
+    """Seconds per run and step, not per asset: the assets of one step (a source's table and its
+    rejects, every landing table) share its duration, and would otherwise read as costing it each."""
+    return (
+        health.drop_nulls(["step_seconds", "step"])
+        .group_by("run_id", "step")
+        .agg(pl.col("materialized_at").max(), pl.col("step_seconds").first())
+    )
+
+
 def _durations(health: pl.DataFrame) -> str:
-    steps = health.drop_nulls("step_seconds")
+    steps = step_durations(health)
     if steps.is_empty():
         return ""
     runs = steps["run_id"].n_unique()
     if runs < RUNS_FOR_A_LINE:  # two points make no trend: what the latest run took
-        latest = steps.sort("materialized_at").group_by("asset").last()
+        latest = steps.sort("materialized_at").group_by("step").last()
         top = latest.sort("step_seconds", descending=True).head(SLOWEST)
-        title = f"Step duration in the latest run, {SLOWEST} slowest assets"
-        png = plots.bars(title, "seconds", top["asset"].to_list(), top["step_seconds"].to_list())
+        title = f"Step duration in the latest run, {SLOWEST} slowest steps"
+        png = plots.bars(title, "seconds", top["step"].to_list(), top["step_seconds"].to_list())
     else:
         slowest = (
-            steps.group_by("asset").agg(pl.col("step_seconds").median())
-            .sort("step_seconds", descending=True).head(SLOWEST)["asset"]
+            steps.group_by("step").agg(pl.col("step_seconds").median())
+            .sort("step_seconds", descending=True).head(SLOWEST)["step"]
         )  # fmt: skip
-        title = f"Step duration per run, {SLOWEST} slowest assets (median)"
-        png = plots.over_time(title, "seconds", steps.filter(pl.col("asset").is_in(slowest.implode())),
-                              "materialized_at", "step_seconds", "asset")  # fmt: skip
+        title = f"Step duration per run, {SLOWEST} slowest steps (median)"
+        png = plots.over_time(title, "seconds", steps.filter(pl.col("step").is_in(slowest.implode())),
+                              "materialized_at", "step_seconds", "step")  # fmt: skip
     return _image(png, title) + f"<p class='none'>Runs recorded: {runs:,}.</p>"
 
 
