@@ -23,7 +23,12 @@ One run, each phase in its own process so its peak RSS is its own:
 Before each timed phase (2 to 5) the page cache is written back (``os.sync``), so that no phase
 pays for the writeback of what the one before it wrote; a day's run comes long after the last.
 
-Prints one table and writes it to bench/results/<scale>.md. Nothing here is asserted.
+``--warehouse ducklake --lake-catalog 'postgres:dbname=... host=...'`` runs every phase on a DuckLake
+(an empty catalog database; the Parquet files go under the run's data dir) instead of the DuckDB
+file.
+
+Prints one table and writes it to bench/results/<scale>.md (``<scale>-ducklake.md`` on a lake).
+Nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -313,10 +318,14 @@ def main() -> int:
         "for one more copy of the data dir)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the data dir afterwards")
+    parser.add_argument("--warehouse", choices=("duckdb", "ducklake"), default="duckdb")
+    parser.add_argument("--lake-catalog", help="with --warehouse ducklake: an empty catalog")
     parser.add_argument("--materialize", choices=("all", "followers"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if (args.warehouse == "ducklake") != bool(args.lake_catalog):
+        parser.error("--lake-catalog goes with --warehouse ducklake, and only with it")
     if args.materialize:
         materialize(args.materialize == "followers")
         return 0
@@ -328,6 +337,9 @@ def main() -> int:
     env = {**os.environ, "DP_DATA_DIR": str(data), "DAGSTER_HOME": str(root / "home"),
            "DP_PII_KEY": "bench"}  # fmt: skip
     env.pop("MLFLOW_TRACKING_URI", None)  # the platform's default: SQLite in the data dir
+    env["DP_WAREHOUSE"] = args.warehouse
+    if args.lake_catalog:
+        env["DP_LAKE_CATALOG"] = args.lake_catalog
     (root / "home").mkdir(parents=True)
     shutil.copy(REPO / "dagster.yaml", root / "home" / "dagster.yaml")
     figures: dict = {}
@@ -407,7 +419,7 @@ def main() -> int:
     # A failed or skipped formatting step counts as 0 s; the failure is listed above the table.
     vendors_formatted_s = sum(full["steps"].get(f"formatted_{v}", 0.0) for v in vendors)
     lines = [
-        f"# dp_assets benchmark, scale {args.scale}: {meters:,} meters x {days} days "
+        f"# dp_assets benchmark, scale {args.scale}, warehouse {args.warehouse}: {meters:,} meters x {days} days "
         f"(+1 incremental), {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"{len(files):,} files, {raw_rows:,} raw records; {held} files of the last day "
@@ -482,7 +494,8 @@ def main() -> int:
         lines += ["", f"pandas baseline steps (s): {baseline['steps']}"]
     report = "\n".join(lines)
     print(report)
-    out_path = REPO / "bench" / "results" / f"{args.scale}.md"
+    suffix = "" if args.warehouse == "duckdb" else f"-{args.warehouse}"
+    out_path = REPO / "bench" / "results" / f"{args.scale}{suffix}.md"
     out_path.write_text(report + "\n")
     print(f"\nwritten to {out_path}; data in {root}")
     if not args.keep:
