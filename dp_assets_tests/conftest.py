@@ -220,10 +220,19 @@ def isolate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DP_INBOX_QUIET_S", "0")  # files dropped by tests are taken at once
 
 
+def on_its_warehouse(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the environment at the platform's lake, if it has one, so subprocesses (``dp``,
+    ``dagster``) and settings read from the environment in steps use the same warehouse."""
+    if platform.settings.warehouse_backend == "ducklake":
+        monkeypatch.setenv("DP_WAREHOUSE", "ducklake")
+        monkeypatch.setenv("DP_LAKE_CATALOG", platform.settings.lake_catalog)
+
+
 @pytest.fixture
 def platform(tmp_path, monkeypatch) -> Platform:
     isolate(monkeypatch)
     platform = Platform(tmp_path)
+    on_its_warehouse(platform, monkeypatch)
     yield platform
     platform.instance.dispose()
 
@@ -240,6 +249,7 @@ def isolated_platform(root: Path, lake_catalog: str | None = None) -> Iterator[P
     mp = pytest.MonkeyPatch()
     isolate(mp)
     platform = Platform(root, lake_catalog)
+    on_its_warehouse(platform, mp)
     try:
         yield platform
     finally:
