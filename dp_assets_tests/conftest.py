@@ -139,8 +139,8 @@ def lake_settings(data_dir: Path, catalog: str) -> Settings:
 class Platform:
     """The real definitions pointed at a temporary data dir, with helpers tests share.
 
-    ``lake_catalog``: the warehouse is that DuckLake; by default the session's backend decides
-    (a fresh lake per platform with ``--warehouse=ducklake``)."""
+    ``lake_catalog``: the warehouse is that DuckLake; ``""`` the DuckDB file; by default (None)
+    the session's backend decides (a fresh lake per platform with ``--warehouse=ducklake``)."""
 
     def __init__(self, root: Path, lake_catalog: str | None = None):
         if lake_catalog is None and _LAKE_SERVER is not None:
