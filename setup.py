@@ -17,8 +17,13 @@ setup(
         "dagster-mlflow",
         "dagster-postgres",  # deploy/dagster.yaml: PostgreSQL instance storage
         "mlflow>=3,<4",
-        # duckdb 2.0 breaks dagster-duckdb-polars (no DuckDBPyConnection.arrow); see FIELD_NOTES.
-        "duckdb>=1.1,<2",
+        # Pinned to the version the extension wheels below are built for (duckdb 2.0 would also
+        # break dagster-duckdb-polars: no DuckDBPyConnection.arrow; see FIELD_NOTES).
+        "duckdb==1.5.5",
+        # The DuckLake warehouse (DP_WAREHOUSE=ducklake) loads these by path: `INSTALL` needs
+        # network, and a wheel ships with the venv like any other dependency.
+        "duckdb-extension-ducklake==1.5.5",
+        "duckdb-extension-postgres-scanner==1.5.5",
         "polars>=1.30",
         "pandera[polars]>=0.24",
         "lightgbm>=4",
@@ -26,6 +31,6 @@ setup(
         "pandas<3",
     ],
     # duckdb-cli: the `duckdb` shell for querying the warehouse, same version line as the library.
-    extras_require={"dev": ["pytest>=8", "pytest-xdist", "ruff", "duckdb-cli>=1.1,<2"]},
+    extras_require={"dev": ["pytest>=8", "pytest-xdist", "ruff", "duckdb-cli==1.5.5"]},
     entry_points={"console_scripts": ["dp=dp_assets.cli:main"]},
 )

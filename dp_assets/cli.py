@@ -178,10 +178,11 @@ def acknowledge(settings: Settings, source: str, file: str, reason: str, by: str
     from dp_assets.landing.quarantine import acknowledge as record, open_quarantine
     from dp_assets.resources.warehouse import Warehouse
 
-    if not settings.warehouse.exists():
-        print(f"No warehouse yet at {settings.warehouse}: run `make demo` first.", file=sys.stderr)
+    warehouse = Warehouse.from_settings(settings)
+    if not warehouse.exists():
+        print(f"No warehouse yet at {warehouse.location}: run `make demo` first.", file=sys.stderr)
         return 1
-    with Warehouse(database=str(settings.warehouse)).transaction() as conn:
+    with warehouse.transaction() as conn:
         rows = record(conn, source, file, reason, by)
         still_open = open_quarantine(conn, source)
     if rows.is_empty():

@@ -94,7 +94,7 @@ def build_defs(settings: Settings | None = None) -> Definitions:
             "data_dir": DataDir(
                 path=str(settings.data_dir), projects=[str(p) for p in settings.projects]
             ),
-            "warehouse": Warehouse(database=str(settings.warehouse)),
+            "warehouse": Warehouse.from_settings(settings),
             "mlflow_tracking": MlflowTracking.from_settings(settings),
         },
         # Every step that does real work holds the single DuckDB writer slot, so steps cannot run

@@ -6,8 +6,17 @@ All state lives under ``DP_DATA_DIR`` (default ``./data``)::
     landing/<source>/...    persistent landing: immutable copies, one per distinct content
     quarantine/<source>/... files that could not be parsed, each beside a ``.reason.txt``
     warehouse.duckdb        the warehouse (schemas landing, formatted, exploitation, one per pipeline)
+    lake/, tmp/             with DP_WAREHOUSE=ducklake: the lake's Parquet files (by default) and spills
     mlflow.db, mlartifacts/ MLflow tracking store, model registry and artifacts
     secrets/pii_key         the pseudonymization key when DP_PII_KEY is not set
+
+The warehouse backend is ``DP_WAREHOUSE``: ``duckdb`` (default, the file above) or ``ducklake``, a
+DuckLake that many processes and machines share: ``DP_LAKE_CATALOG`` is its catalog (required), a
+DuckLake catalog string such as ``postgres:dbname=lake host=10.0.0.5 port=5432 user=dagster`` (the
+password from ``PGPASSWORD`` or ``~/.pgpass``, as libpq reads them), or a local
+``.../metadata.ducklake`` DuckDB file to try it without a server (one process at a time, then);
+``DP_LAKE_DATA_PATH`` is where the Parquet files go (default ``$DP_DATA_DIR/lake/``; an object store
+path such as ``s3://bucket/lake/`` needs DuckDB's httpfs extension and a secret, untested here).
 
 The Dagster instance lives under ``DAGSTER_HOME`` (the Makefile puts it in ``data/dagster_home``).
 
@@ -31,6 +40,7 @@ from pathlib import Path
 from dp_assets.project import Projects, load_projects, project_paths
 
 WAREHOUSE_FILE = "warehouse.duckdb"
+WAREHOUSE_BACKENDS = ("duckdb", "ducklake")
 INBOX_QUIET_S = 10.0
 MLFLOW_UI_URL = "http://127.0.0.1:5000"
 DAGSTER_UI_URL = "http://127.0.0.1:3000"
@@ -80,6 +90,23 @@ class Settings:
     data_dir: Path
     # The project folders served (``DP_PROJECT``, default the built-in sample utility).
     projects: tuple[Path, ...] = field(default_factory=lambda: tuple(project_paths()))
+    # The warehouse backend and, for a lake, its catalog and data path (see the module docstring).
+    warehouse_backend: str = field(
+        default_factory=lambda: os.environ.get("DP_WAREHOUSE") or "duckdb"
+    )
+    lake_catalog: str = field(default_factory=lambda: os.environ.get("DP_LAKE_CATALOG", ""))
+    lake_data: str = field(default_factory=lambda: os.environ.get("DP_LAKE_DATA_PATH", ""))
+
+    def __post_init__(self) -> None:
+        if self.warehouse_backend not in WAREHOUSE_BACKENDS:
+            raise ValueError(
+                f"DP_WAREHOUSE={self.warehouse_backend!r}: expected one of {WAREHOUSE_BACKENDS}"
+            )
+        if self.warehouse_backend == "ducklake" and not self.lake_catalog:
+            raise ValueError(
+                "DP_WAREHOUSE=ducklake needs DP_LAKE_CATALOG: a DuckLake catalog such as "
+                "'postgres:dbname=lake host=127.0.0.1 user=dagster', or a metadata.ducklake file"
+            )
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -112,7 +139,14 @@ class Settings:
 
     @property
     def warehouse(self) -> Path:
+        """The DuckDB file (the ``duckdb`` backend's warehouse)."""
         return self.data_dir / WAREHOUSE_FILE
+
+    @property
+    def lake_data_path(self) -> str:
+        """Where a lake's Parquet files live: ``DP_LAKE_DATA_PATH``, else ``lake/`` in the data
+        dir (a path or an object-store URL; DuckLake wants the trailing slash)."""
+        return self.lake_data or f"{self.data_dir / 'lake'}/"
 
     @property
     def mlflow_tracking_uri(self) -> str:

@@ -18,10 +18,11 @@ from dp_assets.settings import Settings
 
 
 def summarize(settings: Settings) -> str:
-    if not settings.warehouse.exists():
-        return f"No warehouse yet at {settings.warehouse}: run `make demo` first."
+    warehouse = Warehouse.from_settings(settings, lock_timeout_s=5)
+    if not warehouse.exists():
+        return f"No warehouse yet at {warehouse.location}: run `make demo` first."
     lines, pipelines = [], settings.catalog().pipelines
-    with Warehouse(database=str(settings.warehouse), lock_timeout_s=5).get_connection() as conn:
+    with warehouse.get_connection() as conn:
         zones = (
             "landing",
             "formatted",
@@ -71,9 +72,19 @@ def summarize(settings: Settings) -> str:
     lines += format_checks(failing_checks(settings))
     lines += [
         "",
-        f"Warehouse: {settings.warehouse}",
-        f"  query it: .venv/bin/duckdb -readonly {settings.warehouse}",
-        "  (close the shell before the next run: DuckDB lets one process at a time open the file)",
+        f"Warehouse: {warehouse.location}",
+        *(
+            [
+                "  query it: a DuckDB shell that LOADs the ducklake extension and ATTACHes it "
+                "(README, Running at scale); readers never block runs",
+            ]
+            if warehouse.backend == "ducklake"
+            else [
+                f"  query it: .venv/bin/duckdb -readonly {settings.warehouse}",
+                "  (close the shell before the next run: DuckDB lets one process at a time open "
+                "the file)",
+            ]
+        ),
         f"Data dictionary: {settings.data_dir / 'docs' / 'data_dictionary.md'}",
         "UI: `make ui` then open http://127.0.0.1:3000 (lineage, checks, metadata)",
     ]
@@ -104,9 +115,10 @@ def _quarantine(conn: duckdb.DuckDBPyConnection, settings: Settings) -> list[str
 
 def quarantine_lines(settings: Settings) -> list[str]:
     """``dp quarantine``: the open quarantined files."""
-    if not settings.warehouse.exists():
-        return [f"No warehouse yet at {settings.warehouse}: run `make demo` first."]
-    with Warehouse(database=str(settings.warehouse), lock_timeout_s=5).get_connection() as conn:
+    warehouse = Warehouse.from_settings(settings, lock_timeout_s=5)
+    if not warehouse.exists():
+        return [f"No warehouse yet at {warehouse.location}: run `make demo` first."]
+    with warehouse.get_connection() as conn:
         return _quarantine(conn, settings)
 
 

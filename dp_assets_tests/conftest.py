@@ -1,13 +1,23 @@
-"""Fixtures: every test gets its own data dir and Dagster instance under a temporary directory."""
+"""Fixtures: every test gets its own data dir and Dagster instance under a temporary directory.
+
+``pytest --warehouse=ducklake`` (or ``DP_TEST_WAREHOUSE=ducklake``) runs every ``Platform`` on a
+DuckLake instead of the DuckDB file: a PostgreSQL server started once per session (``postgres``),
+a fresh catalog database per platform, Parquet files under the platform's data dir."""
 
 from __future__ import annotations
 
+import glob
+import itertools
 import os
+import pwd
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,11 +36,119 @@ SOURCES, PIPELINES = SAMPLE.sources, SAMPLE.pipelines
 BACKBONE = AssetSelection.groups("landing", "formatted", "exploitation")
 
 
-class Platform:
-    """The real definitions pointed at a temporary data dir, with helpers tests share."""
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--warehouse",
+        choices=("duckdb", "ducklake"),
+        default=os.environ.get("DP_TEST_WAREHOUSE", "duckdb"),
+        help="the warehouse backend every Platform runs on (ducklake: a PostgreSQL catalog)",
+    )
 
-    def __init__(self, root: Path):
-        self.settings = Settings(root / "data")
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL server on 127.0.0.1 (trust authentication, user ``dagster``)."""
+
+    port: int
+    _names = itertools.count()
+
+    def create_database(self, prefix: str = "db") -> str:
+        """A new, empty database; its name."""
+        import psycopg2
+
+        name = f"{prefix}_{next(self._names)}"
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="dagster", dbname="postgres")
+        conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        return name
+
+    def lake_catalog(self) -> str:
+        """A DuckLake catalog string for a fresh database: one lake per platform."""
+        name = self.create_database("lake")
+        return f"postgres:dbname={name} host=127.0.0.1 port={self.port} user=dagster"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL cluster started with initdb and pg_ctl for the session. As root, it runs as the
+    postgres user (initdb refuses root)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.skip(
+            "PostgreSQL server binaries are not installed (no /usr/lib/postgresql/*/bin/initdb): "
+            "`make system-deps` installs them"
+        )
+    bin_dir = Path(found[-1]).parent
+    root = Path(tempfile.mkdtemp(prefix="dp-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+
+    def run(*args: str) -> None:
+        subprocess.run([*as_user, *args], check=True, capture_output=True, text=True)
+
+    run(str(bin_dir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "dagster")
+    # Each lake connection holds a catalog connection; parallel writers need more than the
+    # default 100.
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=300"
+    run(str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-o", options,
+        "-l", str(root / "log"), "-w", "start")  # fmt: skip
+    try:
+        yield Postgres(port)
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"], capture_output=True)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# Set for the session when the platforms run on DuckLake (``--warehouse=ducklake``).
+_LAKE_SERVER: Postgres | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warehouse_backend(request: pytest.FixtureRequest) -> Iterator[None]:
+    global _LAKE_SERVER
+    if request.config.getoption("--warehouse") != "ducklake":
+        yield
+        return
+    _LAKE_SERVER = request.getfixturevalue("postgres")
+    try:
+        yield
+    finally:
+        _LAKE_SERVER = None
+
+
+def lake_settings(data_dir: Path, catalog: str) -> Settings:
+    """Settings for a platform whose warehouse is the DuckLake ``catalog`` (data under the data
+    dir)."""
+    return Settings(data_dir, warehouse_backend="ducklake", lake_catalog=catalog)
+
+
+class Platform:
+    """The real definitions pointed at a temporary data dir, with helpers tests share.
+
+    ``lake_catalog``: the warehouse is that DuckLake; ``""`` the DuckDB file; by default (None)
+    the session's backend decides (a fresh lake per platform with ``--warehouse=ducklake``)."""
+
+    def __init__(self, root: Path, lake_catalog: str | None = None):
+        if lake_catalog is None and _LAKE_SERVER is not None:
+            lake_catalog = _LAKE_SERVER.lake_catalog()
+        if lake_catalog:
+            self.settings = lake_settings(root / "data", lake_catalog)
+        else:
+            self.settings = Settings(root / "data")
         self.settings.data_dir.mkdir(parents=True)
         home = root / "dagster_home"
         home.mkdir()
@@ -102,10 +220,19 @@ def isolate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DP_INBOX_QUIET_S", "0")  # files dropped by tests are taken at once
 
 
+def on_its_warehouse(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the environment at the platform's lake, if it has one, so subprocesses (``dp``,
+    ``dagster``) and settings read from the environment in steps use the same warehouse."""
+    if platform.settings.warehouse_backend == "ducklake":
+        monkeypatch.setenv("DP_WAREHOUSE", "ducklake")
+        monkeypatch.setenv("DP_LAKE_CATALOG", platform.settings.lake_catalog)
+
+
 @pytest.fixture
 def platform(tmp_path, monkeypatch) -> Platform:
     isolate(monkeypatch)
     platform = Platform(tmp_path)
+    on_its_warehouse(platform, monkeypatch)
     yield platform
     platform.instance.dispose()
 
@@ -116,12 +243,13 @@ WORLD = SampleParams(days=100, meters=40, seed=3)
 
 
 @contextmanager
-def isolated_platform(root: Path) -> Iterator[Platform]:
+def isolated_platform(root: Path, lake_catalog: str | None = None) -> Iterator[Platform]:
     """A ``Platform`` under ``root`` in the tests' environment (``isolate``), for module fixtures:
     the instance is disposed and the environment restored afterwards."""
     mp = pytest.MonkeyPatch()
     isolate(mp)
-    platform = Platform(root)
+    platform = Platform(root, lake_catalog)
+    on_its_warehouse(platform, mp)
     try:
         yield platform
     finally:

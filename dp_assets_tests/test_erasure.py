@@ -8,7 +8,7 @@ import gzip
 import io
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -44,6 +44,7 @@ from dp_assets_tests.conftest import (
     cli_env,
     isolate,
     isolated_platform,
+    on_its_warehouse,
 )
 
 pytestmark = pytest.mark.slow
@@ -455,7 +456,7 @@ class ProjectPlatform(Platform):
 
     def __init__(self, root: Path, folder: Path):
         super().__init__(root)
-        self.settings = Settings(root / "data", projects=(folder,))
+        self.settings = replace(self.settings, projects=(folder,))  # on the same warehouse
         self.defs = build_defs(self.settings)
 
 
@@ -466,6 +467,7 @@ def test_erasure_by_a_declared_pii_key_of_a_users_project(tmp_path, monkeypatch,
     (folder / "sources" / "people.yaml").write_text(PEOPLE)
     isolate(monkeypatch)
     platform = ProjectPlatform(tmp_path, folder)
+    on_its_warehouse(platform, monkeypatch)  # `dp erase` below reads the environment
     monkeypatch.setenv("DP_DATA_DIR", str(platform.settings.data_dir))
     monkeypatch.setenv("DP_PROJECT", str(folder))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))

@@ -65,7 +65,7 @@ def write_report(settings: Settings, output: Path | None = None) -> Path:
     """``dp report``: the page written to ``output`` (default ``reports/report.html``)."""
     report = render_report(
         settings,
-        Warehouse(database=str(settings.warehouse)),
+        Warehouse.from_settings(settings),
         MlflowTracking.from_settings(settings),
     )
     return save(report, output or report_path(settings))

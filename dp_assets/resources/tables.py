@@ -81,10 +81,8 @@ def replace_changed_rows(
     stored = _catalog_comment(conn, table)
     conn.register("_frame", frame)
     try:
-        if (
-            stored != (comment,)
-            or conn.execute(f"DESCRIBE {table}").fetchall()
-            != conn.execute("DESCRIBE _frame").fetchall()
+        if stored != (comment,) or _names_and_types(conn, table) != _names_and_types(
+            conn, "_frame"
         ):
             replace_table(conn, table, "SELECT * FROM _frame")
             conn.execute(f"COMMENT ON TABLE {table} IS '{comment}'")
@@ -105,6 +103,11 @@ def replace_changed_rows(
     conn.execute(f"DELETE FROM {table} t USING _written w WHERE {on}")
     insert(conn, table, frame.join(changed, on=key, how="semi"))  # polars picks them faster
     return f"SEMI JOIN _written w ON {on}"
+
+
+def _names_and_types(conn: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, str]]:
+    # Names and types only: DuckLake reports a default of 'NULL' where DuckDB reports none.
+    return [(name, dtype) for name, dtype, *_ in conn.execute(f"DESCRIBE {relation}").fetchall()]
 
 
 def row_count(conn: duckdb.DuckDBPyConnection, table: str) -> int:

@@ -1,5 +1,14 @@
 """The warehouse resource: DuckDB behind dagster-duckdb's ``DuckDBResource`` interface.
 
+Two backends, chosen by configuration (``Warehouse.from_settings``); assets see the same SQL names
+(``schema.table``) on both:
+
+- ``duckdb`` (the default): one DuckDB file, which one process at a time may open.
+- ``ducklake``: a DuckLake (a SQL catalog, e.g. PostgreSQL, and data as Parquet files under a data
+  path) attached to an in-memory DuckDB as ``lake`` and made the default database, so several
+  processes on several machines read and write it at once, each commit a snapshot. The ducklake
+  and postgres extensions are loaded by path from their PyPI wheels (``INSTALL`` needs network).
+
 It adds what the stock resource lacks for a shared file: a short wait, then a clear error naming the
 process that holds the lock (instead of ~100 s of silent retries); connections closed even when a
 step fails; UTC as the session time zone; a memory limit (larger work spills to disk); and a
@@ -8,15 +17,24 @@ transaction helper so every write is atomic.
 
 from __future__ import annotations
 
+import importlib
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import duckdb
 import polars as pl
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
+
+if TYPE_CHECKING:
+    from dp_assets.settings import Settings
+
+# The name the lake is attached under; `USE lake` makes it what `current_database()` returns.
+LAKE = "lake"
 
 
 class WarehouseLocked(RuntimeError):
@@ -53,7 +71,32 @@ def atomic(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnectio
     conn.execute("COMMIT")
 
 
+def _extension(package: str, name: str) -> str:
+    """The path of an extension shipped by its PyPI wheel (``duckdb_extension_<name>``), built for
+    the installed duckdb (setup.py pins both to one version)."""
+    folder = Path(importlib.import_module(package).__file__).parent / "extensions"
+    return str(folder / f"v{duckdb.__version__}" / f"{name}.duckdb_extension")
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 class Warehouse(DuckDBResource):
+    backend: Literal["duckdb", "ducklake"] = Field(
+        default="duckdb",
+        description="duckdb: the file `database`; ducklake: the DuckLake `lake_catalog` with its "
+        "Parquet files under `lake_data_path` (`database` is then ':memory:')",
+    )
+    lake_catalog: str = Field(
+        default="",
+        description="DuckLake catalog after `ducklake:`, e.g. `postgres:dbname=lake host=...`, "
+        "or a local `metadata.ducklake` file",
+    )
+    lake_data_path: str = Field(default="", description="Where the lake's Parquet files live.")
+    temp_directory: str = Field(
+        default="", description="Where spills go (an in-memory database has no file beside it)."
+    )
     lock_timeout_s: float = Field(
         default=30.0, description="How long to wait for another process to release the file."
     )
@@ -63,8 +106,68 @@ class Warehouse(DuckDBResource):
         "beside the database file (DuckDB's default, 80% of RAM, would crowd out the step itself)",
     )
 
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> Warehouse:
+        """The warehouse the settings name (``DP_WAREHOUSE`` and the lake's settings): the only
+        way the platform builds one."""
+        if settings.warehouse_backend == "ducklake":
+            return cls(
+                database=":memory:",
+                backend="ducklake",
+                lake_catalog=settings.lake_catalog,
+                lake_data_path=str(settings.lake_data_path),
+                temp_directory=str(settings.data_dir / "tmp"),
+                **overrides,
+            )
+        return cls(database=str(settings.warehouse), **overrides)
+
+    @property
+    def location(self) -> str:
+        """Where the warehouse lives, for messages: the file, or the lake's catalog."""
+        return f"ducklake:{self.lake_catalog}" if self.backend == "ducklake" else self.database
+
+    def exists(self) -> bool:
+        """Whether anything was written yet (a lake's catalog is created when first attached)."""
+        return self.backend == "ducklake" or Path(self.database).exists()
+
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self.backend == "ducklake":
+            conn = self._lake_connection()
+        else:
+            conn = self._file_connection()
+        try:
+            conn.execute("SET TimeZone = 'UTC'")
+            conn.execute(f"SET memory_limit = '{self.memory_limit}'")
+            yield conn
+        finally:
+            conn.close()
+
+    def _lake_connection(self) -> duckdb.DuckDBPyConnection:
+        # Autoloading would try to download what is not loaded; every extension needed is loaded
+        # by path below, and a missing one should fail here, not reach for the network.
+        config = {
+            "python_enable_replacements": False,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            **({"temp_directory": self.temp_directory} if self.temp_directory else {}),
+            **self.connection_config,
+        }
+        conn = duckdb.connect(":memory:", config=config)
+        try:
+            conn.execute(f"LOAD {_quote(_extension('duckdb_extension_ducklake', 'ducklake'))}")
+            if self.lake_catalog.startswith("postgres:"):
+                path = _extension("duckdb_extension_postgres_scanner", "postgres_scanner")
+                conn.execute(f"LOAD {_quote(path)}")
+            options = f" (DATA_PATH {_quote(self.lake_data_path)})" if self.lake_data_path else ""
+            conn.execute(f"ATTACH {_quote('ducklake:' + self.lake_catalog)} AS {LAKE}{options}")
+            conn.execute(f"USE {LAKE}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _file_connection(self) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.1
         while True:
@@ -72,8 +175,7 @@ class Warehouse(DuckDBResource):
                 # No replacement scans: a table that does not exist is an error, not a Python
                 # variable of that name (a missing `customers` table once read an asset object).
                 config = {"python_enable_replacements": False, **self.connection_config}
-                conn = duckdb.connect(self.database, config=config)
-                break
+                return duckdb.connect(self.database, config=config)
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower():
                     raise
@@ -81,12 +183,6 @@ class Warehouse(DuckDBResource):
                     raise WarehouseLocked(_lock_message(self.database, error)) from error
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        try:
-            conn.execute("SET TimeZone = 'UTC'")
-            conn.execute(f"SET memory_limit = '{self.memory_limit}'")
-            yield conn
-        finally:
-            conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
