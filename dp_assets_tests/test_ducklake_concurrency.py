@@ -146,7 +146,8 @@ def test_fifty_files_through_the_daemon_on_the_lake(postgres, tmp_path, pool):
         reader.execute("BEGIN TRANSACTION")
         before = reader.execute("SELECT count(*) FROM landing.deliveries").fetchone()[0]
         dropped_at = time.time()
-        # Two deliveries a few seconds apart: the second `land` run is queued while the first runs.
+        # Two deliveries 20 s apart: the second `land` run is usually requested while the first
+        # runs (a first run started late takes both).
         for i, f in enumerate(dropped):
             if i == len(dropped) // 2:
                 time.sleep(20)
@@ -170,7 +171,6 @@ def test_fifty_files_through_the_daemon_on_the_lake(postgres, tmp_path, pool):
     assert not [r for r in finished if r["status"] == "FAILURE"], finished
     assert "Conflicting lock" not in log and "Transaction conflict" not in log
     lands = [r for r in finished if r["jobName"] == "land"]
-    assert len(lands) >= 2, "the drop came in two deliveries"
     assert not [(a, b) for a in lands for b in lands if a is not b and overlapping(a, b)], (
         "land runs never overlap"
     )
