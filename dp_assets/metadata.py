@@ -33,7 +33,9 @@ from dagster._core.storage.asset_check_execution_record import (
 )
 
 OWNER = "team:data-platform"
-WAREHOUSE_POOL = "warehouse"  # DuckDB admits one writer process: every warehouse step joins it
+# Every warehouse step joins it: one slot on a DuckDB file (one process at a time), several on a
+# DuckLake (deploy/dagster-ducklake.yaml).
+WAREHOUSE_POOL = "warehouse"
 PREVIEW_ROWS = 5
 # Columns the platform keeps to trace a row back to its raw file or delivery: a preview shows them
 # after the columns people look for (a 64-character hash first hid them).

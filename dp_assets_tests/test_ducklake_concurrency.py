@@ -1,0 +1,216 @@
+"""Concurrency on a DuckLake warehouse (a real PostgreSQL catalog): writers of different tables
+commit at once; two writers replacing rows of one table meet DuckLake's conflict error, and the
+loser's retry leaves each row once; the 50-file drop runs through the real daemon with a warehouse
+pool of 3 (deploy/dagster-ducklake.yaml), land runs one at a time, every file accounted for, while
+a reader holds a transaction open; a run SIGKILLed mid-write leaves the last committed tables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dp_assets.resources import Warehouse
+from dp_assets_tests.conftest import REPO, cli_env
+from dp_assets_tests.test_crash import OWNED, fail_dead_runs_now, materialize
+from dp_assets_tests.test_daemon import ACTIVE, BIN, dagster_dev, graphql, latest_materializations
+from dp_projects.utility.sample_data.generator import SampleParams, generate
+
+pytestmark = pytest.mark.slow
+LAKE_INSTANCE = REPO / "deploy" / "dagster-ducklake.yaml"
+
+# One writer process: in one transaction, replace its rows of `table` (delete, then insert), say
+# it is ready, wait until the other writer is ready too (both transactions open at once), commit.
+# On DuckLake's conflict error it starts again from a fresh snapshot; prints its attempts.
+WRITER = """
+import json, sys, time
+from pathlib import Path
+from dp_assets.resources import Warehouse
+warehouse = Warehouse(**json.loads(sys.argv[1]))
+table, me, other, rows = sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5])
+attempts = 0
+while True:
+    attempts += 1
+    try:
+        with warehouse.transaction() as conn:
+            conn.execute(f"DELETE FROM {table} WHERE writer = ?", [me])
+            conn.execute(f"INSERT INTO {table} SELECT ?, i FROM range(?) r(i)", [me, rows])
+            Path(other.parent / me).touch()
+            deadline = time.monotonic() + 60
+            while not other.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        break
+    except Exception as error:
+        if "Transaction conflict" not in str(error) or attempts > 5:
+            raise
+        print("conflict:", str(error).splitlines()[-1], file=sys.stderr)
+print(attempts)
+"""
+
+
+def lake_warehouse(catalog: str, data_path: Path) -> Warehouse:
+    return Warehouse(
+        database=":memory:", backend="ducklake", lake_catalog=catalog,
+        lake_data_path=f"{data_path}/",
+    )  # fmt: skip
+
+
+def two_writers(warehouse: Warehouse, tables: tuple[str, str], tmp_path: Path) -> list[int]:
+    """Start two writer processes at once (``tables[i]`` for writer i); their attempt counts."""
+    config = json.dumps(warehouse.model_dump(include={"database", "backend", "lake_catalog", "lake_data_path"}))  # fmt: skip
+    ready = tmp_path / "ready"
+    ready.mkdir(parents=True)
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, config, table, me, str(ready / other), "1000"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for table, me, other in ((tables[0], "a", "b"), (tables[1], "b", "a"))
+    ]
+    outs = [w.communicate(timeout=180) for w in writers]
+    for w, (_, err) in zip(writers, outs):
+        assert w.returncode == 0, err[-3000:]
+    return [int(out) for out, _ in outs]
+
+
+def test_writers_of_two_tables_commit_at_once_and_of_one_table_one_retries(postgres, tmp_path):
+    warehouse = lake_warehouse(postgres.lake_catalog(), tmp_path / "lake")
+    with warehouse.get_connection() as conn:
+        conn.execute("CREATE SCHEMA s")
+        for t in ("s.one", "s.two"):
+            conn.execute(f"CREATE TABLE {t} (writer VARCHAR, i BIGINT)")
+            # Rows to replace: without a delete, DuckLake merges two appends without conflict.
+            conn.execute(f"INSERT INTO {t} SELECT w, i FROM (VALUES ('a'), ('b')) v(w), range(10) r(i)")  # fmt: skip
+
+    # Different tables: both transactions were open together, and neither had to start again.
+    assert two_writers(warehouse, ("s.one", "s.two"), tmp_path / "different") == [1, 1]
+
+    # One table: both deleted from it, so the second to commit gets DuckLake's conflict error and
+    # starts again on the snapshot holding the first one's rows.
+    attempts = two_writers(warehouse, ("s.one", "s.one"), tmp_path / "same")
+    assert sorted(attempts) == [1, 2]
+    # s.two: b's rows replaced in the first round, a's untouched since the setup.
+    expected = {"s.one": [("a", 1000, 1000), ("b", 1000, 1000)], "s.two": [("a", 10, 10), ("b", 1000, 1000)]}  # fmt: skip
+    for t, rows in expected.items():
+        counts = warehouse.query(f"SELECT writer, count(*) n, count(DISTINCT i) d FROM {t} GROUP BY 1 ORDER BY 1")  # fmt: skip
+        assert counts.rows() == rows, "no row lost or doubled"
+
+
+def lake_env(tmp_path: Path, postgres, pool: int | None = None) -> dict[str, str]:
+    instance = LAKE_INSTANCE
+    if pool is not None:  # the same instance with another pool size
+        instance = tmp_path / "dagster-ducklake.yaml"
+        instance.write_text(LAKE_INSTANCE.read_text().replace("default_limit: 3", f"default_limit: {pool}"))  # fmt: skip
+    return cli_env(tmp_path, instance, DP_WAREHOUSE="ducklake", DP_LAKE_CATALOG=postgres.lake_catalog())  # fmt: skip
+
+
+def run_times(port: int) -> list[dict]:
+    query = "{ runsOrError { ... on Runs { results { runId jobName status startTime endTime } } } }"
+    return graphql(port, query)["runsOrError"]["results"]
+
+
+def overlapping(a: dict, b: dict) -> bool:
+    return a["startTime"] < b["endTime"] and b["startTime"] < a["endTime"]
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("pool", [3])
+def test_fifty_files_through_the_daemon_on_the_lake(postgres, tmp_path, pool):
+    env = lake_env(tmp_path, postgres, pool)
+    data = Path(env["DP_DATA_DIR"])
+    warehouse = lake_warehouse(env["DP_LAKE_CATALOG"], data / "lake")
+    manifest = generate(data, SampleParams(days=112, meters=40, seed=3))
+    held = tmp_path / "held"
+    daily = [f for f in manifest.files if f["source"] in ("meters_vendor_a", "meters_vendor_b", "weather")]  # fmt: skip
+    dropped = sorted(daily, key=lambda f: f["arrival"])[-50:]
+    for f in dropped:
+        (held / f["source"]).mkdir(parents=True, exist_ok=True)
+        shutil.move(data / "inbox" / f["source"] / f["name"], held / f["source"] / f["name"])
+    setup = subprocess.run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", "--select", "*"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert setup.returncode == 0, setup.stderr[-3000:]
+
+    # A user's shell on the lake, inside a transaction for the whole drop: it never blocks a run.
+    with warehouse.get_connection() as reader, dagster_dev(env, tmp_path) as port:
+        reader.execute("BEGIN TRANSACTION")
+        before = reader.execute("SELECT count(*) FROM landing.deliveries").fetchone()[0]
+        dropped_at = time.time()
+        # Two deliveries 20 s apart: the second `land` run is usually requested while the first
+        # runs (a first run started late takes both).
+        for i, f in enumerate(dropped):
+            if i == len(dropped) // 2:
+                time.sleep(20)
+            shutil.move(held / f["source"] / f["name"], data / "inbox" / f["source"] / f["name"])
+        zones = ("landing", "formatted", "exploitation")
+        deadline = time.monotonic() + 600
+        while True:
+            stale = [k for k, (g, at) in latest_materializations(port).items() if g in zones and at < dropped_at]  # fmt: skip
+            if not stale and not [p for p in (data / "inbox").rglob("*") if p.is_file()]:
+                break
+            assert time.monotonic() < deadline, f"not materialized within 10 minutes: {stale}"
+            time.sleep(3)
+        took = time.time() - dropped_at
+        while any(r["status"] in ACTIVE for r in run_times(port)):
+            time.sleep(2)
+        finished = [r for r in run_times(port) if r["startTime"] and r["endTime"] >= dropped_at]
+        assert reader.execute("SELECT count(*) FROM landing.deliveries").fetchone()[0] == before
+        reader.execute("COMMIT")
+
+    log = (tmp_path / "dagster_dev.log").read_text()
+    assert not [r for r in finished if r["status"] == "FAILURE"], finished
+    assert "Conflicting lock" not in log and "Transaction conflict" not in log
+    lands = [r for r in finished if r["jobName"] == "land"]
+    assert not [(a, b) for a in lands for b in lands if a is not b and overlapping(a, b)], (
+        "land runs never overlap"
+    )
+    together = max(sum(overlapping(a, b) for b in finished) for a in finished)
+    if pool > 1:
+        assert together >= 2, "the pool admitted several runs at once"
+    deliveries = warehouse.query("SELECT count(*) n FROM landing.deliveries")["n"][0]
+    assert deliveries == len(manifest.files), "every file recorded once"
+    outcomes = warehouse.query("SELECT count(*) n FROM formatted.file_outcomes")["n"][0]
+    assert outcomes == len(manifest.files) - len(manifest.duplicate_deliveries), "formatted once"
+    print(f"pool {pool}: 50 files through every zone in {took:.0f} s, {len(finished)} runs, "
+          f"at most {together} at once")  # fmt: skip
+
+
+@pytest.mark.parametrize("point", ["landing:copied", "formatted.meters_vendor_b:written"])
+def test_sigkill_mid_write_on_the_lake_keeps_the_last_snapshot(postgres, tmp_path, point):
+    env = lake_env(tmp_path, postgres)
+    data, home = Path(env["DP_DATA_DIR"]), Path(env["DAGSTER_HOME"])
+    warehouse = lake_warehouse(env["DP_LAKE_CATALOG"], data / "lake")
+    manifest = generate(data, SampleParams(days=6, meters=12, seed=4))
+    late = [f for f in manifest.files if f["late"]]
+    held = tmp_path / "held"
+    for f in late:
+        (held / f["source"]).mkdir(parents=True, exist_ok=True)
+        shutil.move(data / "inbox" / f["source"] / f["name"], held / f["source"] / f["name"])
+    first = materialize(env)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    def tables() -> dict:
+        return {q: warehouse.query(f"{q} ORDER BY ALL").rows() for q in OWNED[point]}
+
+    good = tables()
+    for f in late:
+        shutil.move(held / f["source"] / f["name"], data / "inbox" / f["source"] / f["name"])
+    killed = materialize(env, crash_at=point)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert tables() == good, "the killed step's tables are those of the last commit"
+    assert fail_dead_runs_now(home) == 1
+
+    final = materialize(env)
+    assert final.returncode == 0, final.stderr[-3000:]
+    names = warehouse.query("SELECT original_name FROM landing.deliveries")["original_name"]
+    assert sorted(names) == sorted(f["name"] for f in manifest.files), "each delivery once"
