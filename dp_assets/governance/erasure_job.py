@@ -197,7 +197,14 @@ def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
             (settings.data_dir / path).unlink(missing_ok=True)
         with warehouse.get_connection() as conn:
             # Deleted rows must leave the storage too: a lake's old snapshots still hold them.
-            warehouse.forget_history(conn)
+            try:
+                warehouse.forget_history(conn)
+            except duckdb.Error as error:
+                raise Failure(
+                    f"{erasure_id} committed, but the warehouse's history still holds "
+                    f"{subject.description} ({error}): run the maintenance again (README: Erasure on a "
+                    "DuckLake; Warehouse.forget_history)"
+                ) from error
 
         for table, rows in removed.items():
             if rows and table in table_keys:
