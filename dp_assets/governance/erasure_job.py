@@ -15,6 +15,10 @@
 5. tags every model version of the pipelines that trained on them ``retrain_required`` and appends
    the audit entries; the ``retrain_on_degradation`` sensor then starts their retraining.
 
+After the commit, the superseded landed files are deleted and ``Warehouse.forget_history`` makes
+the deletions physical (a DuckDB file's CHECKPOINT; on a DuckLake, rewriting the files that held
+the rows and expiring every older snapshot, whose files are then deleted).
+
 Afterwards it records a materialization of each asset it changed, so lineage shows the erasure
 and automation refreshes what depends on them.
 """
@@ -192,7 +196,15 @@ def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
         for path in superseded:  # only now: until the commit, the old versions are the record
             (settings.data_dir / path).unlink(missing_ok=True)
         with warehouse.get_connection() as conn:
-            conn.execute("CHECKPOINT")  # write the deletions into the database file now
+            # Deleted rows must leave the storage too: a lake's old snapshots still hold them.
+            try:
+                warehouse.forget_history(conn)
+            except duckdb.Error as error:
+                raise Failure(
+                    f"{erasure_id} committed, but the warehouse's history still holds "
+                    f"{subject.description} ({error}): run the maintenance again (README: Erasure on a "
+                    "DuckLake; Warehouse.forget_history)"
+                ) from error
 
         for table, rows in removed.items():
             if rows and table in table_keys:

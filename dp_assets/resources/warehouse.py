@@ -190,6 +190,35 @@ class Warehouse(DuckDBResource):
         with self.get_connection() as conn, atomic(conn):
             yield conn
 
+    def forget_history(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """Make committed deletions physical, so that no file or catalog row still holds a deleted
+        row (erasure calls it after its commit). A DuckDB file: a CHECKPOINT writes the deletions
+        into the file. A lake keeps every deleted row readable by time travel, so: flush inlined
+        rows (small inserts live in catalog tables, deleted ones too) to Parquet; rewrite every
+        data file that has deletions without those rows (a DELETE only records a delete file;
+        the data file, still current, keeps the rows); expire every snapshot but the current one;
+        delete the files no snapshot needs now. A query still reading an older snapshot at that
+        moment fails: the time travel it relies on is what an erasure must end."""
+        if self.backend != "ducklake":
+            conn.execute("CHECKPOINT")
+            return
+        lake = _quote(LAKE)
+        conn.execute(f"CALL ducklake_flush_inlined_data({lake})")
+        conn.execute(f"CALL ducklake_rewrite_data_files({lake}, delete_threshold => 0)")
+        (current,) = conn.execute(f"SELECT id FROM ducklake_current_snapshot({lake})").fetchone()
+        older = conn.execute(
+            f"SELECT list(snapshot_id) FROM ducklake_snapshots({lake}) WHERE snapshot_id < ?",
+            [current],
+        ).fetchone()[0]
+        if older:  # by id, not by time: the writers' clocks need not agree
+            conn.execute(f"CALL ducklake_expire_snapshots({lake}, versions => ?)", [older])
+        conn.execute(f"CALL ducklake_cleanup_old_files({lake}, cleanup_all => true)")
+        # Files of writes that never committed (a killed writer) are in no snapshot but may hold
+        # rows; those from over a day ago, which no run is still writing, go too.
+        conn.execute(
+            f"CALL ducklake_delete_orphaned_files({lake}, older_than => now() - INTERVAL 1 DAY)"
+        )
+
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         with self.get_connection() as conn:
             return conn.execute(sql, params or []).pl()
