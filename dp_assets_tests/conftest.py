@@ -130,6 +130,14 @@ def _warehouse_backend(request: pytest.FixtureRequest) -> Iterator[None]:
         _LAKE_SERVER = None
 
 
+def hold_back(data_dir: Path, files: list[dict], held: Path) -> None:
+    """Move these sample files (manifest entries) from the inbox into ``held``, in their source
+    folders, to be dropped later."""
+    for f in files:
+        (held / f["source"]).mkdir(parents=True, exist_ok=True)
+        shutil.move(data_dir / "inbox" / f["source"] / f["name"], held / f["source"] / f["name"])
+
+
 def lake_settings(data_dir: Path, catalog: str) -> Settings:
     """Settings for a platform whose warehouse is the DuckLake ``catalog`` (data under the data
     dir)."""

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from dp_projects.utility.sample_data.generator import SampleParams, generate
-from dp_assets_tests.conftest import REPO, cli_env
+from dp_assets_tests.conftest import REPO, cli_env, hold_back
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -54,6 +54,19 @@ def snapshot(data_dir: Path, queries: list[str]) -> dict:
         return {q: conn.execute(f"{q} ORDER BY ALL").fetchall() for q in queries}
 
 
+def first_run_with_late_files_held(env: dict, tmp_path: Path) -> tuple:
+    """A small world materialized without its late files, held back under ``tmp_path/held``
+    for the run that gets killed: (the sample's manifest, the late files, where they are held)."""
+    data = Path(env["DP_DATA_DIR"])
+    manifest = generate(data, SampleParams(days=6, meters=12, seed=4))
+    late = [f for f in manifest.files if f["late"]]
+    held = tmp_path / "held"
+    hold_back(data, late, held)
+    first = materialize(env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return manifest, late, held
+
+
 @pytest.mark.parametrize(
     "point",
     ["landing:copied", "formatted.meters_vendor_b:written", "exploitation.meter_readings:written"],
@@ -61,14 +74,7 @@ def snapshot(data_dir: Path, queries: list[str]) -> dict:
 def test_sigkill_mid_write_keeps_the_last_good_tables(tmp_path, point):
     env = cli_env(tmp_path)
     data, home = Path(env["DP_DATA_DIR"]), Path(env["DAGSTER_HOME"])
-    manifest = generate(data, SampleParams(days=6, meters=12, seed=4))
-    late = [f for f in manifest.files if f["late"]]
-    held = tmp_path / "held"
-    for f in late:
-        (held / f["source"]).mkdir(parents=True, exist_ok=True)
-        shutil.move(data / "inbox" / f["source"] / f["name"], held / f["source"] / f["name"])
-    first = materialize(env)
-    assert first.returncode == 0, first.stderr[-3000:]
+    manifest, late, held = first_run_with_late_files_held(env, tmp_path)
     owned = OWNED[point] + [
         "SELECT * FROM landing.deliveries",
         "SELECT * FROM formatted.file_outcomes",

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from dp_projects.utility.sample_data.generator import SampleParams, generate
-from dp_assets_tests.conftest import REPO, cli_env
+from dp_assets_tests.conftest import REPO, cli_env, hold_back
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 BIN = Path(sys.executable).parent
@@ -138,9 +138,7 @@ def test_files_dropped_while_the_daemon_runs_flow_through_every_zone(tmp_path):
     ]
     dropped = sorted(daily, key=lambda f: f["arrival"])[-DROPPED - 1 :]
     late = dropped.pop()  # arrives while automation follows the others
-    for f in [*dropped, late]:
-        (held / f["source"]).mkdir(parents=True, exist_ok=True)
-        shutil.move(data / "inbox" / f["source"] / f["name"], held / f["source"] / f["name"])
+    hold_back(data, [*dropped, late], held)
     setup = subprocess.run(
         [str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", "--select", "*"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=600,

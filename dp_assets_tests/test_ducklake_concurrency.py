@@ -17,8 +17,13 @@ from pathlib import Path
 import pytest
 
 from dp_assets.resources import Warehouse
-from dp_assets_tests.conftest import REPO, cli_env
-from dp_assets_tests.test_crash import OWNED, fail_dead_runs_now, materialize
+from dp_assets_tests.conftest import REPO, cli_env, hold_back
+from dp_assets_tests.test_crash import (
+    OWNED,
+    fail_dead_runs_now,
+    first_run_with_late_files_held,
+    materialize,
+)
 from dp_assets_tests.test_daemon import ACTIVE, BIN, dagster_dev, graphql, latest_materializations
 from dp_projects.utility.sample_data.generator import SampleParams, generate
 
@@ -132,9 +137,7 @@ def test_fifty_files_through_the_daemon_on_the_lake(postgres, tmp_path, pool):
     held = tmp_path / "held"
     daily = [f for f in manifest.files if f["source"] in ("meters_vendor_a", "meters_vendor_b", "weather")]  # fmt: skip
     dropped = sorted(daily, key=lambda f: f["arrival"])[-50:]
-    for f in dropped:
-        (held / f["source"]).mkdir(parents=True, exist_ok=True)
-        shutil.move(data / "inbox" / f["source"] / f["name"], held / f["source"] / f["name"])
+    hold_back(data, dropped, held)
     setup = subprocess.run(
         [str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", "--select", "*"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=900,
@@ -190,14 +193,7 @@ def test_sigkill_mid_write_on_the_lake_keeps_the_last_snapshot(postgres, tmp_pat
     env = lake_env(tmp_path, postgres)
     data, home = Path(env["DP_DATA_DIR"]), Path(env["DAGSTER_HOME"])
     warehouse = lake_warehouse(env["DP_LAKE_CATALOG"], data / "lake")
-    manifest = generate(data, SampleParams(days=6, meters=12, seed=4))
-    late = [f for f in manifest.files if f["late"]]
-    held = tmp_path / "held"
-    for f in late:
-        (held / f["source"]).mkdir(parents=True, exist_ok=True)
-        shutil.move(data / "inbox" / f["source"] / f["name"], held / f["source"] / f["name"])
-    first = materialize(env)
-    assert first.returncode == 0, first.stderr[-3000:]
+    manifest, late, held = first_run_with_late_files_held(env, tmp_path)
 
     def tables() -> dict:
         return {q: warehouse.query(f"{q} ORDER BY ALL").rows() for q in OWNED[point]}
