@@ -224,19 +224,20 @@ def materialize(followers_only: bool) -> None:
 
 def serving(data_dir: Path, env: dict) -> dict:
     """Latency of one prediction: through the scoring server under 20 clients, and in process."""
-    import duckdb
     import mlflow.lightgbm
     import numpy as np
 
     sys.path.insert(0, str(REPO))
     from dp_assets.analysis.factory import feature_matrix
+    from dp_assets.resources import Warehouse
     from dp_assets.settings import Settings
 
     spec = Settings.from_env().catalog().pipelines["energy_forecast"]
-    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as conn:
-        row = conn.execute(
-            "SELECT * FROM energy_forecast.features WHERE split = 'score' LIMIT 1"
-        ).pl()
+    settings = Settings(data_dir, warehouse_backend=env["DP_WAREHOUSE"],
+                        lake_catalog=env.get("DP_LAKE_CATALOG", ""))  # fmt: skip
+    row = Warehouse.from_settings(settings).query(
+        "SELECT * FROM energy_forecast.features WHERE split = 'score' LIMIT 1"
+    )
     x = feature_matrix(row, spec)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     # The newest registered version: latency does not depend on whether the gate promoted it.
