@@ -177,10 +177,11 @@ def acknowledge(settings: Settings, source: str, file: str, reason: str, by: str
     the Dagster instance, so the UI shows it resolved without waiting for the next run."""
     from dp_assets.landing.quarantine import acknowledge as record, open_quarantine
     from dp_assets.resources.warehouse import Warehouse
+    from dp_assets.summary import not_built_yet
 
     warehouse = Warehouse.from_settings(settings)
-    if not warehouse.exists():
-        print(f"No warehouse yet at {warehouse.location}: run `make demo` first.", file=sys.stderr)
+    if missing := not_built_yet(warehouse):
+        print(missing, file=sys.stderr)
         return 1
     with warehouse.transaction() as conn:
         rows = record(conn, source, file, reason, by)

@@ -275,3 +275,9 @@ def _check_result(
         metadata={"rows validated": MetadataValue.int(validated)},
         **kwargs,
     )
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """A check's description: one line of at most ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

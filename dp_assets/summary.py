@@ -17,10 +17,17 @@ from dp_assets.resources.warehouse import Warehouse
 from dp_assets.settings import Settings
 
 
+def not_built_yet(warehouse: Warehouse) -> str | None:
+    """What to say when nothing has been materialized into ``warehouse`` yet (else None)."""
+    if warehouse.exists():
+        return None
+    return f"No warehouse yet at {warehouse.location}: run `make demo` first."
+
+
 def summarize(settings: Settings) -> str:
     warehouse = Warehouse.from_settings(settings, lock_timeout_s=5)
-    if not warehouse.exists():
-        return f"No warehouse yet at {warehouse.location}: run `make demo` first."
+    if missing := not_built_yet(warehouse):
+        return missing
     lines, pipelines = [], settings.catalog().pipelines
     with warehouse.get_connection() as conn:
         zones = (
@@ -116,8 +123,8 @@ def _quarantine(conn: duckdb.DuckDBPyConnection, settings: Settings) -> list[str
 def quarantine_lines(settings: Settings) -> list[str]:
     """``dp quarantine``: the open quarantined files."""
     warehouse = Warehouse.from_settings(settings, lock_timeout_s=5)
-    if not warehouse.exists():
-        return [f"No warehouse yet at {warehouse.location}: run `make demo` first."]
+    if missing := not_built_yet(warehouse):
+        return [missing]
     with warehouse.get_connection() as conn:
         return _quarantine(conn, settings)
 

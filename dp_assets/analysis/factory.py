@@ -79,6 +79,7 @@ from dp_assets.metadata import (
     WAREHOUSE_POOL,
     column_lineage,
     markdown,
+    one_line,
     roll_back_unless_passed,
     spec_metadata,
     stored_table_results,
@@ -96,6 +97,9 @@ from dp_assets.resources.tables import (
 
 FACTORY_VERSION = "1"
 CHALLENGER, CHAMPION = "challenger", "champion"
+# Artifacts of a version's MLflow run that the report reads back.
+EVALUATION_FOLDER = "evaluation"  # the evaluation step's plots, <name>.png, and segments.csv
+IMPORTANCE_JSON = "feature_importance.json"  # the model step's: feature -> gain
 
 
 class TrainConfig(Config):
@@ -222,12 +226,6 @@ def reusable_version(tracking: MlflowTracking, name: str, key: str):
         if found and found.tags.get("training_key") == key and RETRAIN_TAG not in found.tags:
             return found, alias
     return None, None
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    """A check's description: one line of at most ``limit`` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _links(tracking: MlflowTracking, name: str, version) -> dict:
@@ -564,7 +562,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 {**params, "num_boost_round": rounds, "features": ",".join(features),
                  "best_iteration": trained_rounds}
             )  # fmt: skip
-            mlflow.log_dict(dict(zip(features, gains.tolist())), "feature_importance.json")
+            mlflow.log_dict(dict(zip(features, gains.tolist())), IMPORTANCE_JSON)
             if levels:
                 mlflow.log_dict(levels, "categories.json")
             if spec.snapshot:
@@ -700,7 +698,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         _log_files(
             client,
             run_id,
-            "evaluation",
+            EVALUATION_FOLDER,
             {f"{t}.png": png for t, png in images.items()}
             | {"segments.csv": frame.write_csv().encode()},
         )
@@ -709,7 +707,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             # First, so that the asset page shows the images before the figures.
             "plots": MetadataValue.md(
                 "\n\n".join(
-                    f"![{t}]({mlflow_tracking.artifact_url(run_id, f'evaluation/{t}.png')})"
+                    f"![{t}]({mlflow_tracking.artifact_url(run_id, f'{EVALUATION_FOLDER}/{t}.png')})"
                     for t in images
                 )
             ),

@@ -25,7 +25,13 @@ from dp_assets.analysis.metrics import PRIMARY, improvement
 from dp_assets.analysis.schema import DriftRow, LiveAccuracyRow, Promotion
 from dp_assets.analysis.spec import PipelineSpec
 from dp_assets.frames import polars_schema
-from dp_assets.metadata import markdown, schema_check_spec, spec_metadata, stored_table_results
+from dp_assets.metadata import (
+    markdown,
+    one_line,
+    schema_check_spec,
+    spec_metadata,
+    stored_table_results,
+)
 from dp_assets.resources import Warehouse
 from dp_assets.resources.tables import ensure_table, insert, replace_table_with
 
@@ -46,10 +52,9 @@ def drift_description(failing: pl.DataFrame, counts: dict) -> str:
     if failing.height:
         first = failing.row(0, named=True)
         more = f" (+{failing.height - 1} more)" if failing.height > 1 else ""
-        text = (
+        return one_line(
             f"{first['feature']}: {first['status']}, {first['reason']}{more}; retraining requested"
         )
-        return text if len(text) <= 200 else text[:199] + "…"
     reported = ", ".join(f"{counts[s]} {s}" for s in monitoring.STATUSES if counts.get(s))
     return f"no feature drifted: {reported}"
 

@@ -48,6 +48,7 @@ from dp_assets.metadata import (
     failed_last_time,
     WAREHOUSE_POOL,
     markdown,
+    one_line,
     schema_check,
     spec_metadata,
     table_metadata,
@@ -114,7 +115,7 @@ def quarantine_check(
         head = f"{name}{more} in quarantine: "
         tail = f"; deliver it again fixed, or {ACK_COMMAND.format(source=source, file=name)}"
         room = max(320 - len(head) - len(tail), 20)  # one line: Dagster shows it beside the check
-        description = head + (reason if len(reason) <= room else reason[: room - 1] + "…") + tail
+        description = head + one_line(reason, room) + tail
     return AssetCheckResult(
         check_name="no_quarantined_files",
         asset_key=key,

@@ -25,6 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from dp_assets.analysis import plots
+from dp_assets.analysis.factory import CHAMPION, EVALUATION_FOLDER, IMPORTANCE_JSON
 from dp_assets.analysis.metrics import METRICS, PRIMARY
 from dp_assets.analysis.spec import PipelineSpec
 from dp_assets.landing.quarantine import open_quarantine
@@ -37,9 +38,7 @@ SLOWEST = 6  # assets in the step-duration plot
 RUNS_FOR_A_LINE = 3  # fewer runs than this: the latest run's durations as bars, not lines
 KPIS_TABLE = "reporting.kpis"  # a project's business KPIs, if it has them: shown as stored
 GATE_HISTORY = 5  # latest gate decisions shown per pipeline
-CHAMPION = "champion"
-PERFORMANCE_PNG = "evaluation/performance.png"  # logged by the evaluation step in the model's run
-IMPORTANCE_JSON = "feature_importance.json"  # logged by the model step: feature -> gain
+PERFORMANCE_PNG = f"{EVALUATION_FOLDER}/performance.png"
 NO_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;
 line-height:1.4}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
