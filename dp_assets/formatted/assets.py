@@ -208,6 +208,7 @@ def build_formatted_asset(source: Source):
                     PENDING,
                     {"source": source.name, "version": source.version, "all": config.reformat_all},
                 ).fetchall()
+            crash_point(f"{table}:pending")  # what to format read, nothing written yet
 
             def read_one(file):
                 sha, name, landed_path, _ = file

@@ -12,7 +12,8 @@ Two backends, chosen by configuration (``Warehouse.from_settings``); assets see 
 It adds what the stock resource lacks for a shared file: a short wait, then a clear error naming the
 process that holds the lock (instead of ~100 s of silent retries); connections closed even when a
 step fails; UTC as the session time zone; a memory limit (larger work spills to disk); and a
-transaction helper so every write is atomic.
+transaction helper so every write is atomic. On a lake, two writers of one table never both
+commit: the second runs its step again (``lake_writers``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import duckdb
 import polars as pl
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
+
+from dp_assets.resources import lake_writers
 
 if TYPE_CHECKING:
     from dp_assets.settings import Settings
@@ -61,14 +64,18 @@ def atomic(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnectio
     """One transaction on an open connection: committed on success, rolled back on any error.
 
     DuckDB holds a transaction's appended rows in memory until the commit, so a step writing more
-    than fits commits in units that are consistent on their own (see the formatted zone)."""
+    than fits commits in units that are consistent on their own (see the formatted zone). On a
+    lake, inside a step, it first claims the step's tables (see ``lake_writers``)."""
     conn.execute("BEGIN TRANSACTION")
     try:
+        claimed = lake_writers.claim(conn, LAKE)
         yield conn
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    if claimed:
+        lake_writers.committed(conn, claimed, LAKE)
 
 
 def _extension(package: str, name: str) -> str:
@@ -140,6 +147,10 @@ class Warehouse(DuckDBResource):
             conn.execute("SET TimeZone = 'UTC'")
             conn.execute(f"SET memory_limit = '{self.memory_limit}'")
             yield conn
+        except duckdb.TransactionException as error:
+            if conn in lake_writers.lake_connections and lake_writers.is_conflict(error):
+                raise lake_writers.conflict(error) from error
+            raise
         finally:
             conn.close()
 
@@ -162,6 +173,7 @@ class Warehouse(DuckDBResource):
             options = f" (DATA_PATH {_quote(self.lake_data_path)})" if self.lake_data_path else ""
             conn.execute(f"ATTACH {_quote('ducklake:' + self.lake_catalog)} AS {LAKE}{options}")
             conn.execute(f"USE {LAKE}")
+            lake_writers.lake_connections.add(conn)
         except BaseException:
             conn.close()
             raise
