@@ -6,6 +6,10 @@ Skipped where the PostgreSQL server binaries are missing (the session's ``postgr
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +136,12 @@ def lake_erasure(tmp_path_factory, postgres: Postgres) -> LakeErasure:
         data_path = Path(platform.settings.lake_data_path)
         files_before = parquet_hits(data_path, values)
         tables_before = lake_tables(platform)
+        # What a writer killed an hour ago leaves: a Parquet file holding the person's rows that
+        # no snapshot knows.
+        held = data_path / next(iter(files_before))
+        orphan = held.with_name("ducklake-killed-writer.parquet")
+        shutil.copy(held, orphan)
+        os.utime(orphan, (time.time() - 3600,) * 2)
         cli = dp_erase(root, customer_id, DP_WAREHOUSE="ducklake", DP_LAKE_CATALOG=catalog)
         assert cli.returncode == 0, cli.stderr[-3000:]
         assert f"{customer_id} erased" in cli.stdout
@@ -205,3 +215,21 @@ def test_forget_history_removes_deleted_rows_from_files_and_catalog(tmp_path, po
         assert catalog_hits(postgres, dbname, gone) == {}
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (999,)
         assert parquet_hits(data_path, {"MTR-516"})
+
+
+def test_forget_history_keeps_the_files_a_writer_at_work_may_commit(tmp_path, postgres):
+    """A file in no snapshot written before the oldest writer at work started is a dead writer's
+    and goes; one written since (a live writer's, not committed yet) stays, counted."""
+    data_path = tmp_path / "lake"
+    warehouse = Warehouse(database=":memory:", backend="ducklake",
+                          lake_catalog=postgres.lake_catalog(), lake_data_path=f"{data_path}/")  # fmt: skip
+    with warehouse.get_connection() as conn:
+        conn.execute("CREATE TABLE t AS SELECT 'MTR-' || i AS meter_id FROM range(1000) r(i)")
+        folder = data_path / "main" / "t"
+        for name, age_s in (("dead", 3600), ("live", 0)):
+            conn.execute(f"COPY (SELECT 'MTR-{name}' AS meter_id) TO '{folder}/{name}.parquet'")
+            os.utime(folder / f"{name}.parquet", (time.time() - age_s,) * 2)
+        at_work_since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        assert warehouse.forget_history(conn, at_work_since) == 1
+        assert not (folder / "dead.parquet").exists() and (folder / "live.parquet").exists()
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (1000,)

@@ -17,13 +17,15 @@
 
 After the commit, the superseded landed files are deleted and ``Warehouse.forget_history`` makes
 the deletions physical (a DuckDB file's CHECKPOINT; on a DuckLake, rewriting the files that held
-the rows and expiring every older snapshot, whose files are then deleted).
+the rows and expiring every older snapshot, whose files are then deleted, and deleting the
+files of writers that died before the oldest run still at work began).
 
 Afterwards it records a materialization of each asset it changed, so lineage shows the erasure
 and automation refreshes what depends on them.
 """
 
 import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +36,11 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     Config,
+    DagsterRunStatus,
     Failure,
     MetadataValue,
     OpExecutionContext,
+    RunsFilter,
     asset,
     job,
     op,
@@ -138,6 +142,16 @@ class Rewrite:
     record_nos: list[int]
 
 
+def writers_since(context: OpExecutionContext) -> dt.datetime:
+    """When the oldest run still in progress but this one started (this one's start if none): a
+    lake file in no snapshot older than that is a dead writer's, never to be committed."""
+    at_work = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+    runs = context.instance.get_run_records(RunsFilter(statuses=at_work))
+    mine = context.instance.get_run_record_by_id(context.run_id)
+    starts = [r.start_time for r in [*runs, mine] if r and r.start_time]
+    return dt.datetime.fromtimestamp(min(starts, default=time.time()), dt.UTC)
+
+
 def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
     """The job; ``table_keys`` maps stored tables to their assets (for the lineage events)."""
 
@@ -198,7 +212,7 @@ def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
         with warehouse.get_connection() as conn:
             # Deleted rows must leave the storage too: a lake's old snapshots still hold them.
             try:
-                warehouse.forget_history(conn)
+                kept = warehouse.forget_history(conn, writers_since(context))
             except duckdb.Error as error:
                 raise Failure(
                     f"{erasure_id} committed, but the warehouse's history still holds "
@@ -213,6 +227,15 @@ def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
             files = [r for r in rewrites if r.source == source]
             yield _changed(AssetKey(["landing", source]), erasure_id, None, None,
                            **{"files rewritten": MetadataValue.int(len(files))})  # fmt: skip
+        if kept:
+            context.log.warning(
+                f"{kept} files under the lake's data path belong to no snapshot and were written "
+                "while a run still in progress was writing (or within minutes before this "
+                "erasure): they are its uncommitted writes or a killed writer's, which may hold "
+                f"rows of {subject.description}. The next erasure, or `CALL "
+                "ducklake_delete_orphaned_files('lake', cleanup_all => true)` with no run writing, "
+                "removes them (README: Erasure on a DuckLake)."
+            )
         context.log.info(
             f"{erasure_id}: erased {subject.description} from {len(rewrites)} landed files and "
             f"{sum(1 for n in removed.values() if n)} tables; retraining {retrain or 'nothing'}"
@@ -226,6 +249,7 @@ def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
                 "landed files rewritten": MetadataValue.int(len(rewrites)),
                 "unreadable files to review": MetadataValue.int(len(unreadable)),
                 "rows removed": MetadataValue.int(sum(removed.values())),
+                "uncommitted lake files kept": MetadataValue.int(kept),
                 RETRAIN_METADATA: MetadataValue.json(retrain),
                 "entries": markdown(entries.drop("subject", "customer_id"), rows=50),
             },

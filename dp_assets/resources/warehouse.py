@@ -18,6 +18,7 @@ commit: the second runs its step again (``lake_writers``).
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import re
 import time
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 # The name the lake is attached under; `USE lake` makes it what `current_database()` returns.
 LAKE = "lake"
+ORPHAN_CLOCK_MARGIN = dt.timedelta(minutes=10)
 
 
 class WarehouseLocked(RuntimeError):
@@ -202,7 +204,9 @@ class Warehouse(DuckDBResource):
         with self.get_connection() as conn, atomic(conn):
             yield conn
 
-    def forget_history(self, conn: duckdb.DuckDBPyConnection) -> None:
+    def forget_history(
+        self, conn: duckdb.DuckDBPyConnection, writing_since: dt.datetime | None = None
+    ) -> int:
         """Make committed deletions physical, so that no file or catalog row still holds a deleted
         row (erasure calls it after its commit). A DuckDB file: a CHECKPOINT writes the deletions
         into the file. A lake keeps every deleted row readable by time travel, so: flush inlined
@@ -210,10 +214,14 @@ class Warehouse(DuckDBResource):
         data file that has deletions without those rows (a DELETE only records a delete file;
         the data file, still current, keeps the rows); expire every snapshot but the current one;
         delete the files no snapshot needs now. A query still reading an older snapshot at that
-        moment fails: the time travel it relies on is what an erasure must end."""
+        moment fails: the time travel it relies on is what an erasure must end.
+
+        Files in no snapshot are a killed writer's, which may hold the rows, or a live writer's,
+        not committed yet. Those older than ``writing_since`` (when the oldest writer still at
+        work started; a day ago when unknown) go; the number of younger ones, kept, is returned."""
         if self.backend != "ducklake":
             conn.execute("CHECKPOINT")
-            return
+            return 0
         lake = _quote(LAKE)
         conn.execute(f"CALL ducklake_flush_inlined_data({lake})")
         conn.execute(f"CALL ducklake_rewrite_data_files({lake}, delete_threshold => 0)")
@@ -225,11 +233,14 @@ class Warehouse(DuckDBResource):
         if older:  # by id, not by time: the writers' clocks need not agree
             conn.execute(f"CALL ducklake_expire_snapshots({lake}, versions => ?)", [older])
         conn.execute(f"CALL ducklake_cleanup_old_files({lake}, cleanup_all => true)")
-        # Files of writes that never committed (a killed writer) are in no snapshot but may hold
-        # rows; those from over a day ago, which no run is still writing, go too.
+        # A file's age is by the storage's clock: a margin for clocks that disagree.
+        since = writing_since or dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
         conn.execute(
-            f"CALL ducklake_delete_orphaned_files({lake}, older_than => now() - INTERVAL 1 DAY)"
+            f"CALL ducklake_delete_orphaned_files({lake}, older_than => ?)",
+            [since - ORPHAN_CLOCK_MARGIN],
         )
+        kept = f"CALL ducklake_delete_orphaned_files({lake}, dry_run => true, cleanup_all => true)"
+        return len(conn.execute(kept).fetchall())
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         with self.get_connection() as conn:
