@@ -1,6 +1,7 @@
 """Concurrency on a DuckLake warehouse (a real PostgreSQL catalog): writers of different tables
 commit at once; two writers replacing rows of one table meet DuckLake's conflict error, and the
-loser's retry leaves each row once; the 50-file drop runs through the real daemon with a warehouse
+loser's retry leaves each row once; two runs of one asset at once never both commit (the second
+runs its step again: ``lake_writers``), so no row is doubled; the 50-file drop runs through the real daemon with a warehouse
 pool of 3 (deploy/dagster-ducklake.yaml), land runs one at a time, every file accounted for, while
 a reader holds a transaction open; a run SIGKILLed mid-write leaves the last committed tables."""
 
