@@ -3,7 +3,10 @@
 One run, each phase in its own process so its peak RSS is its own:
 
 1. generate the sample data (`dp sample-data`, one day more than the scale; in parts of 2,000
-   meters, two at a time), holding the last day's meter and weather files back;
+   meters, two at a time), holding back the 50 latest meter and weather files (by arrival; four
+   a day in one part, so about 13 days at S and M): the floors, the baseline and the full build
+   see that much less history than in results before the drop was measured, which held back only
+   the last day (not comparable: their full build at M had about 12 days more);
 2. the floors: DuckDB reading every raw meter file once (a count over read_csv and read_json),
    then reading and typing the same files of each source the formatted zone formats as one query
    (vendor A's decimal comma and Warsaw local time converted to UTC, vendor B's epoch ms and Wh,
@@ -12,23 +15,35 @@ One run, each phase in its own process so its peak RSS is its own:
 3. the pandas baseline (`bench/baseline_pandas.py`) on the same files (up to M: beyond, it would
    hold the whole dataset in memory);
 4. the full build: every asset through the real defs, as `dagster asset materialize --select '*'`
-   runs it, with wall time per step from the event log;
-5. incremental: the held-back day lands and what automation follows a landing with runs
+   runs it, with wall time per step from the event log; what it left (the data dir, the Dagster
+   home, a lake's catalog database) is saved, and the next phases start from it;
+5. the 50-file drop (``bench/drop.py``), once per pool size: `dagster dev` (webserver and daemon,
+   the instance of `make ui`, on a lake deploy/dagster-ducklake.yaml's) with the `warehouse` pool
+   set to that size, the held files moved into the inbox at once; the wall seconds from the drop
+   to the end of the last run the sensors and automation started (until none is queued or in
+   progress and every sensor has ticked since without starting one), those runs, the failed ones
+   with their failed steps, and the most runs in progress at once. The DuckDB file has pool 1 (it
+   admits one writer process); a lake the sizes of ``--pools`` (1 and 3);
+6. incremental: the held files but the last day's land first, untimed (the catch-up, the same
+   run as below), then the last day's files land and what automation follows a landing with runs
    (`following_new_data`: not training, the hourly health or the data dictionary); `--repeat`
-   times (3), each on a copy of what the full build left, reporting the median;
-6. serving: p50/p99 latency of one prediction through MLflow's scoring server (one worker per core,
+   times (3), each on a copy of what the catch-up left, reporting the median;
+7. serving: p50/p99 latency of one prediction through MLflow's scoring server (one worker per core,
    at most four, as `make serve` starts it) with 20 concurrent clients on 127.0.0.1, against the
    same model's in-process predict time.
 
-Before each timed phase (2 to 5) the page cache is written back (``os.sync``), so that no phase
+Before each timed phase (2 to 6) the page cache is written back (``os.sync``), so that no phase
 pays for the writeback of what the one before it wrote; a day's run comes long after the last.
 
 ``--warehouse ducklake --lake-catalog 'postgres:dbname=... host=...'`` runs every phase on a DuckLake
-(an empty catalog database; the Parquet files go under the run's data dir) instead of the DuckDB
-file.
+(an empty PostgreSQL database that the run's user may copy and drop, on a server where it may
+create databases: the saved state keeps a copy of it; the Parquet files go under the run's data
+dir) instead of the DuckDB file.
 
-Prints one table and writes it to bench/results/<scale>.md (``<scale>-ducklake.md`` on a lake).
-Nothing here is asserted.
+Prints the tables (the measures, the drop with a column per pool, the formatted zone against its
+floor, the seconds per step) and writes them to bench/results/<scale>.md (``<scale>-ducklake.md``
+on a lake); every failed step of a timed run, of the catch-up and of the drop's runs is listed
+above them. Nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -45,7 +60,10 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
+
+from drop import DROPPED, Saved, drop, hold_back
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -96,16 +114,16 @@ def written_back() -> float:
     return time.perf_counter() - started
 
 
-def hold_back_last_day(inbox: Path, last_day: dt.date, held: Path) -> int:
-    moved = 0
-    for source in HELD_BACK:
-        for path in (inbox / source).glob("*"):
-            digits = "".join(c for c in path.stem if c.isdigit())
-            if digits.startswith(f"{last_day:%Y%m%d}"):
-                (held / source).mkdir(parents=True, exist_ok=True)
-                shutil.move(path, held / source / path.name)  # keeps the mtime
-                moved += 1
-    return moved
+def of_day(f: dict, day: dt.date) -> bool:
+    """Whether a sample file (a manifest entry) holds that day's data: the date its name starts
+    with (a vendor's local-time file may reach into the next day)."""
+    return "".join(c for c in Path(f["name"]).stem if c.isdigit()).startswith(f"{day:%Y%m%d}")
+
+
+def unheld(root: Path, files: list[dict]) -> None:
+    """Copy these held files (manifest entries) into the inbox, keeping their mtimes."""
+    for f in files:
+        shutil.copy2(root / "held" / f["source"] / f["name"], root / "data" / "inbox" / f["source"])
 
 
 def floor_seconds(inbox: Path) -> tuple[float, int]:
@@ -315,18 +333,36 @@ def main() -> int:
         "--repeat",
         type=int,
         default=3,
-        help="incremental runs, each on a copy of what the full build left (the disk needs room "
-        "for one more copy of the data dir)",
+        help="incremental runs, each on a copy of what the catch-up left (the disk needs room "
+        "for one more copy of the data dir: the full build's for the drops, then this one)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the data dir afterwards")
     parser.add_argument("--warehouse", choices=("duckdb", "ducklake"), default="duckdb")
-    parser.add_argument("--lake-catalog", help="with --warehouse ducklake: an empty catalog")
+    parser.add_argument(
+        "--lake-catalog",
+        help="with --warehouse ducklake: an empty PostgreSQL catalog (postgres:...)",
+    )
+    parser.add_argument(
+        "--pools",
+        help="on a lake, the warehouse pool sizes of the drop, comma-separated (default 1,3); "
+        "the DuckDB file takes 1 only",
+    )
+    parser.add_argument(
+        "--drop-minutes", type=float, default=30, help="how long a drop may take (default 30)"
+    )
     parser.add_argument("--materialize", choices=("all", "followers"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if (args.warehouse == "ducklake") != bool(args.lake_catalog):
         parser.error("--lake-catalog goes with --warehouse ducklake, and only with it")
+    if args.lake_catalog and not args.lake_catalog.startswith("postgres:"):
+        parser.error(
+            "--lake-catalog: a PostgreSQL catalog (postgres:...), which the drop's runs share"
+        )
+    if not args.lake_catalog and args.pools not in (None, "1"):
+        parser.error("--pools: the DuckDB file admits one writer process, so pool 1 only")
+    pools = [int(n) for n in (args.pools or ("1,3" if args.lake_catalog else "1")).split(",")]
     if args.materialize:
         materialize(args.materialize == "followers")
         return 0
@@ -339,10 +375,13 @@ def main() -> int:
            "DP_PII_KEY": "bench"}  # fmt: skip
     env.pop("MLFLOW_TRACKING_URI", None)  # the platform's default: SQLite in the data dir
     env["DP_WAREHOUSE"] = args.warehouse
+    env.pop("DP_LAKE_DATA_PATH", None)  # the lake's Parquet files in the data dir, saved with it
+    instance = REPO / "dagster.yaml"
     if args.lake_catalog:
         env["DP_LAKE_CATALOG"] = args.lake_catalog
+        instance = REPO / "deploy" / "dagster-ducklake.yaml"
     (root / "home").mkdir(parents=True)
-    shutil.copy(REPO / "dagster.yaml", root / "home" / "dagster.yaml")
+    shutil.copy(instance, root / "home" / "dagster.yaml")
     figures: dict = {}
 
     parts = -(-meters // PART_METERS)
@@ -359,7 +398,9 @@ def main() -> int:
     manifests = [json.loads(p.read_text()) for p in data.glob("sample_data_manifest*.json")]
     files = [f for m in manifests for f in m["files"]]
     raw_rows = sum(f["records"] or 0 for f in files)
-    held = hold_back_last_day(data / "inbox", start + dt.timedelta(days=days), root / "held")
+    held = hold_back(files, HELD_BACK, data / "inbox", root / "held")
+    last_day = [f for f in held if of_day(f, start + dt.timedelta(days=days))]
+    catch_up = [f for f in held if f not in last_day]
     syncs = {"floor": written_back()}
     figures["floor_s"], figures["floor_rows"] = floor_seconds(data / "inbox")
     print("typed floor ...", flush=True)
@@ -387,24 +428,38 @@ def main() -> int:
         }
 
     full = timed("full build", "all")
+    built = Saved(root, "full-build", args.lake_catalog or "")
+    built.save()
+    drops = []
+    for pool in pools:
+        if drops:  # the first starts from the state just saved
+            built.restore()
+        phase = f"drop, pool {pool}"
+        print(f"{DROPPED} files dropped, pool {pool} ...", flush=True)
+        syncs[phase] = written_back()
+        drops.append(drop(env, root, held, pool, args.drop_minutes * 60))
+
+    # The one more day comes after the catch-up: the held files of the days before it.
+    built.restore()
+    built.remove()
+    unheld(root, catch_up)
+    print("catch-up (untimed) ...", flush=True)
+    out, _, _ = measured([sys.executable, __file__, "--materialize", "followers"], env)
+    caught_up = {"phase": "catch-up (untimed)", **json.loads(out.strip().splitlines()[-1])}
     # The day's run is short, and on this machine its time swings by a third or more from one run
-    # to the next: it runs --repeat times, each on a copy of what the full build left; the median
+    # to the next: it runs --repeat times, each on a copy of what the catch-up left; the median
     # counts.
-    kept = root / "after-full-build" if args.repeat > 1 else None  # a single run needs no copy
-    if kept:
-        for part in ("data", "home"):
-            shutil.copytree(root / part, kept / part, symlinks=True)
+    kept = Saved(root, "catch-up", args.lake_catalog or "") if args.repeat > 1 else None
+    if kept:  # a single run needs no copy
+        kept.save()
     day_runs = []
     for attempt in range(args.repeat):
         if attempt:
-            for part in ("data", "home"):
-                shutil.rmtree(root / part)
-                shutil.copytree(kept / part, root / part, symlinks=True)
-        for path in (root / "held").rglob("*.*"):
-            shutil.copy2(path, data / "inbox" / path.parent.name / path.name)  # keeps the mtime
+            kept.restore()
+        unheld(root, last_day)
         day_runs.append(timed("incremental (one more day)", "followers"))
     if kept:
-        shutil.rmtree(kept)  # a failed removal shows: it would leave a copy of the data dir behind
+        kept.remove()
     incremental = sorted(day_runs, key=lambda run: run["wall"])[len(day_runs) // 2]
     runs = [full, incremental]
 
@@ -419,16 +474,32 @@ def main() -> int:
     vendors_typed_rows = sum(typed[v][1] for v in vendors)
     # A failed or skipped formatting step counts as 0 s; the failure is listed above the table.
     vendors_formatted_s = sum(full["steps"].get(f"formatted_{v}", 0.0) for v in vendors)
+    arrivals = sorted({f["arrival"][:10] for f in held})
+    drop_failures = []
+    for d in drops:
+        failed = {}  # step: (runs it failed in, its last message)
+        for steps in d["failures"].values():
+            for step, message in steps.items():
+                failed[step] = (failed.get(step, (0, ""))[0] + 1, message)
+        drop_failures += [f"- drop, pool {d['pool']}: failed step {step} in {n} of "
+                          f"{len(d['runs'])} runs: {message}" for step, (n, message) in failed.items()]  # fmt: skip
+        if not d["settled"]:
+            drop_failures.append(f"- drop, pool {d['pool']}: not settled after {args.drop_minutes:g} min")  # fmt: skip
     lines = [
         f"# dp_assets benchmark, scale {args.scale}, warehouse {args.warehouse}: {meters:,} meters x {days} days "
         f"(+1 incremental), {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"{len(files):,} files, {raw_rows:,} raw records; {held} files of the last day "
-        "held back for the incremental run. Machine: 2 cores, 24 GB. Before each timed phase the "
-        "page cache was written back (os.sync), taking at most "
+        f"{len(files):,} files, {raw_rows:,} raw records; the {len(held)} latest meter and weather "
+        f"files (arriving on {len(arrivals)} days, {arrivals[0]} to {arrivals[-1]}) held back "
+        f"before the full build, for the drop; then {len(catch_up)} of them landed untimed (the "
+        f"catch-up) and the last day's {len(last_day)} for the incremental run. Machine: 2 cores, "
+        "24 GB, shared. Before each timed phase the page cache was written back (os.sync), taking "
+        "at most "
         + ", ".join(f"{seconds:.2f} s before the {phase}" for phase, seconds in syncs.items())
         + ".",
-        *[f"- {r['phase']}: failed step {s}: {m}" for r in runs for s, m in r["failures"].items()],
+        *[f"- {r['phase']}: failed step {s}: {m}"
+          for r in (full, caught_up, incremental) for s, m in r["failures"].items()],
+        *drop_failures,
         "",
         "| measure | value |",
         "|---|---:|",
@@ -462,6 +533,29 @@ def main() -> int:
             f"| serving: throughput ({served['requests']} requests) | {served['per_second']:.0f} /s |",
             f"| in-process predict of one row, p50 | {served['in_process_p50_ms']:.2f} ms |",
         ]  # fmt: skip
+    lines += [
+        "",
+        f"## {DROPPED} files dropped while `dagster dev` runs",
+        "",
+        "On the full build's state, with the `warehouse` pool at each size (`dagster instance "
+        "concurrency set warehouse N`), once `dagster dev` has settled (every sensor ticked, no "
+        "run in progress), the held files moved into the inbox together; from the drop to the end "
+        "of the last run it led to.",
+        "",
+        "| measure | " + " | ".join(f"pool {d['pool']}" for d in drops) + " |",
+        "|---|" + "---:|" * len(drops),
+        "| drop to the last run's end | " + " | ".join(
+            f"{d['wall']:.1f} s" if d["settled"] else f"> {d['wall']:.0f} s (not settled)"
+            for d in drops) + " |",
+        "| runs (of them `land`) | " + " | ".join(
+            f"{len(d['runs'])} ({sum(r['jobName'] == 'land' for r in d['runs'])})"
+            for d in drops) + " |",
+        "| failed runs | " + " | ".join(str(len(d["failures"])) for d in drops) + " |",
+        "| runs before the drop, while `dagster dev` settled | " + " | ".join(
+            ", ".join(f"{n} `{job}`" for job, n in Counter(r["jobName"] for r in d["settling"]).items()) or "0"
+            for d in drops) + " |",
+        "| most runs in progress at once | " + " | ".join(str(d["most_at_once"]) for d in drops) + " |",
+    ]  # fmt: skip
     lines += [
         "",
         "## formatted zone against the typed floor",
@@ -501,7 +595,7 @@ def main() -> int:
     print(f"\nwritten to {out_path}; data in {root}")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
-    return 0 if not any(r["failures"] for r in runs) else 1
+    return 1 if any(r["failures"] for r in (full, caught_up, incremental)) or drop_failures else 0
 
 
 if __name__ == "__main__":

@@ -17,17 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from devserver import REPO, dagster_dev
 
 
 def demo(env: dict) -> float:
@@ -84,36 +80,11 @@ def versions(env: dict) -> dict[str, int]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ui_session(env: dict, minutes: float, log: Path) -> list[list[str]]:
     """`dagster dev` for ``minutes`` from when it answers: the runs started meanwhile."""
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)],
-        env={**env, "PATH": f"{BIN}:{os.environ['PATH']}"},
-        cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        # processes started here may ignore SIGTERM: defaults restored, the group killed after
-        preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)],
-    )  # fmt: skip
     started = time.time()
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() - started > 180:
-                    raise RuntimeError(f"dagster dev did not start: {log}") from None
-                time.sleep(1)
+    with dagster_dev(env, log):
         time.sleep(minutes * 60)
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
     runs = inspect(env, RUNS.replace("sys.argv[1]", repr(str(started))))
     return [line.split("\t") for line in runs.splitlines()]
 
