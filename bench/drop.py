@@ -1,7 +1,10 @@
 """The 50-file drop, for bench/run.py: the latest 50 daily files, held back before the full build,
-are moved into the inbox at once while `dagster dev` (webserver and daemon) runs with the
-`warehouse` pool at a given size; timed from the drop until every run the sensors and automation
-started for it has ended.
+are moved into the inbox in two halves ``STAGGER_S`` apart while `dagster dev` (webserver and
+daemon) runs with the `warehouse` pool at a given size; timed from the first half's drop until
+every run the sensors and automation started for them has ended. Dropped all at once, one `land`
+run takes them and one automation run follows, and no pool has two runs to admit; the second
+half's landing, requested while the first half is being formatted, is what a larger pool can run
+beside it (as in dp_assets_tests/test_ducklake_concurrency.py).
 
 Also what run.py needs to start phases from one built state: ``Saved`` copies the data dir,
 DAGSTER_HOME and, on a lake, its PostgreSQL catalog database, and puts them back in place.
@@ -18,6 +21,7 @@ from pathlib import Path
 from devserver import BIN, REPO, dagster_dev, graphql
 
 DROPPED = 50
+STAGGER_S = 20
 ACTIVE = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 FAILED = ("FAILURE", "CANCELED")
 RUNS = """{ runsOrError { ... on Runs { results {
@@ -135,7 +139,7 @@ def failed_steps(port: int, run_id: str) -> dict[str, str]:
 def drop(env: dict, root: Path, files: list[dict], pool: int, timeout_s: float) -> dict:
     """One drop of ``files`` (manifest entries held in ``root/held``): the pool set as an operator
     sets it, `dagster dev` started and left to settle (every sensor ticked, no run), the files
-    moved into the inbox together, then waited on until ``settled`` again. Figures: ``wall`` from
+    moved into the inbox in two halves, then waited on until ``settled`` again. Figures: ``wall`` from
     the drop to the end of its last run, ``runs`` (each ``jobName``, ``status``, start and end),
     ``most_at_once``, ``failures`` (failed steps by run), ``settled`` (False: ``timeout_s`` ran
     out first, and ``wall`` is that long) and ``settling``, the runs the sensors started before the
@@ -162,7 +166,9 @@ def drop(env: dict, root: Path, files: list[dict], pool: int, timeout_s: float) 
         before = {r["runId"] for r in every}
         settling = [r for r in every if r["creationTime"] >= started]
         dropped_at = time.time()
-        for path in paths:
+        for i, path in enumerate(paths):
+            if i == len(paths) // 2:
+                time.sleep(STAGGER_S)
             os.rename(staged / path, inbox / path)
         deadline = time.monotonic() + timeout_s
         while True:

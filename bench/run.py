@@ -19,8 +19,9 @@ One run, each phase in its own process so its peak RSS is its own:
    home, a lake's catalog database) is saved, and the next phases start from it;
 5. the 50-file drop (``bench/drop.py``), once per pool size: `dagster dev` (webserver and daemon,
    the instance of `make ui`, on a lake deploy/dagster-ducklake.yaml's) with the `warehouse` pool
-   set to that size, the held files moved into the inbox at once; the wall seconds from the drop
-   to the end of the last run the sensors and automation started (until none is queued or in
+   set to that size, the held files moved into the inbox in two halves 20 s apart; the wall
+   seconds from the first drop to the end of the last run the sensors and automation started
+   (until none is queued or in
    progress and every sensor has ticked since without starting one), those runs, the failed ones
    with their failed steps, and the most runs in progress at once. The DuckDB file has pool 1 (it
    admits one writer process); a lake the sizes of ``--pools`` (1 and 3);
