@@ -84,6 +84,27 @@ def test_sample_data_is_deterministic_per_seed(tmp_path):
         ).read_bytes(), relative
 
 
+def test_a_year_of_sample_weather_stays_near_the_seasonal_norm():
+    """Each region's daily mean stays within 14 C of its seasonal norm over a year, whatever the
+    seed: a forecast validated on a year's last days must not meet a climate it never saw."""
+    import datetime as dt
+
+    import numpy as np
+    import polars as pl
+
+    from dp_projects.utility.sample_data.generator import make_weather, seasonal_norm_c
+
+    for seed in range(30):
+        weather = make_weather(np.random.default_rng(seed), dt.date(2024, 1, 15), 365)
+        # The day cycle averages out over a UTC day's 24 hours; what is left is norm + departure.
+        daily = weather.group_by("region", pl.col("utc").dt.date().alias("day")).agg(
+            pl.col("temp_c").mean(), pl.col("utc").dt.ordinal_day().first().alias("doy")
+        )
+        for (region,), days in daily.group_by("region"):
+            departure = days["temp_c"].to_numpy() - seasonal_norm_c(days["doy"].to_numpy(), region)
+            assert np.abs(departure).max() < 14, (seed, region, departure.min(), departure.max())
+
+
 def test_parts_name_their_files_and_manifest():
     from dp_projects.utility.sample_data.generator import part_name
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from dagster import AssetSelection, MetadataValue, materialize
+from dagster import AssetKey, AssetSelection, MetadataValue, materialize
 
 from dp_assets.analysis.factory import build_pipeline_assets, feature_matrix
 from dp_assets.analysis.gate import decide
@@ -20,6 +20,7 @@ from dp_assets.governance.erasure_job import RETRAIN_TAG
 from dp_assets.analysis.spec import Gate, PipelineSpec
 from dp_assets.metadata import PREVIEW_ROWS
 from dp_assets_tests.conftest import PIPELINES, score_served
+from dp_projects.utility.sample_data.generator import SampleParams, generate
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +99,24 @@ def test_models_beat_their_baselines_on_small_data(world):
     )
     assert energy["mae"] < 0.85 * naive["mae"]
     assert overall(platform, "customer_churn")["roc_auc"] > 0.7
+
+
+# A year of a small world, as long as bench scale M: the validation window, the year's last days,
+# comes after a full year of generated weather.
+YEAR = SampleParams(days=365, meters=70, seed=3)
+
+
+def test_a_year_of_data_trains_a_forecast_that_clears_the_gate(platform):
+    generate(platform.settings.data_dir, YEAR)
+    champion = AssetSelection.assets(AssetKey(["energy_forecast", "champion"]))
+    assert platform.materialize(champion.upstream().required_multi_asset_neighbors()).success
+    energy, naive = (
+        overall(platform, "energy_forecast"),
+        overall(platform, "energy_forecast", "baseline"),
+    )
+    margin = PIPELINES["energy_forecast"].gate.min_improvement_vs_baseline
+    assert energy["mae"] < (1 - margin) * naive["mae"], (energy, naive)
+    assert latest_promotion(platform, "energy_forecast")["promoted"]
 
 
 @pytest.mark.parametrize("pipeline", sorted(PIPELINES))
