@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import dagster
 
 from dp_assets.resources import Warehouse
 from dp_assets_tests.conftest import REPO, cli_env, hold_back
@@ -217,28 +218,40 @@ def test_sigkill_mid_write_on_the_lake_keeps_the_last_snapshot(postgres, tmp_pat
     assert sorted(names) == sorted(f["name"] for f in manifest.files), "each delivery once"
 
 
-def racing(env: dict, select: str, point: str | None, release: Path) -> subprocess.Popen:
-    """`dagster asset materialize --select select`, held at ``point`` until ``release`` exists."""
-    waits = {"DP_WAIT_AT": point, "DP_WAIT_FILE": str(release)} if point else {}
-    return subprocess.Popen(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", "--select", select],
-        env={**env, **waits}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+class Racing:
+    """`dagster asset materialize --select select` in the background, held at ``point`` until
+    ``release`` exists; its output in a file (a pipe nobody reads fills and blocks the run)."""
+
+    def __init__(self, env: dict, select: str, point: str | None, release: Path):
+        waits = {"DP_WAIT_AT": point, "DP_WAIT_FILE": str(release)} if point else {}
+        self.log = release.parent / f"{release.name}-{time.monotonic_ns()}.log"
+        with self.log.open("w") as out:
+            self.process = subprocess.Popen(
+                [str(BIN / "dagster"), "asset", "materialize", "-m", "dp_assets", "--select", select],
+                env={**env, **waits}, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def succeeded(self) -> str:
+        """Its log, once it has ended, asserting it succeeded."""
+        self.process.wait(timeout=600)
+        log = self.log.read_text()
+        assert self.process.returncode == 0, log[-3000:]
+        return log
 
 
-def held_together(runs: list[subprocess.Popen], release: Path) -> list[str]:
+def held_together(runs: list[Racing], release: Path) -> list[str]:
     """Let ``runs`` go once each has reached its wait point; their logs (all must succeed)."""
     deadline = time.monotonic() + 300
-    while len(list(release.parent.glob(f"{release.name}.*"))) < len(runs):
+    while len(list(release.parent.glob(f"{release.name}.*[0-9]"))) < len(runs):
         for run in runs:
-            assert run.poll() is None, f"a run ended before its wait point: {run.stderr.read()[-3000:]}"  # fmt: skip
+            assert run.running(), f"a run ended before its wait point: {run.log.read_text()[-3000:]}"  # fmt: skip
         assert time.monotonic() < deadline, "the runs did not reach their wait point"
         time.sleep(0.2)
     release.touch()
-    logs = [run.communicate(timeout=600)[1] for run in runs]
-    for run, log in zip(runs, logs):
-        assert run.returncode == 0, log[-3000:]
-    return logs
+    return [run.succeeded() for run in runs]
 
 
 def doubled(warehouse: Warehouse, source: str) -> dict[str, list]:
@@ -273,28 +286,26 @@ def test_two_runs_of_one_asset_at_once_write_each_row_once(postgres, tmp_path):
     # Both landings copied the files and appended their manifest rows, neither committed.
     names = deliver("meters_vendor_b")
     release = tmp_path / "land"
-    runs = [racing(env, "landing/meters_vendor_b", "landing:copied", release) for _ in range(2)]
+    runs = [Racing(env, "landing/meters_vendor_b", "landing:copied", release) for _ in range(2)]
     landings = held_together(runs, release)
     # Both formattings wrote the new files' rows, neither committed.
     release = tmp_path / "format"
     point = "formatted.meters_vendor_b:written"
     select = "formatted/meters_vendor_b,formatted/meters_vendor_b_rejects"
-    runs = [racing(env, select, point, release) for _ in range(2)]
+    runs = [Racing(env, select, point, release) for _ in range(2)]
     formattings = held_together(runs, release)
 
     # One formatting read what to format, then waits while the other formats it all.
     names += deliver("meters_vendor_a")
-    landed = racing(env, "landing/meters_vendor_a", None, tmp_path / "unused")
-    assert landed.wait(timeout=600) == 0, landed.stderr.read()[-3000:]
+    Racing(env, "landing/meters_vendor_a", None, tmp_path / "unused").succeeded()
     release = tmp_path / "late"
     select = "formatted/meters_vendor_a,formatted/meters_vendor_a_rejects"
-    waiting = racing(env, select, "formatted.meters_vendor_a:pending", release)
+    waiting = Racing(env, select, "formatted.meters_vendor_a:pending", release)
     deadline = time.monotonic() + 300
     while not list(tmp_path.glob("late.*")):
-        assert waiting.poll() is None and time.monotonic() < deadline, waiting.stderr.read()[-3000:]
+        assert waiting.running() and time.monotonic() < deadline, waiting.log.read_text()[-3000:]
         time.sleep(0.2)
-    other = racing(env, select, None, release)
-    assert other.wait(timeout=600) == 0, other.stderr.read()[-3000:]
+    Racing(env, select, None, release).succeeded()
     (late_writer,) = held_together([waiting], release)
 
     for source in ("meters_vendor_a", "meters_vendor_b"):
@@ -309,4 +320,33 @@ def test_two_runs_of_one_asset_at_once_write_each_row_once(postgres, tmp_path):
     # also have conflicted on its way to the wait point: the count is not exact).
     assert any("WriteConflict" in log for log in landings)
     assert any("WriteConflict" in log for log in formattings)
-    assert "may be stale, so it runs again" in late_writer
+    assert (
+        "changed formatted.meters_vendor_a, formatted.meters_vendor_a_rejects while" in late_writer
+    )
+
+
+def test_a_replace_committed_over_another_writers_append_runs_its_step_again(postgres, tmp_path):
+    """DuckLake lets a replace commit after another writer appended to the table meanwhile (the
+    append would be lost): the step finds that writer's snapshot after its commit and runs again,
+    replacing the table with what both wrote."""
+    warehouse = lake_warehouse(postgres.lake_catalog(), tmp_path / "lake")
+    with warehouse.get_connection() as conn:
+        conn.execute("CREATE SCHEMA s; CREATE TABLE s.source AS SELECT 1 AS i")
+        conn.execute("CREATE TABLE s.copy AS FROM s.source")
+    attempts = []
+
+    @dagster.asset(metadata={"dagster/table_name": "s.copy"})
+    def copy(context) -> None:
+        attempts.append(context.retry_number)
+        with warehouse.transaction() as conn:
+            conn.execute("CREATE OR REPLACE TABLE s.copy AS FROM s.source")
+            if len(attempts) == 1:  # another writer appends to both, and commits first
+                with warehouse.transaction() as other:
+                    other.execute("INSERT INTO s.source VALUES (2)")
+                    other.execute("INSERT INTO s.copy VALUES (2)")
+
+    result = dagster.materialize([copy])
+    assert result.success and attempts == [0, 1]
+    restarted = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
+    assert len(restarted) == 1
+    assert warehouse.query("SELECT i FROM s.copy ORDER BY i")["i"].to_list() == [1, 2]

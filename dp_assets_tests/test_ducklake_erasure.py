@@ -217,19 +217,23 @@ def test_forget_history_removes_deleted_rows_from_files_and_catalog(tmp_path, po
         assert parquet_hits(data_path, {"MTR-516"})
 
 
-def test_forget_history_keeps_the_files_a_writer_at_work_may_commit(tmp_path, postgres):
-    """A file in no snapshot written before the oldest writer at work started is a dead writer's
-    and goes; one written since (a live writer's, not committed yet) stays, counted."""
+def test_forget_history_keeps_what_the_writers_at_work_need(tmp_path, postgres):
+    """With writers at work since some time: the snapshots since (an open transaction started from
+    one) and the files in no snapshot written since (a live writer's) stay, counted; an older file
+    in no snapshot (a dead writer's) goes. With none at work, everything goes."""
     data_path = tmp_path / "lake"
     warehouse = Warehouse(database=":memory:", backend="ducklake",
                           lake_catalog=postgres.lake_catalog(), lake_data_path=f"{data_path}/")  # fmt: skip
     with warehouse.get_connection() as conn:
         conn.execute("CREATE TABLE t AS SELECT 'MTR-' || i AS meter_id FROM range(1000) r(i)")
         folder = data_path / "main" / "t"
-        for name, age_s in (("dead", 3600), ("live", 0)):
+        for name, age_min in (("dead", 120), ("live", 20)):
             conn.execute(f"COPY (SELECT 'MTR-{name}' AS meter_id) TO '{folder}/{name}.parquet'")
-            os.utime(folder / f"{name}.parquet", (time.time() - age_s,) * 2)
-        at_work_since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-        assert warehouse.forget_history(conn, at_work_since) == 1
+            os.utime(folder / f"{name}.parquet", (time.time() - 60 * age_min,) * 2)
+        at_work_since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
+        left = warehouse.forget_history(conn, at_work_since)
+        assert left.files == 1 and left.snapshots > 0
         assert not (folder / "dead.parquet").exists() and (folder / "live.parquet").exists()
+        assert warehouse.forget_history(conn) == (0, 0)
+        assert not (folder / "live.parquet").exists()
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (1000,)

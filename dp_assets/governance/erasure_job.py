@@ -74,6 +74,7 @@ from dp_assets.metadata import (
     stored_table_results,
 )
 from dp_assets.resources import DataDir, MlflowTracking, Warehouse
+from dp_assets.resources.lake_writers import is_conflict
 from dp_assets.resources.tables import (
     ensure_table,
     insert,
@@ -87,6 +88,7 @@ ERASURE_KEY = AssetKey(["governance", "erasure_log"])
 ERASE_JOB = "erase_person"
 RETRAIN_METADATA = "retrain pipelines"  # read by the retrain sensor
 RETRAIN_TAG = "retrain_required"
+HISTORY_POLL_S = 10
 # Landing and formatted rows are removed by file and record (step 2); the log is the audit itself.
 BY_FILE_SCHEMAS = ("landing", "formatted")
 
@@ -129,6 +131,9 @@ class EraseConfig(Config):
     """Who asked: kept in the audit log."""
     reason: str = ""
     """Why, e.g. the ticket of the data subject's request."""
+    wait_for_writers_s: float = 1800
+    """On a lake, how long to wait for the runs at work to end, whose open transactions need the
+    history an erasure expires; the run fails after it if they have not."""
 
 
 @dataclass(frozen=True)
@@ -142,14 +147,46 @@ class Rewrite:
     record_nos: list[int]
 
 
-def writers_since(context: OpExecutionContext) -> dt.datetime:
-    """When the oldest run still in progress but this one started (this one's start if none): a
-    lake file in no snapshot older than that is a dead writer's, never to be committed."""
+def writers_since(context: OpExecutionContext) -> dt.datetime | None:
+    """When the oldest other run still at work began; None if there is none. (This one has
+    committed all it writes.)"""
     at_work = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
     runs = context.instance.get_run_records(RunsFilter(statuses=at_work))
-    mine = context.instance.get_run_record_by_id(context.run_id)
-    starts = [r.start_time for r in [*runs, mine] if r and r.start_time]
-    return dt.datetime.fromtimestamp(min(starts, default=time.time()), dt.UTC)
+    starts = [r.start_time for r in runs if r.start_time and r.dagster_run.run_id != context.run_id]
+    return dt.datetime.fromtimestamp(min(starts), dt.UTC) if starts else None
+
+
+def forget_history(
+    context: OpExecutionContext, warehouse: Warehouse, erasure_id: str, wait_s: float
+) -> str:
+    """``Warehouse.forget_history`` until nothing of the history is left for the writers at work,
+    waiting for them up to ``wait_s`` (a writer that commits meanwhile is a conflict: again). What
+    is still left then, as a message; empty when nothing is."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with warehouse.get_connection() as conn:
+            try:
+                left = warehouse.forget_history(conn, writers_since(context))
+            except duckdb.TransactionException as error:
+                if not is_conflict(error):
+                    raise
+                left = None
+        if left == (0, 0):
+            return ""
+        if left and time.monotonic() >= deadline:
+            return (
+                f"{erasure_id} committed, but after {wait_s:.0f} s the lake still keeps "
+                f"{left.snapshots} older snapshots and {left.files} uncommitted files for runs "
+                "still at work, which may hold the person's rows: run `CALL "
+                "ducklake_expire_snapshots` and `ducklake_delete_orphaned_files` when they have "
+                "ended (README: Erasure on a DuckLake)"
+            )
+        if left:
+            context.log.info(
+                f"{erasure_id}: waiting for the runs at work to end: the lake keeps "
+                f"{left.snapshots} older snapshots and {left.files} uncommitted files for them"
+            )
+        time.sleep(HISTORY_POLL_S)
 
 
 def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
@@ -209,16 +246,15 @@ def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
             raise
         for path in superseded:  # only now: until the commit, the old versions are the record
             (settings.data_dir / path).unlink(missing_ok=True)
-        with warehouse.get_connection() as conn:
-            # Deleted rows must leave the storage too: a lake's old snapshots still hold them.
-            try:
-                kept = warehouse.forget_history(conn, writers_since(context))
-            except duckdb.Error as error:
-                raise Failure(
-                    f"{erasure_id} committed, but the warehouse's history still holds "
-                    f"{subject.description} ({error}): run the maintenance again (README: Erasure on a "
-                    "DuckLake; Warehouse.forget_history)"
-                ) from error
+        # Deleted rows must leave the storage too: a lake's old snapshots still hold them.
+        try:  # a committed erasure is not undone by what fails here: reported below
+            left = forget_history(context, warehouse, erasure_id, config.wait_for_writers_s)
+        except duckdb.Error as error:
+            left = (
+                f"{erasure_id} committed, but the warehouse's history still holds "
+                f"{subject.description} ({error}): run the maintenance again (README: Erasure "
+                "on a DuckLake; Warehouse.forget_history)"
+            )
 
         for table, rows in removed.items():
             if rows and table in table_keys:
@@ -227,15 +263,6 @@ def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
             files = [r for r in rewrites if r.source == source]
             yield _changed(AssetKey(["landing", source]), erasure_id, None, None,
                            **{"files rewritten": MetadataValue.int(len(files))})  # fmt: skip
-        if kept:
-            context.log.warning(
-                f"{kept} files under the lake's data path belong to no snapshot and were written "
-                "while a run still in progress was writing (or within minutes before this "
-                "erasure): they are its uncommitted writes or a killed writer's, which may hold "
-                f"rows of {subject.description}. The next erasure, or `CALL "
-                "ducklake_delete_orphaned_files('lake', cleanup_all => true)` with no run writing, "
-                "removes them (README: Erasure on a DuckLake)."
-            )
         context.log.info(
             f"{erasure_id}: erased {subject.description} from {len(rewrites)} landed files and "
             f"{sum(1 for n in removed.values() if n)} tables; retraining {retrain or 'nothing'}"
@@ -249,11 +276,13 @@ def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
                 "landed files rewritten": MetadataValue.int(len(rewrites)),
                 "unreadable files to review": MetadataValue.int(len(unreadable)),
                 "rows removed": MetadataValue.int(sum(removed.values())),
-                "uncommitted lake files kept": MetadataValue.int(kept),
+                "history left": left or "none",
                 RETRAIN_METADATA: MetadataValue.json(retrain),
                 "entries": markdown(entries.drop("subject", "customer_id"), rows=50),
             },
         )
+        if left:  # after the events: what was erased stays recorded, and the run shows the rest
+            raise Failure(left)
 
     @job(
         name=ERASE_JOB,

@@ -268,7 +268,9 @@ def write_immutable(target: Path, data: bytes) -> None:
 
 
 def _tmp_of(target: Path) -> Path:
-    return target.with_name(f".{target.name}.tmp")
+    # Per process: two landings of one file in the same second (a run started by hand beside
+    # automation's) write the same target, and neither may rename the other's half-written file.
+    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
 
 
 def _commit_immutable(target: Path, write: Callable[[Path], object]) -> None:
@@ -418,7 +420,8 @@ def discard_uncommitted(settings: Settings, pending: list[str], referenced: set[
     deleted = 0
     for relative in dict.fromkeys(pending):
         path = settings.data_dir / relative
-        _tmp_of(path).unlink(missing_ok=True)
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
         if relative.startswith("landing/") and relative not in referenced and path.exists():
             path.unlink()
             deleted += 1

@@ -1,18 +1,29 @@
 """Two writers of one table on a DuckLake: one commits, the other starts its step again.
 
-DuckLake detects a conflict between two transactions when both delete from, alter or replace one
+DuckLake fails the second of two overlapping commits when both delete from, alter or replace one
 table, but two that only append to it both commit. Two runs of one asset at once (a user's run
 beside automation's, a retried run) would then both append the same new rows. So, on a lake and
 inside a Dagster step, every transaction first *claims* the tables of the step's assets (their
 ``dagster/table_name``): it sets each one's comment again, to the comment it has, which alters the
-table and so conflicts with any other transaction that writes it meanwhile. The one that commits
-second fails; its step raises ``WriteConflict``, a ``RetryRequested``, and Dagster runs the step
-again on what the other committed.
+table and so conflicts with any other transaction that writes it meanwhile. The step whose commit
+fails raises ``WriteConflict``, a ``RetryRequested``, and Dagster runs it again on what the other
+committed.
 
-A step that reads in one transaction and writes in the next (the formatted zone reads which files
-are pending, then commits them in batches) could still act on what it read before another writer
-committed in between. So each later transaction of the step first looks at the snapshots since
-the step's last commit: if another writer changed a claimed table, the step starts again too.
+Three cases DuckLake's own check lets through are checked here from the lake's snapshots (each
+one's changes name the tables it touched):
+
+- a step that reads in one transaction and writes in the next (the formatted zone reads which
+  files are pending, then commits them in batches) could act on what it read before another
+  writer committed in between: each later transaction first looks at the snapshots since the
+  step's last commit, and starts the step again if another writer changed a claimed table (or if
+  that history was expired, so that nobody can tell);
+- a replace (``CREATE OR REPLACE``) that commits after another writer's append to the table does
+  not conflict, and would drop what the other wrote: after each commit, the snapshots between the
+  transaction's start and its commit are looked at the same way; the step, whose commit replaced
+  the table whole, runs again and replaces it with both writers' work;
+- an expiry of the snapshots an open transaction started from hides the changes it would conflict
+  with: the erasure's maintenance keeps the snapshots since the oldest run still at work began
+  (``Warehouse.forget_history``), so this holds for writers that are runs of the Dagster instance.
 
 Each transaction is attributed in the lake's snapshots (author: the run; message: the step), which
 makes a conflict's message name the other writer and leaves who wrote what in the lake's history.
@@ -31,10 +42,10 @@ from dagster import DagsterInvariantViolationError, OpExecutionContext, RetryReq
 
 from dp_assets.metadata import plain
 
-# Enough for a handful of runs of one asset at once; the wait is jittered so that retries of two
-# steps that conflicted do not meet again.
+# Retries wait longer each time, jittered, so that two long steps that keep meeting drift apart
+# (at most about 10 minutes of waiting in all).
 MAX_RETRIES = 10
-WAIT_S = (1.0, 5.0)
+MAX_WAIT_S = 120
 
 # The connections opened on a lake (only they claim), and each step attempt's claim.
 lake_connections: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
@@ -47,15 +58,18 @@ _TABLE_IDS = """
     WHERE t.end_snapshot IS NULL AND s.end_snapshot IS NULL
       AND list_contains($tables, s.schema_name || '.' || t.table_name)
 """
-# Snapshots since the step's last commit that changed a claimed table (by id, or by name where a
-# table was created or replaced).
-_CHANGED_SINCE = """
+# The first snapshot in (after, before) that changed a claimed table: by id, or by name where a
+# table was created (or replaced); an id of -1 when `after` no longer exists (expired).
+_CHANGED = """
     SELECT snapshot_id, coalesce(author, 'a writer outside Dagster'), commit_message
     FROM {lake}.snapshots()
-    WHERE snapshot_id > $since
+    WHERE snapshot_id > $after AND snapshot_id < $before
       AND list_has_any($touched, flatten(list_transform(
           list_filter(map_entries(changes), e -> e.key NOT LIKE 'schemas%'), e -> e.value)))
-    ORDER BY snapshot_id
+    UNION ALL
+    SELECT -1, NULL, NULL WHERE NOT EXISTS (
+        SELECT 1 FROM {lake}.snapshots() WHERE snapshot_id = $after)
+    ORDER BY 1
     LIMIT 1
 """
 _COMMENTS = """
@@ -68,8 +82,9 @@ _COMMENTS = """
 class WriteConflict(RetryRequested):
     """Another writer committed to a table this step writes: the step runs again on its commit."""
 
-    def __init__(self, message: str):
-        super().__init__(max_retries=MAX_RETRIES, seconds_to_wait=random.uniform(*WAIT_S))
+    def __init__(self, message: str, retry_number: int = 0):
+        wait = min(MAX_WAIT_S, 2 ** (retry_number + 1)) * random.uniform(0.5, 1.5)
+        super().__init__(max_retries=MAX_RETRIES, seconds_to_wait=wait)
         self.args = (message,)
 
 
@@ -78,21 +93,52 @@ def is_conflict(error: duckdb.Error) -> bool:
 
 
 def conflict(error: duckdb.Error) -> WriteConflict:
+    """DuckLake's conflict error, said plainly; retried when raised in a step."""
+    claim = _step_claim()
     return WriteConflict(
-        "Another writer committed to a table this transaction wrote, first. A Dagster step runs "
-        f"again on what it committed (up to {MAX_RETRIES} times). DuckLake: {error}"
+        "Another writer committed first to a table this transaction wrote; nothing of the "
+        "transaction was committed. A Dagster step runs again on what the other committed (up "
+        f"to {MAX_RETRIES} times); elsewhere, run it again. DuckLake: {error}",
+        claim.retry_number if claim else 0,
     )
 
 
 @dataclass
 class Claim:
-    """What one step attempt claims and where its own history ends."""
+    """What one step attempt claims, and where its own history ends."""
 
     step: str
     author: str
+    retry_number: int
     tables: list[str]
     since: int | None = None  # the snapshot of the step's last commit
-    ids: list[str] = field(default_factory=list)
+    start: int = 0  # the snapshot the open transaction started from
+    ids: list[str] = field(default_factory=list)  # the tables' ids then
+
+    def table_ids(self, conn: duckdb.DuckDBPyConnection, lake: str) -> list[str]:
+        ids = conn.execute(_TABLE_IDS.format(lake=lake), {"tables": self.tables}).fetchall()
+        return [i for (i,) in ids]
+
+    def check(self, conn: duckdb.DuckDBPyConnection, lake: str, after: int, before: int) -> None:
+        """Raise ``WriteConflict`` if a snapshot between ``after`` and ``before`` changed one of
+        the tables, or ``after`` was expired."""
+        touched = self.tables + self.ids + self.table_ids(conn, lake)
+        params = {"after": after, "before": before, "touched": touched}
+        changed = conn.execute(_CHANGED.format(lake=lake), params).fetchone()
+        if not changed:
+            return
+        snapshot, author, message = changed
+        what = (
+            f"the lake's history since snapshot {after} was expired"
+            if snapshot < 0
+            else f"snapshot {snapshot} by {author} ({message or 'no message'}) changed "
+            f"{', '.join(self.tables)}"
+        )
+        raise WriteConflict(
+            f"{self.step}: {what} while this step was writing them: it runs again on the current "
+            "snapshot.",
+            self.retry_number,
+        )
 
 
 def _step_claim() -> Claim | None:
@@ -108,8 +154,10 @@ def _step_claim() -> Claim | None:
             for key in context.selected_asset_keys
             if key in specs
         }
-        tables = sorted(names - {None})
-        _claims[step] = Claim(step.step.key, f"dagster run {context.run_id}", tables)
+        _claims[step] = Claim(
+            step.step.key, f"dagster run {context.run_id}", context.retry_number,
+            sorted(names - {None}),
+        )  # fmt: skip
     return _claims[step]
 
 
@@ -118,19 +166,10 @@ def claim(conn: duckdb.DuckDBPyConnection, lake: str) -> Claim | None:
     claim to pass to ``committed``, or None where nothing is claimed."""
     if conn not in lake_connections or (claim := _step_claim()) is None or not claim.tables:
         return None
+    (claim.start,) = conn.execute(f"SELECT id FROM ducklake_current_snapshot('{lake}')").fetchone()
     if claim.since is not None:
-        ids = conn.execute(_TABLE_IDS.format(lake=lake), {"tables": claim.tables}).fetchall()
-        touched = claim.tables + claim.ids + [i for (i,) in ids]
-        changed = conn.execute(
-            _CHANGED_SINCE.format(lake=lake), {"since": claim.since, "touched": touched}
-        ).fetchone()
-        if changed:
-            snapshot, author, message = changed
-            raise WriteConflict(
-                f"{claim.step}: snapshot {snapshot} by {author} ({message or 'no message'}) "
-                f"changed {', '.join(claim.tables)} after this step last committed; what it read "
-                "before may be stale, so it runs again on the current snapshot."
-            )
+        claim.check(conn, lake, claim.since, claim.start + 1)
+    claim.ids = claim.table_ids(conn, lake)
     conn.execute(f"CALL {lake}.set_commit_message(?, ?)", [claim.author, claim.step])
     for table, comment in conn.execute(_COMMENTS, {"tables": claim.tables}).fetchall():
         text = "NULL" if comment is None else "'" + comment.replace("'", "''") + "'"
@@ -139,9 +178,9 @@ def claim(conn: duckdb.DuckDBPyConnection, lake: str) -> Claim | None:
 
 
 def committed(conn: duckdb.DuckDBPyConnection, claim: Claim, lake: str) -> None:
-    """Remember where the step's own history ends: the snapshot ``conn`` just committed, and the
-    ids its tables have now (a replace in it gave them new ones)."""
-    (snapshot,) = conn.execute(f"FROM {lake}.last_committed_snapshot()").fetchone()
-    claim.since = claim.since if snapshot is None else snapshot  # None: it changed nothing
-    ids = conn.execute(_TABLE_IDS.format(lake=lake), {"tables": claim.tables}).fetchall()
-    claim.ids = [i for (i,) in ids]
+    """After ``conn`` committed the claimed transaction: check that no other writer's commit to
+    the tables came between its start and its commit (which a replace commits over), and remember
+    where the step's own history ends."""
+    (own,) = conn.execute(f"FROM {lake}.last_committed_snapshot()").fetchone()
+    claim.since = max(claim.since or 0, own or 0)
+    claim.check(conn, lake, claim.start, claim.since)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import duckdb
 import polars as pl
@@ -39,7 +39,16 @@ if TYPE_CHECKING:
 
 # The name the lake is attached under; `USE lake` makes it what `current_database()` returns.
 LAKE = "lake"
-ORPHAN_CLOCK_MARGIN = dt.timedelta(minutes=10)
+# How far two machines' clocks (a writer's, the storage's, the Dagster instance's) may disagree.
+CLOCK_MARGIN = dt.timedelta(minutes=1)
+
+
+class History(NamedTuple):
+    """What ``Warehouse.forget_history`` left for writers at work: snapshots from before its
+    rewrite (which may hold deleted rows) and files in no snapshot."""
+
+    snapshots: int
+    files: int
 
 
 class WarehouseLocked(RuntimeError):
@@ -205,42 +214,49 @@ class Warehouse(DuckDBResource):
             yield conn
 
     def forget_history(
-        self, conn: duckdb.DuckDBPyConnection, writing_since: dt.datetime | None = None
-    ) -> int:
+        self, conn: duckdb.DuckDBPyConnection, writers_since: dt.datetime | None = None
+    ) -> History:
         """Make committed deletions physical, so that no file or catalog row still holds a deleted
         row (erasure calls it after its commit). A DuckDB file: a CHECKPOINT writes the deletions
         into the file. A lake keeps every deleted row readable by time travel, so: flush inlined
         rows (small inserts live in catalog tables, deleted ones too) to Parquet; rewrite every
         data file that has deletions without those rows (a DELETE only records a delete file;
-        the data file, still current, keeps the rows); expire every snapshot but the current one;
-        delete the files no snapshot needs now. A query still reading an older snapshot at that
-        moment fails: the time travel it relies on is what an erasure must end.
+        the data file, still current, keeps the rows); expire the snapshots before; delete the
+        files no snapshot needs now, and those of writes that never committed (in no snapshot,
+        a killed writer's). A query still reading an older snapshot at that moment fails: the
+        time travel it relies on is what an erasure must end.
 
-        Files in no snapshot are a killed writer's, which may hold the rows, or a live writer's,
-        not committed yet. Those older than ``writing_since`` (when the oldest writer still at
-        work started; a day ago when unknown) go; the number of younger ones, kept, is returned."""
+        With ``writers_since`` None, nobody is writing: every snapshot but the current one is
+        expired and every uncommitted file deleted. Else it is when the oldest writer still at
+        work began (less ``CLOCK_MARGIN``): a transaction open since needs the snapshots it
+        started from, to see what it would conflict with (``lake_writers``), and its files are
+        not committed yet; both are kept, and counted in what is returned, for a later call."""
         if self.backend != "ducklake":
             conn.execute("CHECKPOINT")
-            return 0
+            return History(0, 0)
         lake = _quote(LAKE)
         conn.execute(f"CALL ducklake_flush_inlined_data({lake})")
         conn.execute(f"CALL ducklake_rewrite_data_files({lake}, delete_threshold => 0)")
         (current,) = conn.execute(f"SELECT id FROM ducklake_current_snapshot({lake})").fetchone()
+        cutoff = writers_since - CLOCK_MARGIN if writers_since else None
         older = conn.execute(
-            f"SELECT list(snapshot_id) FROM ducklake_snapshots({lake}) WHERE snapshot_id < ?",
-            [current],
+            f"SELECT list(snapshot_id) FROM ducklake_snapshots({lake}) "
+            "WHERE snapshot_id < $current AND ($cutoff IS NULL OR snapshot_time < $cutoff)",
+            {"current": current, "cutoff": cutoff},
         ).fetchone()[0]
-        if older:  # by id, not by time: the writers' clocks need not agree
+        if older:
             conn.execute(f"CALL ducklake_expire_snapshots({lake}, versions => ?)", [older])
         conn.execute(f"CALL ducklake_cleanup_old_files({lake}, cleanup_all => true)")
-        # A file's age is by the storage's clock: a margin for clocks that disagree.
-        since = writing_since or dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-        conn.execute(
-            f"CALL ducklake_delete_orphaned_files({lake}, older_than => ?)",
-            [since - ORPHAN_CLOCK_MARGIN],
-        )
-        kept = f"CALL ducklake_delete_orphaned_files({lake}, dry_run => true, cleanup_all => true)"
-        return len(conn.execute(kept).fetchall())
+        orphans = f"CALL ducklake_delete_orphaned_files({lake}, "
+        if cutoff:
+            conn.execute(orphans + "older_than => ?)", [cutoff])
+        else:
+            conn.execute(orphans + "cleanup_all => true)")
+        (snapshots,) = conn.execute(
+            f"SELECT count(*) FROM ducklake_snapshots({lake}) WHERE snapshot_id < ?", [current]
+        ).fetchone()
+        files = len(conn.execute(orphans + "dry_run => true, cleanup_all => true)").fetchall())
+        return History(snapshots, files)
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         with self.get_connection() as conn:
