@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--requested-by", default=getpass.getuser(),
                        help="who asks, kept in the audit log (default: your user name)")  # fmt: skip
     erase.add_argument("--reason", default="", help="why, e.g. the request's ticket")
+    erase.add_argument("--wait-for-writers", type=float, default=1800, metavar="SECONDS",
+                       help="on a DuckLake: how long to wait for the runs at work before the "
+                       "history holding the person is expired (default 1800)")  # fmt: skip
     return parser
 
 
@@ -168,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"wrote {write_report(settings, args.output)}")
     elif args.command == "erase":
-        return run_erasure(settings, args.key, args.requested_by, args.reason)
+        return run_erasure(
+            settings, args.key, args.requested_by, args.reason, args.wait_for_writers
+        )
     return 0
 
 
@@ -216,13 +221,17 @@ def acknowledge(settings: Settings, source: str, file: str, reason: str, by: str
     return 0
 
 
-def run_erasure(settings: Settings, keys: list[str], requested_by: str, reason: str) -> int:
+def run_erasure(
+    settings: Settings, keys: list[str], requested_by: str, reason: str, wait_s: float
+) -> int:
     """Run the erase_person job in this process, recorded in the Dagster instance like any run."""
     from dp_assets.definitions import build_defs
     from dp_assets.governance.erasure_job import ERASE_JOB
     from dp_assets.summary import dagster_instance
 
-    config = {"keys": keys, "requested_by": requested_by, "reason": reason}
+    config = {
+        "keys": keys, "requested_by": requested_by, "reason": reason, "wait_for_writers_s": wait_s,
+    }  # fmt: skip
     with dagster_instance(settings) as dagster:
         result = (
             build_defs(settings)

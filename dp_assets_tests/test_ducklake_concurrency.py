@@ -11,6 +11,7 @@ import json
 import shutil
 import signal
 import subprocess
+import threading
 import sys
 import time
 from pathlib import Path
@@ -350,3 +351,50 @@ def test_a_replace_committed_over_another_writers_append_runs_its_step_again(pos
     restarted = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
     assert len(restarted) == 1
     assert warehouse.query("SELECT i FROM s.copy ORDER BY i")["i"].to_list() == [1, 2]
+
+
+def test_an_erasure_keeps_the_history_a_run_at_work_needs_until_it_ends(postgres, tmp_path):
+    """A run at work may hold a transaction open on a snapshot from before an erasure: expiring
+    the history it started from would hide what it conflicts with. So the erasure keeps what is
+    younger than that run: with no time to wait it fails saying what is left (the person gone from
+    every current table all the same); with time, it finishes once the run has ended."""
+    env = lake_env(tmp_path, postgres)
+    warehouse = lake_warehouse(env["DP_LAKE_CATALOG"], Path(env["DP_DATA_DIR"]) / "lake")
+    first_run_with_late_files_held(env, tmp_path)
+    first, second = warehouse.query(
+        "SELECT customer_id FROM exploitation.customers ORDER BY 1 LIMIT 2"
+    )["customer_id"]
+    select = "formatted/weather,formatted/weather_rejects"
+
+    def erase(customer: str, wait_s: int) -> subprocess.CompletedProcess:
+        args = [str(BIN / "dp"), "erase", "--key", f"customer_id={customer}",
+                "--wait-for-writers", str(wait_s)]  # fmt: skip
+        return subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+    def held_at_work(release: Path) -> Racing:
+        run = Racing(env, select, "formatted.weather:pending", release)
+        deadline = time.monotonic() + 300
+        while not list(tmp_path.glob(f"{release.name}.*[0-9]")):
+            assert run.running() and time.monotonic() < deadline, run.log.read_text()[-3000:]
+            time.sleep(0.2)
+        return run
+
+    release = tmp_path / "first"
+    run = held_at_work(release)
+    failed = erase(first, 0)
+    assert failed.returncode == 1, failed.stdout + failed.stderr[-3000:]
+    assert "the lake still keeps" in failed.stderr and "for runs still at work" in failed.stderr
+    assert first not in warehouse.query("SELECT customer_id FROM exploitation.customers")["customer_id"]  # fmt: skip
+    release.touch()
+    run.succeeded()
+
+    release = tmp_path / "second"
+    run = held_at_work(release)
+    threading.Timer(15, release.touch).start()
+    erased = erase(second, 300)
+    assert erased.returncode == 0, erased.stderr[-3000:]
+    assert not run.running(), "the erasure finished before the run it waited for"
+    run.succeeded()
+    assert "waiting for the runs at work to end" in erased.stderr
+    with warehouse.get_connection() as conn:
+        assert warehouse.forget_history(conn) == (0, 0)
