@@ -31,6 +31,10 @@ setup(
         "pandas<3",
     ],
     # duckdb-cli: the `duckdb` shell for querying the warehouse, same version line as the library.
-    extras_require={"dev": ["pytest>=8", "pytest-xdist", "ruff", "duckdb-cli==1.5.5"]},
+    extras_require={
+        "dev": ["pytest>=8", "pytest-xdist", "ruff", "duckdb-cli==1.5.5"],
+        # A lake's data path on object storage (s3://, gs://, az://): DuckDB's extensions for it.
+        "object-storage": ["duckdb-extension-httpfs==1.5.5", "duckdb-extension-azure==1.5.5"],
+    },
     entry_points={"console_scripts": ["dp=dp_assets.cli:main"]},
 )

@@ -3,10 +3,13 @@ assets, unchanged, write Parquet files under the data dir and a catalog in Postg
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from dagster import AssetSelection
 
 from dp_projects.utility.sample_data.generator import SampleParams, generate
+from dp_assets.resources import Warehouse
 from dp_assets_tests.conftest import BACKBONE, SOURCES, WORLD, isolated_platform
 
 
@@ -83,3 +86,16 @@ def test_the_backbone_and_a_pipeline_on_ducklake_equal_the_duckdb_file_row_for_r
                     assert extra == 0, f"{table}: {extra} rows in {a} not in {b}"
                 rows += conn.execute(f"SELECT count(*) FROM lake.{table}").fetchone()[0]
             assert rows > 100_000, rows
+
+
+def test_a_data_path_on_object_storage_names_the_extension_it_needs(tmp_path):
+    """Without the [object-storage] extra, an s3:// data path fails at once, saying what to install
+    (not later, on the first write, or by trying to download the extension)."""
+    if importlib.util.find_spec("duckdb_extension_httpfs"):
+        pytest.skip("the httpfs extension's wheel is installed here")
+    warehouse = Warehouse(database=":memory:", backend="ducklake",
+                          lake_catalog=str(tmp_path / "metadata.ducklake"),
+                          lake_data_path="s3://bucket/lake/")  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"pip install 'duckdb-extension-httpfs==1\.5\.5'"):
+        with warehouse.get_connection():
+            pass

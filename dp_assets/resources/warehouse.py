@@ -89,11 +89,26 @@ def atomic(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnectio
         lake_writers.committed(conn, claimed, LAKE)
 
 
-def _extension(package: str, name: str) -> str:
+def _extension(package: str, name: str, why: str = "") -> str:
     """The path of an extension shipped by its PyPI wheel (``duckdb_extension_<name>``), built for
     the installed duckdb (setup.py pins both to one version)."""
-    folder = Path(importlib.import_module(package).__file__).parent / "extensions"
+    try:
+        module = importlib.import_module(package)
+    except ModuleNotFoundError:
+        wheel = package.replace("_", "-")
+        raise RuntimeError(
+            f"{why or 'The warehouse'} needs DuckDB's {name} extension: pip install "
+            f"'{wheel}=={duckdb.__version__}' (or the project's [object-storage] extra)"
+        ) from None
+    folder = Path(module.__file__).parent / "extensions"
     return str(folder / f"v{duckdb.__version__}" / f"{name}.duckdb_extension")
+
+
+# The extension that reads and writes a data path on object storage, by the path's scheme.
+_STORAGE = {
+    **dict.fromkeys(("s3", "gs", "gcs", "r2", "http", "https"), "httpfs"),
+    **dict.fromkeys(("az", "azure", "abfss"), "azure"),
+}
 
 
 def _quote(text: str) -> str:
@@ -181,6 +196,12 @@ class Warehouse(DuckDBResource):
             if self.lake_catalog.startswith("postgres:"):
                 path = _extension("duckdb_extension_postgres_scanner", "postgres_scanner")
                 conn.execute(f"LOAD {_quote(path)}")
+            scheme, found, _ = self.lake_data_path.partition("://")
+            if found and (storage := _STORAGE.get(scheme.lower())):
+                why = f"The lake's data path {self.lake_data_path}"
+                conn.execute(
+                    f"LOAD {_quote(_extension(f'duckdb_extension_{storage}', storage, why))}"
+                )
             options = f" (DATA_PATH {_quote(self.lake_data_path)})" if self.lake_data_path else ""
             conn.execute(f"ATTACH {_quote('ducklake:' + self.lake_catalog)} AS {LAKE}{options}")
             conn.execute(f"USE {LAKE}")
