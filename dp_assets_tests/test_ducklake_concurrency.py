@@ -8,6 +8,7 @@ a reader holds a transaction open; a run SIGKILLed mid-write leaves the last com
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -326,31 +327,52 @@ def test_two_runs_of_one_asset_at_once_write_each_row_once(postgres, tmp_path):
     )
 
 
+def outside_a_step(write) -> None:
+    """``write`` in a thread of its own: outside the Dagster step (a context variable), so it
+    claims nothing, as a user's shell or another deployment would not."""
+    thread = threading.Thread(target=write)
+    thread.start()
+    thread.join()
+
+
 def test_a_replace_committed_over_another_writers_append_runs_its_step_again(postgres, tmp_path):
     """DuckLake lets a replace commit after another writer appended to the table meanwhile (the
     append would be lost): the step finds that writer's snapshot after its commit and runs again,
-    replacing the table with what both wrote."""
+    replacing the table with what both wrote. An append that commits after another writer's
+    append (which claimed nothing) keeps both, and runs once: its rows are in."""
     warehouse = lake_warehouse(postgres.lake_catalog(), tmp_path / "lake")
     with warehouse.get_connection() as conn:
         conn.execute("CREATE SCHEMA s; CREATE TABLE s.source AS SELECT 1 AS i")
-        conn.execute("CREATE TABLE s.copy AS FROM s.source")
-    attempts = []
+        conn.execute("CREATE TABLE s.copy AS FROM s.source; CREATE TABLE s.log AS FROM s.source")
+    attempts = {"copy": [], "log": []}
+
+    def another_writer(*statements: str) -> None:
+        with warehouse.transaction() as other:
+            for statement in statements:
+                other.execute(statement)
 
     @dagster.asset(metadata={"dagster/table_name": "s.copy"})
     def copy(context) -> None:
-        attempts.append(context.retry_number)
+        attempts["copy"].append(context.retry_number)
         with warehouse.transaction() as conn:
             conn.execute("CREATE OR REPLACE TABLE s.copy AS FROM s.source")
-            if len(attempts) == 1:  # another writer appends to both, and commits first
-                with warehouse.transaction() as other:
-                    other.execute("INSERT INTO s.source VALUES (2)")
-                    other.execute("INSERT INTO s.copy VALUES (2)")
+            if len(attempts["copy"]) == 1:
+                outside_a_step(lambda: another_writer(
+                    "INSERT INTO s.source VALUES (2)", "INSERT INTO s.copy VALUES (2)"))  # fmt: skip
 
-    result = dagster.materialize([copy])
-    assert result.success and attempts == [0, 1]
-    restarted = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
-    assert len(restarted) == 1
+    @dagster.asset(metadata={"dagster/table_name": "s.log"}, deps=[copy])
+    def log(context) -> None:
+        attempts["log"].append(context.retry_number)
+        with warehouse.transaction() as conn:
+            conn.execute("INSERT INTO s.log VALUES (3)")
+            outside_a_step(lambda: another_writer("INSERT INTO s.log VALUES (4)"))
+
+    result = dagster.materialize([copy, log])
+    assert result.success and attempts == {"copy": [0, 1], "log": [0]}
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retried) == 1 and "changed s.copy" in str(retried[0].event_specific_data)
     assert warehouse.query("SELECT i FROM s.copy ORDER BY i")["i"].to_list() == [1, 2]
+    assert warehouse.query("SELECT i FROM s.log ORDER BY i")["i"].to_list() == [1, 3, 4]
 
 
 def test_an_erasure_keeps_the_history_a_run_at_work_needs_until_it_ends(postgres, tmp_path):
@@ -366,10 +388,16 @@ def test_an_erasure_keeps_the_history_a_run_at_work_needs_until_it_ends(postgres
     )["customer_id"]
     select = "formatted/weather,formatted/weather_rejects"
 
-    def erase(customer: str, wait_s: int) -> subprocess.CompletedProcess:
-        args = [str(BIN / "dp"), "erase", "--key", f"customer_id={customer}",
+    def erase_args(customer: str, wait_s: int) -> list[str]:
+        return [str(BIN / "dp"), "erase", "--key", f"customer_id={customer}",
                 "--wait-for-writers", str(wait_s)]  # fmt: skip
+
+    def erase(customer: str, wait_s: int) -> subprocess.CompletedProcess:
+        args = erase_args(customer, wait_s)
         return subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+    def run_id(run: Racing) -> str:
+        return re.search(r"- (\S{36}) - \d+ - ", run.log.read_text())[1]
 
     def held_at_work(release: Path) -> Racing:
         run = Racing(env, select, "formatted.weather:pending", release)
@@ -383,18 +411,21 @@ def test_an_erasure_keeps_the_history_a_run_at_work_needs_until_it_ends(postgres
     run = held_at_work(release)
     failed = erase(first, 0)
     assert failed.returncode == 1, failed.stdout + failed.stderr[-3000:]
-    assert "the lake still keeps" in failed.stderr and "for runs still at work" in failed.stderr
+    assert f"the runs {run_id(run)} were still at work" in failed.stderr
     assert first not in warehouse.query("SELECT customer_id FROM exploitation.customers")["customer_id"]  # fmt: skip
     release.touch()
-    run.succeeded()
+    assert "WriteConflict" not in run.succeeded()
 
     release = tmp_path / "second"
     run = held_at_work(release)
-    threading.Timer(15, release.touch).start()
-    erased = erase(second, 300)
-    assert erased.returncode == 0, erased.stderr[-3000:]
-    assert not run.running(), "the erasure finished before the run it waited for"
-    run.succeeded()
-    assert "waiting for the runs at work to end" in erased.stderr
-    with warehouse.get_connection() as conn:
-        assert warehouse.forget_history(conn) == (0, 0)
+    log = tmp_path / "erase.log"
+    with log.open("w") as out:
+        erasure = subprocess.Popen(erase_args(second, 300), env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while "waiting for the runs at work to end" not in log.read_text():
+        assert erasure.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    release.touch()
+    assert "WriteConflict" not in run.succeeded()
+    assert erasure.wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert f"{second} erased" in log.read_text()

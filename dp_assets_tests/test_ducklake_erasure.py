@@ -217,23 +217,30 @@ def test_forget_history_removes_deleted_rows_from_files_and_catalog(tmp_path, po
         assert parquet_hits(data_path, {"MTR-516"})
 
 
-def test_forget_history_keeps_what_the_writers_at_work_need(tmp_path, postgres):
-    """With writers at work since some time: the snapshots since (an open transaction started from
-    one) and the files in no snapshot written since (a live writer's) stay, counted; an older file
-    in no snapshot (a dead writer's) goes. With none at work, everything goes."""
+def test_the_history_goes_in_two_steps_keeping_what_writers_since_need(tmp_path, postgres):
+    """An erasure with writers at work: rewriting the deleted rows out of the files at once; then
+    (once the runs at work have ended) the snapshots before the rewrite expired, the uncommitted
+    files from before a time deleted (a dead writer's), those since kept and counted (a live
+    writer's)."""
     data_path = tmp_path / "lake"
     warehouse = Warehouse(database=":memory:", backend="ducklake",
                           lake_catalog=postgres.lake_catalog(), lake_data_path=f"{data_path}/")  # fmt: skip
     with warehouse.get_connection() as conn:
         conn.execute("CREATE TABLE t AS SELECT 'MTR-' || i AS meter_id FROM range(1000) r(i)")
+        conn.execute("DELETE FROM t WHERE meter_id = 'MTR-517'")
+        rewritten = warehouse.rewrite_deleted_rows(conn)
+        assert parquet_hits(data_path, {"MTR-517"}), "the old file, in older snapshots, is kept"
+        conn.execute("INSERT INTO t VALUES ('MTR-AFTER')")  # a writer's commit since
         folder = data_path / "main" / "t"
         for name, age_min in (("dead", 120), ("live", 20)):
             conn.execute(f"COPY (SELECT 'MTR-{name}' AS meter_id) TO '{folder}/{name}.parquet'")
             os.utime(folder / f"{name}.parquet", (time.time() - 60 * age_min,) * 2)
-        at_work_since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
-        left = warehouse.forget_history(conn, at_work_since)
-        assert left.files == 1 and left.snapshots > 0
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
+        assert warehouse.expire_history(conn, rewritten, since) == 1
         assert not (folder / "dead.parquet").exists() and (folder / "live.parquet").exists()
-        assert warehouse.forget_history(conn) == (0, 0)
-        assert not (folder / "live.parquet").exists()
+        snapshots = [s for (s,) in conn.execute("SELECT snapshot_id FROM ducklake_snapshots('lake')").fetchall()]  # fmt: skip
+        assert min(snapshots) == rewritten and len(snapshots) == 2
+        assert parquet_hits(data_path, {"MTR-517"}) == {}
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (1000,)
+        warehouse.forget_history(conn)  # no writer at work
+        assert not (folder / "live.parquet").exists()

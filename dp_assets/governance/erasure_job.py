@@ -15,10 +15,11 @@
 5. tags every model version of the pipelines that trained on them ``retrain_required`` and appends
    the audit entries; the ``retrain_on_degradation`` sensor then starts their retraining.
 
-After the commit, the superseded landed files are deleted and ``Warehouse.forget_history`` makes
-the deletions physical (a DuckDB file's CHECKPOINT; on a DuckLake, rewriting the files that held
-the rows and expiring every older snapshot, whose files are then deleted, and deleting the
-files of writers that died before the oldest run still at work began).
+After the commit, the superseded landed files are deleted and the deletions are made physical
+(``Warehouse.forget_history``): a DuckDB file's CHECKPOINT; on a DuckLake, the files that held the
+rows rewritten at once, then, once every run that was at work then has ended (up to
+``wait_for_writers_s``), the older snapshots expired and their files deleted, with those of
+writers that died.
 
 Afterwards it records a materialization of each asset it changed, so lineage shows the erasure
 and automation refreshes what depends on them.
@@ -74,6 +75,7 @@ from dp_assets.metadata import (
     stored_table_results,
 )
 from dp_assets.resources import DataDir, MlflowTracking, Warehouse
+from dp_assets.resources.warehouse import CLOCK_MARGIN
 from dp_assets.resources.lake_writers import is_conflict
 from dp_assets.resources.tables import (
     ensure_table,
@@ -89,6 +91,7 @@ ERASE_JOB = "erase_person"
 RETRAIN_METADATA = "retrain pipelines"  # read by the retrain sensor
 RETRAIN_TAG = "retrain_required"
 HISTORY_POLL_S = 10
+ERASURE_COMMITTED_TAG = "dp/erasure_committed"
 # Landing and formatted rows are removed by file and record (step 2); the log is the audit itself.
 BY_FILE_SCHEMAS = ("landing", "formatted")
 
@@ -147,45 +150,64 @@ class Rewrite:
     record_nos: list[int]
 
 
-def writers_since(context: OpExecutionContext) -> dt.datetime | None:
-    """When the oldest other run still at work began; None if there is none. (This one has
-    committed all it writes.)"""
-    at_work = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
-    runs = context.instance.get_run_records(RunsFilter(statuses=at_work))
-    starts = [r.start_time for r in runs if r.start_time and r.dagster_run.run_id != context.run_id]
-    return dt.datetime.fromtimestamp(min(starts), dt.UTC) if starts else None
+def writers_at_work(context: OpExecutionContext, began_before: dt.datetime) -> list[str]:
+    """The other runs still at work that began before ``began_before`` (erasures that have
+    committed theirs, and so write nothing more, aside)."""
+    at_work = [DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+    return [
+        r.dagster_run.run_id
+        for r in context.instance.get_run_records(RunsFilter(statuses=at_work))
+        if r.dagster_run.run_id != context.run_id
+        and r.start_time
+        and r.start_time < began_before.timestamp()
+        and ERASURE_COMMITTED_TAG not in r.dagster_run.tags
+    ]
 
 
 def forget_history(
     context: OpExecutionContext, warehouse: Warehouse, erasure_id: str, wait_s: float
 ) -> str:
-    """``Warehouse.forget_history`` until nothing of the history is left for the writers at work,
-    waiting for them up to ``wait_s`` (a writer that commits meanwhile is a conflict: again). What
-    is still left then, as a message; empty when nothing is."""
+    """``Warehouse.forget_history`` with writers at work: the deleted rows rewritten out of the
+    files at once; the older snapshots and the uncommitted files expired once every run that was
+    at work then has ended (a transaction of theirs may have started from an older snapshot and
+    needs the history since to see what it conflicts with), waiting up to ``wait_s``. What is
+    left when it gives up, as a message; empty when nothing is."""
     deadline = time.monotonic() + wait_s
+    snapshot, conflicts, waiting = None, 0, []
     while True:
-        with warehouse.get_connection() as conn:
-            try:
-                left = warehouse.forget_history(conn, writers_since(context))
-            except duckdb.TransactionException as error:
-                if not is_conflict(error):
-                    raise
-                left = None
-        if left == (0, 0):
-            return ""
-        if left and time.monotonic() >= deadline:
+        try:
+            with warehouse.get_connection() as conn:
+                if snapshot is None:
+                    snapshot = warehouse.rewrite_deleted_rows(conn)
+                    if snapshot is None:  # a DuckDB file: nothing more
+                        return ""
+                    rewritten_at = dt.datetime.now(dt.UTC)
+                waiting = writers_at_work(context, rewritten_at + CLOCK_MARGIN)
+                if not waiting:
+                    left = warehouse.expire_history(conn, snapshot, rewritten_at - CLOCK_MARGIN)
+                    if left:
+                        context.log.info(f"{erasure_id}: {left} uncommitted lake files kept, "
+                                         "written since the erasure began")  # fmt: skip
+                    return ""
+        except duckdb.TransactionException as error:
+            if not is_conflict(error):
+                raise
+            conflicts += 1  # a writer committed meanwhile: again
+        if time.monotonic() >= deadline:
+            what = (
+                f"the runs {', '.join(waiting)} were still at work"
+                if waiting
+                else f"its maintenance met {conflicts} write conflicts"
+            )
             return (
-                f"{erasure_id} committed, but after {wait_s:.0f} s the lake still keeps "
-                f"{left.snapshots} older snapshots and {left.files} uncommitted files for runs "
-                "still at work, which may hold the person's rows: run `CALL "
-                "ducklake_expire_snapshots` and `ducklake_delete_orphaned_files` when they have "
-                "ended (README: Erasure on a DuckLake)"
+                f"{erasure_id} committed, but after {wait_s:.0f} s {what}: the lake's snapshots "
+                f"before {snapshot} may still hold the person's rows. When those runs have ended, "
+                "run the maintenance (README: Erasure on a DuckLake)"
             )
-        if left:
-            context.log.info(
-                f"{erasure_id}: waiting for the runs at work to end: the lake keeps "
-                f"{left.snapshots} older snapshots and {left.files} uncommitted files for them"
-            )
+        context.log.info(
+            f"{erasure_id}: waiting for the runs at work to end before expiring the lake's "
+            f"history: {', '.join(waiting) or 'a write conflict, again'}"
+        )
         time.sleep(HISTORY_POLL_S)
 
 
@@ -244,6 +266,8 @@ def build_erasure_job(table_keys: dict[str, AssetKey], pipelines: list[str]):
             for path in written:  # the transaction rolled back: its new files are strays
                 path.unlink(missing_ok=True)
             raise
+        # Other erasures waiting for the runs at work need not wait for this one any more.
+        context.instance.add_run_tags(context.run_id, {ERASURE_COMMITTED_TAG: "true"})
         for path in superseded:  # only now: until the commit, the old versions are the record
             (settings.data_dir / path).unlink(missing_ok=True)
         # Deleted rows must leave the storage too: a lake's old snapshots still hold them.

@@ -5,12 +5,13 @@ table, but two that only append to it both commit. Two runs of one asset at once
 beside automation's, a retried run) would then both append the same new rows. So, on a lake and
 inside a Dagster step, every transaction first *claims* the tables of the step's assets (their
 ``dagster/table_name``): it sets each one's comment again, to the comment it has, which alters the
-table and so conflicts with any other transaction that writes it meanwhile. The step whose commit
-fails raises ``WriteConflict``, a ``RetryRequested``, and Dagster runs it again on what the other
-committed.
+table, so that of two claimed transactions writing one table the second to commit fails. (A
+writer outside a step claims nothing: an append of its that commits first does not stop a
+claimed one.) The step whose commit fails raises ``WriteConflict``, a ``RetryRequested``, and
+Dagster runs it again on what the other committed.
 
-Three cases DuckLake's own check lets through are checked here from the lake's snapshots (each
-one's changes name the tables it touched):
+What DuckLake's own check lets through is checked here from the lake's snapshots (each one's
+changes name the tables it touched; an erasure's rewrites of files, which change no row, aside):
 
 - a step that reads in one transaction and writes in the next (the formatted zone reads which
   files are pending, then commits them in batches) could act on what it read before another
@@ -18,12 +19,14 @@ one's changes name the tables it touched):
   step's last commit, and starts the step again if another writer changed a claimed table (or if
   that history was expired, so that nobody can tell);
 - a replace (``CREATE OR REPLACE``) that commits after another writer's append to the table does
-  not conflict, and would drop what the other wrote: after each commit, the snapshots between the
-  transaction's start and its commit are looked at the same way; the step, whose commit replaced
-  the table whole, runs again and replaces it with both writers' work;
-- an expiry of the snapshots an open transaction started from hides the changes it would conflict
-  with: the erasure's maintenance keeps the snapshots since the oldest run still at work began
-  (``Warehouse.forget_history``), so this holds for writers that are runs of the Dagster instance.
+  not conflict, and would drop what the other wrote: after a commit that replaced a claimed table,
+  the snapshots between the transaction's start and its commit are looked at the same way, and
+  the step runs again, replacing the table with both writers' work. (Only then: a step that
+  appended must not run again once its rows are in.)
+
+An expiry of the snapshots an open transaction started from would hide what it conflicts with:
+the erasure expires history only once the runs at work when it rewrote the files have ended
+(``governance.erasure_job.forget_history``).
 
 Each transaction is attributed in the lake's snapshots (author: the run; message: the step), which
 makes a conflict's message name the other writer and leaves who wrote what in the lake's history.
@@ -63,13 +66,15 @@ _TABLES = """
       AND list_contains($tables, s.schema_name || '.' || t.table_name)
 """
 # The first snapshot in (after, before) that changed a claimed table: by id, or by name where a
-# table was created (or replaced); an id of -1 when `after` no longer exists (expired).
+# table was created (or replaced); an id of -1 when `after` no longer exists (expired). The
+# maintenance that rewrites files without changing a row (an erasure's) is no change.
+MAINTENANCE = ["flushed_inlined", "merge_adjacent", "rewrite_delete"]
 _CHANGED = """
     SELECT snapshot_id, coalesce(author, 'a writer outside Dagster'), commit_message
     FROM {lake}.snapshots()
     WHERE snapshot_id > $after AND snapshot_id < $before
-      AND list_has_any($touched, flatten(list_transform(
-          list_filter(map_entries(changes), e -> e.key NOT LIKE 'schemas%'), e -> e.value)))
+      AND list_has_any($touched, flatten(list_transform(list_filter(map_entries(changes),
+          e -> e.key NOT LIKE 'schemas%' AND NOT list_contains($same_rows, e.key)), e -> e.value)))
     UNION ALL
     SELECT -1, NULL, NULL WHERE NOT EXISTS (
         SELECT 1 FROM {lake}.snapshots() WHERE snapshot_id = $after)
@@ -121,7 +126,7 @@ class Claim:
         """Raise ``WriteConflict`` if a snapshot between ``after`` and ``before`` changed one of
         the tables, or ``after`` was expired."""
         touched = self.tables + self.ids + [i for _, i, _ in self.current(conn, lake)]
-        params = {"after": after, "before": before, "touched": touched}
+        params = {"after": after, "before": before, "touched": touched, "same_rows": MAINTENANCE}
         changed = conn.execute(_CHANGED.format(lake=lake), params).fetchone()
         if not changed:
             return
@@ -177,9 +182,17 @@ def claim(conn: duckdb.DuckDBPyConnection, lake: str) -> Claim | None:
 
 
 def committed(conn: duckdb.DuckDBPyConnection, claim: Claim, lake: str) -> None:
-    """After ``conn`` committed the claimed transaction: check that no other writer's commit to
-    the tables came between its start and its commit (which a replace commits over), and remember
-    where the step's own history ends."""
+    """After ``conn`` committed the claimed transaction: remember where the step's own history
+    ends, and if it replaced a claimed table, check that no other writer's commit to it came
+    between the transaction's start and its commit (a replace commits over it)."""
     (own,) = conn.execute(f"FROM {lake}.last_committed_snapshot()").fetchone()
     claim.since = max(claim.since or 0, own or 0)
-    claim.check(conn, lake, claim.start, claim.since)
+    # Only a replace: an append that commits second conflicts with the claim, and a step that
+    # appended must not run again once its rows are in.
+    (replaced,) = conn.execute(
+        f"SELECT list_has_any(changes['tables_dropped'], $ids) FROM {lake}.snapshots() "
+        "WHERE snapshot_id = $own",
+        {"ids": claim.ids, "own": claim.since},
+    ).fetchone() or (False,)
+    if replaced:
+        claim.check(conn, lake, claim.start, claim.since)

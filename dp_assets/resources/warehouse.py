@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal
 
 import duckdb
 import polars as pl
@@ -41,14 +41,6 @@ if TYPE_CHECKING:
 LAKE = "lake"
 # How far two machines' clocks (a writer's, the storage's, the Dagster instance's) may disagree.
 CLOCK_MARGIN = dt.timedelta(minutes=1)
-
-
-class History(NamedTuple):
-    """What ``Warehouse.forget_history`` left for writers at work: snapshots from before its
-    rewrite (which may hold deleted rows) and files in no snapshot."""
-
-    snapshots: int
-    files: int
 
 
 class WarehouseLocked(RuntimeError):
@@ -234,50 +226,51 @@ class Warehouse(DuckDBResource):
         with self.get_connection() as conn, atomic(conn):
             yield conn
 
-    def forget_history(
-        self, conn: duckdb.DuckDBPyConnection, writers_since: dt.datetime | None = None
-    ) -> History:
+    def forget_history(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Make committed deletions physical, so that no file or catalog row still holds a deleted
-        row (erasure calls it after its commit). A DuckDB file: a CHECKPOINT writes the deletions
-        into the file. A lake keeps every deleted row readable by time travel, so: flush inlined
-        rows (small inserts live in catalog tables, deleted ones too) to Parquet; rewrite every
-        data file that has deletions without those rows (a DELETE only records a delete file;
-        the data file, still current, keeps the rows); expire the snapshots before; delete the
-        files no snapshot needs now, and those of writes that never committed (in no snapshot,
-        a killed writer's). A query still reading an older snapshot at that moment fails: the
-        time travel it relies on is what an erasure must end.
+        row, with no writer at work (an erasure with writers at work calls the two steps itself,
+        waiting between them: ``governance.erasure_job``)."""
+        snapshot = self.rewrite_deleted_rows(conn)
+        if snapshot is not None:
+            self.expire_history(conn, snapshot, dt.datetime.now(dt.UTC) - CLOCK_MARGIN)
 
-        With ``writers_since`` None, nobody is writing: every snapshot but the current one is
-        expired and every uncommitted file deleted. Else it is when the oldest writer still at
-        work began (less ``CLOCK_MARGIN``): a transaction open since needs the snapshots it
-        started from, to see what it would conflict with (``lake_writers``), and its files are
-        not committed yet; both are kept, and counted in what is returned, for a later call."""
+    def rewrite_deleted_rows(self, conn: duckdb.DuckDBPyConnection) -> int | None:
+        """Step 1 of ``forget_history``. A DuckDB file: a CHECKPOINT writes the deletions into the
+        file, and that is all (None). A lake keeps every deleted row, so: flush inlined rows
+        (small inserts live in catalog tables, deleted ones too) to Parquet; rewrite every data
+        file that has deletions without those rows (a DELETE only records a delete file; the data
+        file, still current, keeps the rows). Returns the snapshot from which on no snapshot
+        holds a deleted row: the older ones are for ``expire_history``."""
         if self.backend != "ducklake":
             conn.execute("CHECKPOINT")
-            return History(0, 0)
+            return None
         lake = _quote(LAKE)
         conn.execute(f"CALL ducklake_flush_inlined_data({lake})")
         conn.execute(f"CALL ducklake_rewrite_data_files({lake}, delete_threshold => 0)")
-        (current,) = conn.execute(f"SELECT id FROM ducklake_current_snapshot({lake})").fetchone()
-        cutoff = writers_since - CLOCK_MARGIN if writers_since else None
+        return conn.execute(f"SELECT id FROM ducklake_current_snapshot({lake})").fetchone()[0]
+
+    def expire_history(
+        self, conn: duckdb.DuckDBPyConnection, snapshot: int, files_before: dt.datetime
+    ) -> int:
+        """Step 2 of ``forget_history``, on a lake: expire the snapshots before ``snapshot`` (by
+        id: the writers' clocks need not agree), delete the files no snapshot needs now, and the
+        files of writes that never committed (a killed writer's) from before ``files_before``.
+        A transaction open on an expired snapshot would no longer see what it conflicts with,
+        and a live writer's files are not committed yet: call it when no writer that was at work
+        before ``snapshot`` still is. A query reading an older snapshot then fails: the time
+        travel it relies on is what an erasure must end. Returns the uncommitted files left
+        (written since ``files_before``)."""
+        lake = _quote(LAKE)
         older = conn.execute(
-            f"SELECT list(snapshot_id) FROM ducklake_snapshots({lake}) "
-            "WHERE snapshot_id < $current AND ($cutoff IS NULL OR snapshot_time < $cutoff)",
-            {"current": current, "cutoff": cutoff},
+            f"SELECT list(snapshot_id) FROM ducklake_snapshots({lake}) WHERE snapshot_id < ?",
+            [snapshot],
         ).fetchone()[0]
         if older:
             conn.execute(f"CALL ducklake_expire_snapshots({lake}, versions => ?)", [older])
         conn.execute(f"CALL ducklake_cleanup_old_files({lake}, cleanup_all => true)")
         orphans = f"CALL ducklake_delete_orphaned_files({lake}, "
-        if cutoff:
-            conn.execute(orphans + "older_than => ?)", [cutoff])
-        else:
-            conn.execute(orphans + "cleanup_all => true)")
-        (snapshots,) = conn.execute(
-            f"SELECT count(*) FROM ducklake_snapshots({lake}) WHERE snapshot_id < ?", [current]
-        ).fetchone()
-        files = len(conn.execute(orphans + "dry_run => true, cleanup_all => true)").fetchall())
-        return History(snapshots, files)
+        conn.execute(orphans + "older_than => ?)", [files_before])
+        return len(conn.execute(orphans + "dry_run => true, cleanup_all => true)").fetchall())
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         with self.get_connection() as conn:
