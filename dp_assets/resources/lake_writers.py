@@ -122,10 +122,13 @@ class Claim:
     def current(self, conn: duckdb.DuckDBPyConnection, lake: str) -> list[tuple[str, str, str]]:
         return conn.execute(_TABLES.format(lake=lake), {"tables": self.tables}).fetchall()
 
-    def check(self, conn: duckdb.DuckDBPyConnection, lake: str, after: int, before: int) -> None:
+    def check(
+        self, conn: duckdb.DuckDBPyConnection, lake: str, after: int, before: int, ids: list[str]
+    ) -> None:
         """Raise ``WriteConflict`` if a snapshot between ``after`` and ``before`` changed one of
-        the tables, or ``after`` was expired."""
-        touched = self.tables + self.ids + [i for _, i, _ in self.current(conn, lake)]
+        the tables (known by their names, their ids then, or ``ids``, their ids now), or
+        ``after`` was expired."""
+        touched = self.tables + self.ids + ids
         params = {"after": after, "before": before, "touched": touched, "same_rows": MAINTENANCE}
         changed = conn.execute(_CHANGED.format(lake=lake), params).fetchone()
         if not changed:
@@ -170,10 +173,11 @@ def claim(conn: duckdb.DuckDBPyConnection, lake: str) -> Claim | None:
     if conn not in lake_connections or (claim := _step_claim()) is None or not claim.tables:
         return None
     (claim.start,) = conn.execute(f"SELECT id FROM ducklake_current_snapshot('{lake}')").fetchone()
-    if claim.since is not None:
-        claim.check(conn, lake, claim.since, claim.start + 1)
     tables = claim.current(conn, lake)
-    claim.ids = [i for _, i, _ in tables]
+    ids = [i for _, i, _ in tables]
+    if claim.since is not None:
+        claim.check(conn, lake, claim.since, claim.start + 1, ids)
+    claim.ids = ids
     conn.execute(f"CALL {lake}.set_commit_message(?, ?)", [claim.author, claim.step])
     for table, _, comment in tables:
         text = "NULL" if comment is None else "'" + comment.replace("'", "''") + "'"
@@ -195,4 +199,5 @@ def committed(conn: duckdb.DuckDBPyConnection, claim: Claim, lake: str) -> None:
         {"ids": claim.ids, "own": claim.since},
     ).fetchone() or (False,)
     if replaced:
-        claim.check(conn, lake, claim.start, claim.since)
+        ids = [i for _, i, _ in claim.current(conn, lake)]
+        claim.check(conn, lake, claim.start, claim.since, ids)
