@@ -7,18 +7,13 @@ zone in headless Chromium. The lineage of the assets that read the catalog or th
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
+import devserver
 import pytest
 
 from dp_projects.utility.sample_data.generator import SampleParams, generate
@@ -36,15 +31,7 @@ CHROMIUM_FLAGS = [
 
 
 def graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = json.loads(response.read())
-    assert "errors" not in body, body
-    return body["data"]
+    return devserver.graphql(port, query, timeout_s=30)
 
 
 def latest_materializations(port: int) -> dict[str, tuple[str, float]]:
@@ -68,18 +55,6 @@ def runs(port: int) -> list[dict]:
     return data["runsOrError"]["results"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def reset_signals():
-    # Processes started in the background here may ignore SIGINT/SIGTERM (FIELD_NOTES).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def chromium_or_skip() -> str:
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -87,36 +62,10 @@ def chromium_or_skip() -> str:
     return chromium
 
 
-@contextmanager
 def dagster_dev(env: dict[str, str], tmp_path: Path):
-    """``dagster dev`` (webserver and daemon) on a free port, answering; yields the port."""
-    port = free_port()
-    log = (tmp_path / "dagster_dev.log").open("w")
-    server = subprocess.Popen(
-        [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)],
-        env={**env, "PATH": f"{BIN}:{os.environ['PATH']}"},
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=reset_signals,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, (
-                    "dagster dev did not start"
-                )
-                time.sleep(1)
-        yield port
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-        log.close()
+    """``dagster dev`` on a free port, answering within two minutes; yields the port. Its output
+    goes to ``tmp_path/dagster_dev.log``, which tests read afterwards."""
+    return devserver.dagster_dev(env, tmp_path / "dagster_dev.log", timeout_s=120)
 
 
 def browser(chromium: str, tmp_path: Path) -> list[str]:
