@@ -29,6 +29,7 @@ from dp_assets_tests.test_crash import (
     first_run_with_late_files_held,
     materialize,
 )
+from dp_assets_tests.test_erasure import dp_erase_args
 from dp_assets_tests.test_daemon import BIN, dagster_dev, graphql, latest_materializations
 from dp_projects.utility.sample_data.generator import SampleParams, generate
 
@@ -393,8 +394,7 @@ def test_an_erasure_keeps_the_history_a_run_at_work_needs_until_it_ends(postgres
     select = "formatted/weather,formatted/weather_rejects"
 
     def erase_args(customer: str, wait_s: int) -> list[str]:
-        return [str(BIN / "dp"), "erase", "--key", f"customer_id={customer}",
-                "--wait-for-writers", str(wait_s)]  # fmt: skip
+        return dp_erase_args(customer, "--wait-for-writers", str(wait_s))
 
     def erase(customer: str, wait_s: int) -> subprocess.CompletedProcess:
         args = erase_args(customer, wait_s)

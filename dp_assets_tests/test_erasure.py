@@ -211,13 +211,18 @@ def tables(platform: Platform) -> dict[str, pl.DataFrame]:
     return {name: platform.frame(f"SELECT * FROM {name}") for (name,) in names}
 
 
+def dp_erase_args(customer_id: str, *more: str) -> list[str]:
+    """The ``dp erase`` command of ``customer_id`` (``more``: options)."""
+    args = [str(REPO / ".venv/bin/dp"), "erase", "--key", f"customer_id={customer_id}"]
+    return [*args, "--requested-by", "dpo@example.com", "--reason", "request #42", *more]
+
+
 def dp_erase(root: Path, customer_id: str, **env: str) -> subprocess.CompletedProcess:
     """``dp erase`` of ``customer_id`` on the platform under ``root`` (``env``: more variables)."""
-    args = [str(REPO / ".venv/bin/dp"), "erase", "--key", f"customer_id={customer_id}"]
-    args += ["--requested-by", "dpo@example.com", "--reason", "request #42"]
     return subprocess.run(
-        args, env=cli_env(root, **env), cwd=REPO, capture_output=True, text=True, timeout=600
-    )
+        dp_erase_args(customer_id), env=cli_env(root, **env), cwd=REPO, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
 
 
 def as_some_crms_write_them(inbox: Path) -> None:
