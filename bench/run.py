@@ -21,9 +21,8 @@ One run, each phase in its own process so its peak RSS is its own:
    the instance of `make ui`, on a lake deploy/dagster-ducklake.yaml's) with the `warehouse` pool
    set to that size, the held files moved into the inbox in two halves 20 s apart; the wall
    seconds from the first drop to the end of the last run the sensors and automation started
-   (until none is queued or in
-   progress and every sensor has ticked since without starting one), those runs, the failed ones
-   with their failed steps, and the most runs in progress at once. The DuckDB file has pool 1 (it
+   (until none is queued or in progress and every sensor has ticked since without starting one),
+   those runs, the failed ones with their failed steps, and the most runs in progress at once. The DuckDB file has pool 1 (it
    admits one writer process); a lake the sizes of ``--pools`` (1 and 3);
 6. incremental: the held files but the last day's land first, untimed (the catch-up, the same
    run as below), then the last day's files land and what automation follows a landing with runs
